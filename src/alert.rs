@@ -1,0 +1,342 @@
+//! Alerts when timeouts (or MPS fallbacks) come too often.
+//!
+//! Each kind of event is counted in fixed windows (60 s by default). When the
+//! count in one window exceeds the threshold (10 by default), one alert fires
+//! for that window: a log line at error level, then the hook set with
+//! [`set_alert_hook`], if any.
+//!
+//! ```
+//! use opguard::alert::{self, AlertKind, AlertPolicy};
+//! use std::time::Duration;
+//!
+//! alert::set_alert_policy(AlertKind::Timeouts, AlertPolicy::new(100, Duration::from_secs(10)));
+//! alert::set_alert_hook(|a| eprintln!("page the on-call: {a}"));
+//! ```
+//!
+//! # Atomic orderings
+//! A window's state is one `AtomicU64` (window number in the high half, count
+//! in the low half) advanced by `compare_exchange`, so exactly one event is the
+//! one that crosses the threshold, and it alone fires. The policy atomics are
+//! plain settings, read `Relaxed`: an event racing a policy change may be
+//! judged by either policy. Nothing else is published through these atomics.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use once_cell::sync::Lazy;
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AlertKind {
+    /// `timeout_async!` deadlines that fired.
+    Timeouts,
+    /// `safe_mps!` operations that fell back from MPS to CPU.
+    MpsFallbacks,
+}
+
+impl AlertKind {
+    const ALL: usize = 2;
+
+    fn index(self) -> usize {
+        match self {
+            AlertKind::Timeouts => 0,
+            AlertKind::MpsFallbacks => 1,
+        }
+    }
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AlertKind::Timeouts => "timeouts",
+            AlertKind::MpsFallbacks => "MPS fallbacks",
+        })
+    }
+}
+
+/// When to alert: more than `threshold` events within one `window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlertPolicy {
+    threshold: u32,
+    window: Duration,
+}
+
+impl AlertPolicy {
+    /// Alert on the event that makes more than `threshold` in one `window`.
+    ///
+    /// A zero window counts as one nanosecond.
+    pub const fn new(threshold: u32, window: Duration) -> Self {
+        AlertPolicy { threshold, window }
+    }
+
+    /// The default: more than 10 events within 60 seconds.
+    pub const DEFAULT: AlertPolicy = AlertPolicy::new(10, Duration::from_secs(60));
+
+    /// The number of events a window may hold without an alert.
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
+    /// The length of a counting window.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}
+
+impl Default for AlertPolicy {
+    fn default() -> Self {
+        AlertPolicy::DEFAULT
+    }
+}
+
+/// An alert, as passed to the hook.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Alert {
+    /// What was counted.
+    pub kind: AlertKind,
+    /// Events in the current window when the alert fired (threshold + 1).
+    pub count: u32,
+    /// The policy in force.
+    pub policy: AlertPolicy,
+    /// The label of the call that crossed the threshold, if it had one.
+    pub label: Option<&'static str>,
+    /// Where that call is, `file:line:column`.
+    pub site: String,
+}
+
+impl fmt::Display for Alert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} within {:?} (threshold {}); the last was ",
+            self.count, self.kind, self.policy.window, self.policy.threshold
+        )?;
+        if let Some(label) = self.label {
+            write!(f, "'{label}' ")?;
+        }
+        write!(f, "at {}", self.site)
+    }
+}
+
+type Hook = Arc<dyn Fn(&Alert) + Send + Sync + 'static>;
+
+struct Counter {
+    threshold: AtomicU32,
+    window_nanos: AtomicU64,
+    /// Window number (high 32 bits) and events in it (low 32 bits).
+    state: AtomicU64,
+}
+
+impl Counter {
+    const fn new(policy: AlertPolicy) -> Self {
+        Counter {
+            threshold: AtomicU32::new(policy.threshold),
+            window_nanos: AtomicU64::new(window_nanos(policy.window)),
+            state: AtomicU64::new(0),
+        }
+    }
+}
+
+const fn window_nanos(window: Duration) -> u64 {
+    let nanos = window.as_nanos();
+    if nanos == 0 {
+        1
+    } else if nanos > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        nanos as u64
+    }
+}
+
+static COUNTERS: [Counter; AlertKind::ALL] = [
+    Counter::new(AlertPolicy::DEFAULT),
+    Counter::new(AlertPolicy::DEFAULT),
+];
+static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
+static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+
+/// Sets when alerts of `kind` fire. It also starts a fresh window.
+pub fn set_alert_policy(kind: AlertKind, policy: AlertPolicy) {
+    let c = &COUNTERS[kind.index()];
+    c.threshold.store(policy.threshold, Ordering::Relaxed);
+    c.window_nanos
+        .store(window_nanos(policy.window), Ordering::Relaxed);
+    c.state.store(0, Ordering::Relaxed);
+}
+
+/// The policy in force for `kind`.
+pub fn alert_policy(kind: AlertKind) -> AlertPolicy {
+    let c = &COUNTERS[kind.index()];
+    AlertPolicy::new(
+        c.threshold.load(Ordering::Relaxed),
+        Duration::from_nanos(c.window_nanos.load(Ordering::Relaxed)),
+    )
+}
+
+/// Calls `hook` for every alert, after the error log line, replacing any
+/// earlier hook. A hook that panics is logged and does not reach the guarded
+/// code.
+pub fn set_alert_hook<F>(hook: F)
+where
+    F: Fn(&Alert) + Send + Sync + 'static,
+{
+    *HOOK
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(hook));
+}
+
+/// Removes the alert hook; alerts are then only logged.
+pub fn clear_alert_hook() {
+    *HOOK
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+}
+
+/// Starts a fresh window for every kind (for tests).
+pub fn reset_alert_windows() {
+    COUNTERS
+        .iter()
+        .for_each(|c| c.state.store(0, Ordering::Relaxed));
+}
+
+/// Counts one event of `kind`; fires the alert if it crosses the threshold.
+#[cold]
+pub(crate) fn count(kind: AlertKind, label: Option<&'static str>, site: &dyn fmt::Display) {
+    let c = &COUNTERS[kind.index()];
+    let threshold = c.threshold.load(Ordering::Relaxed);
+    let window = c.window_nanos.load(Ordering::Relaxed);
+    let now = u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    // Truncated to 32 bits: only equality with the stored window matters.
+    let epoch = (now / window) as u32 as u64;
+    let mut old = c.state.load(Ordering::Relaxed);
+    let count = loop {
+        let count = if old >> 32 == epoch {
+            (old as u32).saturating_add(1)
+        } else {
+            1
+        };
+        let new = (epoch << 32) | u64::from(count);
+        match c
+            .state
+            .compare_exchange_weak(old, new, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => break count,
+            Err(now) => old = now,
+        }
+    };
+    if threshold != u32::MAX && count == threshold + 1 {
+        fire(Alert {
+            kind,
+            count,
+            policy: AlertPolicy::new(threshold, Duration::from_nanos(window)),
+            label,
+            site: site.to_string(),
+        });
+    }
+}
+
+fn fire(alert: Alert) {
+    log::error!(target: "opguard", "alert: {alert}");
+    let hook = HOOK
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    if let Some(hook) = hook
+        && catch_unwind(AssertUnwindSafe(|| hook(&alert))).is_err()
+    {
+        log::error!(target: "opguard", "the alert hook panicked on: {alert}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    // The hook and policies are global: these tests take turns.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    #[test]
+    fn fires_once_when_count_exceeds_threshold_within_window() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        static SEEN: AtomicUsize = AtomicUsize::new(0);
+        set_alert_policy(
+            AlertKind::MpsFallbacks,
+            AlertPolicy::new(3, Duration::from_secs(3600)),
+        );
+        set_alert_hook(|a| {
+            if a.kind == AlertKind::MpsFallbacks {
+                assert_eq!(a.count, 4);
+                SEEN.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        for _ in 0..3 {
+            count(AlertKind::MpsFallbacks, Some("op"), &"here");
+        }
+        assert_eq!(SEEN.load(Ordering::SeqCst), 0);
+        for _ in 0..5 {
+            count(AlertKind::MpsFallbacks, Some("op"), &"here");
+        }
+        assert_eq!(SEEN.load(Ordering::SeqCst), 1);
+        clear_alert_hook();
+        set_alert_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
+    }
+
+    #[test]
+    fn a_new_window_starts_a_new_count() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        static SEEN: AtomicUsize = AtomicUsize::new(0);
+        set_alert_policy(
+            AlertKind::Timeouts,
+            AlertPolicy::new(1, Duration::from_millis(30)),
+        );
+        set_alert_hook(|a| {
+            if a.kind == AlertKind::Timeouts {
+                SEEN.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        count(AlertKind::Timeouts, None, &"a");
+        std::thread::sleep(Duration::from_millis(70));
+        // The earlier event is in an older window: one event here is no alert.
+        count(AlertKind::Timeouts, None, &"a");
+        let after_two_windows = SEEN.load(Ordering::SeqCst);
+        clear_alert_hook();
+        set_alert_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
+        assert_eq!(after_two_windows, 0);
+    }
+
+    #[test]
+    fn a_panicking_hook_is_contained() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        set_alert_policy(
+            AlertKind::MpsFallbacks,
+            AlertPolicy::new(0, Duration::from_secs(3600)),
+        );
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        set_alert_hook(|_| {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+            panic!("hook failed");
+        });
+        // The panic does not escape `count`.
+        count(AlertKind::MpsFallbacks, None, &"x");
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        // The lock is not poisoned: the hook can be replaced and still runs.
+        set_alert_hook(|_| {
+            CALLS.fetch_add(10, Ordering::SeqCst);
+        });
+        set_alert_policy(
+            AlertKind::MpsFallbacks,
+            AlertPolicy::new(0, Duration::from_secs(3600)),
+        );
+        count(AlertKind::MpsFallbacks, None, &"x");
+        assert_eq!(CALLS.load(Ordering::SeqCst), 11);
+        clear_alert_hook();
+        set_alert_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
+    }
+}

@@ -1,0 +1,152 @@
+//! The error a guarded future yields: it timed out, or its timeout was invalid.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use crate::duration::InvalidTimeout;
+use crate::site::Site;
+
+/// A `timeout_async!` that did not let its future finish.
+///
+/// Either the deadline passed ([`is_elapsed`](Self::is_elapsed)), and the inner
+/// future was dropped, or the timeout given to the macro was not a valid
+/// duration ([`is_invalid`](Self::is_invalid)), and the inner future was never
+/// polled. The error names the call site and, when given, the label, so that in
+/// nested timeouts it tells which one fired:
+///
+/// ```text
+/// 'fetch_price' timed out after 250ms at examples/quickstart.rs:31:9
+/// invalid timeout at src/main.rs:8:5: -1 seconds is negative; give a number of seconds >= 0 or a Duration
+/// ```
+///
+/// It converts into [`std::io::Error`] with kind [`TimedOut`](io::ErrorKind::TimedOut)
+/// (or [`InvalidInput`](io::ErrorKind::InvalidInput) for an invalid timeout).
+#[derive(Clone)]
+pub struct TimeoutError {
+    kind: Kind,
+    site: &'static Site,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Elapsed(Duration),
+    Invalid(InvalidTimeout),
+}
+
+impl TimeoutError {
+    pub(crate) fn elapsed(site: &'static Site, after: Duration) -> Self {
+        TimeoutError {
+            kind: Kind::Elapsed(after),
+            site,
+        }
+    }
+
+    pub(crate) fn invalid(site: &'static Site, bad: InvalidTimeout) -> Self {
+        TimeoutError {
+            kind: Kind::Invalid(bad),
+            site,
+        }
+    }
+
+    /// The deadline passed before the future finished.
+    pub fn is_elapsed(&self) -> bool {
+        matches!(self.kind, Kind::Elapsed(_))
+    }
+
+    /// The timeout given to the macro was negative, NaN or infinite.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self.kind, Kind::Invalid(_))
+    }
+
+    /// The timeout that elapsed; `None` for an invalid timeout.
+    pub fn duration(&self) -> Option<Duration> {
+        match self.kind {
+            Kind::Elapsed(d) => Some(d),
+            Kind::Invalid(_) => None,
+        }
+    }
+
+    /// What was wrong with the timeout; `None` when it elapsed.
+    pub fn invalid_timeout(&self) -> Option<InvalidTimeout> {
+        match self.kind {
+            Kind::Elapsed(_) => None,
+            Kind::Invalid(bad) => Some(bad),
+        }
+    }
+
+    /// The `label = "..."` given to the macro, if any.
+    pub fn label(&self) -> Option<&'static str> {
+        self.site.label()
+    }
+
+    /// The source file of the macro call.
+    pub fn file(&self) -> &'static str {
+        self.site.file()
+    }
+
+    /// The line of the macro call.
+    pub fn line(&self) -> u32 {
+        self.site.line()
+    }
+
+    /// The column of the macro call.
+    pub fn column(&self) -> u32 {
+        self.site.column()
+    }
+}
+
+impl fmt::Display for TimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            Kind::Elapsed(after) => {
+                match self.label() {
+                    Some(label) => write!(f, "'{label}' timed out")?,
+                    None => f.write_str("future timed out")?,
+                }
+                write!(f, " after {after:?} at {}", self.site)
+            }
+            Kind::Invalid(bad) => {
+                f.write_str("invalid timeout")?;
+                if let Some(label) = self.label() {
+                    write!(f, " for '{label}'")?;
+                }
+                write!(f, " at {}: {bad}", self.site)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for TimeoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("TimeoutError");
+        match self.kind {
+            Kind::Elapsed(after) => d.field("elapsed", &after),
+            Kind::Invalid(bad) => d.field("invalid", &bad),
+        };
+        d.field("label", &self.label())
+            .field("site", &format_args!("{}", self.site))
+            .finish()
+    }
+}
+
+impl PartialEq for TimeoutError {
+    /// Equal when the same call site failed the same way.
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && std::ptr::eq(self.site, other.site)
+    }
+}
+
+impl StdError for TimeoutError {}
+
+impl From<TimeoutError> for io::Error {
+    fn from(err: TimeoutError) -> io::Error {
+        let kind = if err.is_elapsed() {
+            io::ErrorKind::TimedOut
+        } else {
+            io::ErrorKind::InvalidInput
+        };
+        io::Error::new(kind, err)
+    }
+}

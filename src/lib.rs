@@ -1,0 +1,82 @@
+//! Inline guards for code that must not hang and tensor work that must not crash.
+//!
+//! - [`timeout_async!`] puts a timeout on any future, inline, on any executor
+//!   (tokio, smol, async-std, `futures::executor`, ...): it races the future
+//!   against a [`futures_timer::Delay`], which needs nothing from the runtime.
+//!
+//! Around it: logging through [`log`] (target `opguard`), counters in
+//! [`stats`], alerts in [`alert`] when timeouts come too often, a kill switch
+//! and a default timeout in code or environment variables ([`config`]), and,
+//! with the `metrics` feature, the same counters through the `metrics` facade.
+//!
+//! ```
+//! use opguard::timeout_async;
+//! use std::time::Duration;
+//!
+//! # futures::executor::block_on(async {
+//! // Whole or fractional seconds, a Duration, or the default (30 s).
+//! let quote = timeout_async!(label = "fetch_quote", 0.5, async { 101.25 }).await;
+//! assert_eq!(quote, Ok(101.25));
+//!
+//! let hung = timeout_async!(Duration::from_millis(20), std::future::pending::<()>()).await;
+//! let err = hung.unwrap_err();
+//! assert!(err.is_elapsed());
+//! // The error converts into io::Error with kind TimedOut.
+//! assert_eq!(std::io::Error::from(err).kind(), std::io::ErrorKind::TimedOut);
+//! # });
+//! ```
+//!
+//! See [`timeout_async!`] for the grammar of every form.
+//!
+//! # Logging
+//! Every timeout is a warn line with its label, duration and call site; an
+//! alert is an error line. Install any `log` logger (`env_logger`, ...) to see them.
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod duration;
+mod error;
+mod macros;
+mod site;
+mod timeout;
+
+pub mod alert;
+pub mod config;
+#[cfg(feature = "metrics")]
+mod export;
+pub mod stats;
+
+pub use crate::config::{
+    default_timeout, set_default_timeout, set_timeouts_enabled, timeouts_enabled,
+};
+pub use crate::duration::{IntoTimeout, InvalidTimeout};
+pub use crate::error::TimeoutError;
+pub use crate::timeout::Timeout;
+
+// Not public API. Referenced by the macros' expansions only; may change at any time.
+#[doc(hidden)]
+pub mod __private {
+    pub use core::future::Future;
+    pub use core::option::Option::{self, None, Some};
+    pub use core::result::Result;
+
+    pub use crate::site::Site;
+    pub use crate::timeout::{timeout, timeout_default};
+
+    /// The label of a `label = ..` argument: a string constant.
+    #[inline(always)]
+    pub const fn label(label: &'static str) -> Option<&'static str> {
+        Some(label)
+    }
+
+    /// Fixes an `async` block's output type, so that `?` inside it infers.
+    #[inline(always)]
+    pub fn returning<T, F: Future<Output = T>>(fut: F) -> F {
+        fut
+    }
+}

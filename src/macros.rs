@@ -1,0 +1,274 @@
+//! `timeout_async!` and its hidden helpers.
+
+/// Puts a timeout on a future, inline, on any executor.
+///
+/// ```text
+/// timeout_async!(FUT)                          // the default timeout (30 s unless configured)
+/// timeout_async!(SECS, FUT)                    // SECS: integer or float seconds, or a Duration
+/// timeout_async!(label = "name", FUT)          // labelled: the label shows in logs, errors, counters
+/// timeout_async!(label = "name", SECS, FUT)
+///
+/// timeout_async! {                             // item form, like `@timeout_async(seconds=60)`
+///     #[timeout(SECS)]                         // or #[timeout(label = "name", SECS)], #[timeout]
+///     VIS async fn NAME(PARAMS) -> T { BODY }
+/// }
+/// ```
+///
+/// A trailing comma is accepted. `FUT` is anything that implements
+/// [`IntoFuture`](std::future::IntoFuture); `SECS` anything that implements
+/// [`IntoTimeout`](crate::IntoTimeout); the label is a string constant.
+///
+/// The expression forms return a [`Timeout`](crate::Timeout) future that
+/// yields `Result<T, `[`TimeoutError`](crate::TimeoutError)`>`, where `T` is
+/// the inner output, untouched: an inner `Err(e)` comes back as `Ok(Err(e))`.
+/// The item form turns `async fn f(..) -> T` into `async fn f(..) ->
+/// Result<T, TimeoutError>`.
+///
+/// - The inner future is polled first; the timer starts only if it pends, so a
+///   future that is ready at once costs no timer and no allocation.
+/// - On timeout the inner future is dropped (cancelled), a warning is logged
+///   with label, duration and call site, and the counters in
+///   [`stats`](crate::stats) and [`alert`](crate::alert) count it.
+/// - A negative, NaN or infinite `SECS` yields an error naming the value,
+///   without polling the future; a huge one is just a long timeout; zero times
+///   out unless the future is ready at its first poll.
+/// - In nested timeouts the earliest deadline fires, and its error says which.
+/// - While the kill switch is off ([`set_timeouts_enabled`](crate::set_timeouts_enabled),
+///   `OPGUARD_TIMEOUT_DISABLE`), every form passes its future through as `Ok`.
+///
+/// A timeout can only fire when the future yields to its executor: work that
+/// never awaits cannot be interrupted.
+///
+/// # Examples
+///
+/// The default timeout:
+/// ```
+/// # futures::executor::block_on(async {
+/// use opguard::timeout_async;
+///
+/// let price = timeout_async!(async { 101.5 }).await;
+/// assert_eq!(price, Ok(101.5));
+/// # });
+/// ```
+///
+/// Seconds, whole or fractional, or a `Duration`:
+/// ```
+/// # futures::executor::block_on(async {
+/// use opguard::timeout_async;
+/// use std::time::Duration;
+///
+/// let never = std::future::pending::<()>();
+/// let err = timeout_async!(0.05, never).await.unwrap_err();
+/// assert!(err.is_elapsed());
+///
+/// let quick = async { Ok::<_, std::io::Error>(7) };
+/// let out = timeout_async!(Duration::from_millis(250), quick).await;
+/// assert_eq!(out.unwrap().unwrap(), 7);
+/// # });
+/// ```
+///
+/// A label, which the error, the log line and the counters carry:
+/// ```
+/// # futures::executor::block_on(async {
+/// use opguard::timeout_async;
+///
+/// let err = timeout_async!(label = "fetch_price", 0.01, std::future::pending::<f64>())
+///     .await
+///     .unwrap_err();
+/// assert_eq!(err.label(), Some("fetch_price"));
+/// assert!(err.to_string().starts_with("'fetch_price' timed out after 10ms at "));
+/// # });
+/// ```
+///
+/// The item form, like the seed's `@timeout_async(seconds=60)`:
+/// ```
+/// use opguard::{timeout_async, TimeoutError};
+///
+/// timeout_async! {
+///     /// One pass of the trading loop, never longer than 60 s.
+///     #[timeout(label = "trading_loop", 60)]
+///     pub async fn trading_loop(ticks: u32) -> u32 {
+///         ticks * 2
+///     }
+/// }
+///
+/// # futures::executor::block_on(async {
+/// let done: Result<u32, TimeoutError> = trading_loop(21).await;
+/// assert_eq!(done, Ok(42));
+/// # });
+/// ```
+///
+/// An invalid timeout is an error value, not a panic:
+/// ```
+/// # futures::executor::block_on(async {
+/// let err = opguard::timeout_async!(-1, async { 1 }).await.unwrap_err();
+/// assert!(err.is_invalid());
+/// assert!(err.to_string().contains("-1 seconds is negative"));
+/// # });
+/// ```
+///
+/// Misused syntax does not compile, and the message shows the right forms:
+/// ```compile_fail
+/// let fut = opguard::timeout_async!();
+/// ```
+#[macro_export]
+macro_rules! timeout_async {
+    // timeout_async! { #[timeout(..)] async fn f(..) -> T { .. } }, attributes in any order
+    (# $($item:tt)*) => {
+        $crate::__opguard_timeout_fn! { @attrs [] # $($item)* }
+    };
+    // timeout_async! { pub async fn f(..) -> T { .. } }
+    ($vis:vis async fn $($item:tt)*) => {
+        $crate::__opguard_timeout_fn! { @start [] [] $vis async fn $($item)* }
+    };
+    // timeout_async!()
+    () => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!("timeout_async! needs a future.") }
+    };
+    // timeout_async!(label = "name", SECS, fut)
+    (label = $label:expr, $timeout:expr, $fut:expr $(,)?) => {
+        $crate::__private::timeout($crate::__opguard_site!($label), $timeout, $fut)
+    };
+    // timeout_async!(label = "name", fut)
+    (label = $label:expr, $fut:expr $(,)?) => {
+        $crate::__private::timeout_default($crate::__opguard_site!($label), $fut)
+    };
+    // timeout_async!(label = "name") and other misuse of `label`
+    (label $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async!(label = \"name\", ..) takes a string label, then an optional timeout, then the future."
+        ) }
+    };
+    // timeout_async!(SECS, fut)
+    ($timeout:expr, $fut:expr $(,)?) => {
+        $crate::__private::timeout($crate::__opguard_site!(), $timeout, $fut)
+    };
+    // timeout_async!(fut)
+    ($fut:expr $(,)?) => {
+        $crate::__private::timeout_default($crate::__opguard_site!(), $fut)
+    };
+    // anything else, e.g. timeout_async!(30, fut, extra)
+    ($($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async! takes at most a label, a timeout and a future."
+        ) }
+    };
+}
+
+/// The text of a `timeout_async!` syntax error: `$what`, then the right forms.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __opguard_timeout_forms {
+    ($what:literal) => {
+        ::core::concat!(
+            $what,
+            " The forms are:\n",
+            "    timeout_async!(fut)\n",
+            "    timeout_async!(30, fut)\n",
+            "    timeout_async!(Duration::from_millis(250), fut)\n",
+            "    timeout_async!(label = \"name\", 30, fut)\n",
+            "    timeout_async!(label = \"name\", fut)\n",
+            "    timeout_async! { #[timeout(30)] async fn name(..) -> T { .. } }",
+        )
+    };
+}
+
+/// A `&'static Site` for this call: one `static` per expansion.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __opguard_site {
+    () => {{
+        static __OPGUARD_SITE: $crate::__private::Site = $crate::__private::Site::new(
+            $crate::__private::None,
+            ::core::file!(),
+            ::core::line!(),
+            ::core::column!(),
+        );
+        &__OPGUARD_SITE
+    }};
+    ($label:expr) => {{
+        static __OPGUARD_SITE: $crate::__private::Site = $crate::__private::Site::new(
+            $crate::__private::label($label),
+            ::core::file!(),
+            ::core::line!(),
+            ::core::column!(),
+        );
+        &__OPGUARD_SITE
+    }};
+}
+
+/// The item form of `timeout_async!`: finds `#[timeout(..)]`, then splits the
+/// `async fn` into its parts and rebuilds it with a timed body.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __opguard_timeout_fn {
+    // Attributes: take out `#[timeout]` or `#[timeout(ARGS)]`, keep the others.
+    (@attrs [$($kept:tt)*] # [timeout $(( $($args:tt)* ))?] $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! { @start [$($($args)*)?] [$($kept)*] $($rest)* }
+    };
+    (@attrs [$($kept:tt)*] # $attr:tt $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! { @attrs [$($kept)* # $attr] $($rest)* }
+    };
+    (@attrs [$($kept:tt)*] $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! { @start [] [$($kept)*] $($rest)* }
+    };
+
+    // The function's head, up to its name.
+    (@start $args:tt [$($kept:tt)*] $(#[$attr:meta])* $vis:vis async fn $name:ident $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! {
+            @generics $args [$($kept)* $(#[$attr])* $vis] $name [] $($rest)*
+        }
+    };
+    (@start $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async! { .. } wraps one `async fn`, e.g. `#[timeout(60)] pub async fn run() -> T { .. }`."
+        ) }
+    };
+
+    // Generic parameters: everything before the parameter list.
+    (@generics $args:tt $head:tt $name:ident $gen:tt ( $($params:tt)* ) $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! { @ret $args $head $name $gen ( $($params)* ) $($rest)* }
+    };
+    (@generics $args:tt $head:tt $name:ident [$($gen:tt)*] $next:tt $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! { @generics $args $head $name [$($gen)* $next] $($rest)* }
+    };
+
+    // The return type and where clause.
+    (@ret $args:tt $head:tt $name:ident $gen:tt $params:tt -> $ret:ty where $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! { @where $args $head $name $gen $params [$ret] [where] $($rest)* }
+    };
+    (@ret $args:tt $head:tt $name:ident $gen:tt $params:tt -> $ret:ty $body:block) => {
+        $crate::__opguard_timeout_fn! { @emit $args $head $name $gen $params [$ret] [] $body }
+    };
+    (@ret $args:tt $head:tt $name:ident $gen:tt $params:tt where $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! { @where $args $head $name $gen $params [()] [where] $($rest)* }
+    };
+    (@ret $args:tt $head:tt $name:ident $gen:tt $params:tt $body:block) => {
+        $crate::__opguard_timeout_fn! { @emit $args $head $name $gen $params [()] [] $body }
+    };
+    (@ret $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async! { .. } needs the `async fn` to end with its body `{ .. }`."
+        ) }
+    };
+    (@where $args:tt $head:tt $name:ident $gen:tt $params:tt $ret:tt [$($w:tt)*] $body:block) => {
+        $crate::__opguard_timeout_fn! { @emit $args $head $name $gen $params $ret [$($w)*] $body }
+    };
+    (@where $args:tt $head:tt $name:ident $gen:tt $params:tt $ret:tt [$($w:tt)*] $next:tt $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! { @where $args $head $name $gen $params $ret [$($w)* $next] $($rest)* }
+    };
+
+    (@emit [$($args:tt)*] [$($head:tt)*] $name:ident [$($gen:tt)*] ( $($params:tt)* ) [$ret:ty] [$($w:tt)*] $body:block) => {
+        $($head)* async fn $name $($gen)* ( $($params)* )
+            -> $crate::__private::Result<$ret, $crate::TimeoutError>
+        $($w)*
+        {
+            $crate::__opguard_timeout_fn!(@call [$($args)*]
+                $crate::__private::returning::<$ret, _>(async move $body)
+            ).await
+        }
+    };
+
+    (@call [] $fut:expr) => { $crate::timeout_async!($fut) };
+    (@call [$($args:tt)+] $fut:expr) => { $crate::timeout_async!($($args)+, $fut) };
+}
