@@ -61,7 +61,6 @@ pub use crate::timeout::Timeout;
 // Not public API. Referenced by the macros' expansions only; may change at any time.
 #[doc(hidden)]
 pub mod __private {
-    pub use core::future::Future;
     pub use core::option::Option::{self, None, Some};
     pub use core::result::Result;
 
@@ -76,7 +75,7 @@ pub mod __private {
 
     /// Fixes an `async` block's output type, so that `?` inside it infers.
     #[inline(always)]
-    pub fn returning<T, F: Future<Output = T>>(fut: F) -> F {
+    pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
         fut
     }
 }

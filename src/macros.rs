@@ -14,6 +14,11 @@
 /// }
 /// ```
 ///
+/// In the item form the body's value gets the usual coercions to `T`
+/// (`&String` to `&str`, `Box<u8>` to `Box<dyn Display>`), and `?` works; an
+/// early `return` whose value needs such a coercion spells it out
+/// (`return Box::new(x) as _;`), because the body runs inside an `async` block.
+///
 /// A trailing comma is accepted. `FUT` is anything that implements
 /// [`IntoFuture`](std::future::IntoFuture); `SECS` anything that implements
 /// [`IntoTimeout`](crate::IntoTimeout); the label is a string constant.
@@ -263,8 +268,13 @@ macro_rules! __opguard_timeout_fn {
             -> $crate::__private::Result<$ret, $crate::TimeoutError>
         $($w)*
         {
+            // `returning` gives the block its output type, so that `?` infers;
+            // the `let` gives the body's value the usual coercions.
             $crate::__opguard_timeout_fn!(@call [$($args)*]
-                $crate::__private::returning::<$ret, _>(async move $body)
+                $crate::__private::returning::<$ret, _>(async move {
+                    let __opguard_out: $ret = $body;
+                    __opguard_out
+                })
             ).await
         }
     };

@@ -1,0 +1,71 @@
+//! Shared by the integration tests: executors, cases, a log capture, child processes.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod cases;
+pub mod executors;
+
+use std::sync::{Mutex, Once};
+
+/// A logger that keeps every record as `LEVEL message`, for assertions.
+pub fn captured_logs() -> Vec<String> {
+    LOGS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Installs the capturing logger (once per process).
+pub fn capture_logs() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        log::set_logger(&Capture).expect("no other logger in tests");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        LOGS.lock().unwrap_or_else(|p| p.into_inner()).push(format!(
+            "{} {}",
+            record.level(),
+            record.args()
+        ));
+    }
+    fn flush(&self) {}
+}
+
+/// Runs test `name` again in a child process with `envs` set, so that
+/// settings read once per process start fresh. Returns `true` in the parent
+/// (after asserting the child passed) and `false` in the child, which then
+/// runs the test body.
+pub fn rerun_in_child(name: &str, envs: &[(&str, &str)]) -> bool {
+    const MARK: &str = "OPGUARD_TEST_CHILD";
+    if std::env::var(MARK).as_deref() == Ok(name) {
+        return false;
+    }
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(MARK, name);
+    for var in [
+        "OPGUARD_TIMEOUT_SECS",
+        "OPGUARD_TIMEOUT_DISABLE",
+        "OPGUARD_DISABLE",
+        "OPGUARD_SAFE_MPS_DISABLE",
+        "OPGUARD_MPS_FAILURE_THRESHOLD",
+        "OPGUARD_MPS_COOLDOWN_SECS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(envs.iter().copied());
+    let out = cmd.output().expect("the test binary runs again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child run of {name} with {envs:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}

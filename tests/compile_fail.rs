@@ -1,0 +1,7 @@
+//! Misused macro syntax fails to compile with a message showing the right forms.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}

@@ -1,0 +1,188 @@
+//! The macros expand the same whatever the caller has in scope, accept every
+//! form with and without a trailing comma, and the item form keeps signatures.
+#![allow(dead_code, non_camel_case_types, clippy::unused_async)]
+
+use std::future::pending;
+use std::time::Duration;
+
+use futures::executor::block_on;
+
+// Shadow what a careless expansion would name.
+struct Ok;
+struct Some;
+struct None;
+struct Result;
+struct Option;
+struct Future;
+struct Duration_;
+mod core {}
+mod std_ {}
+
+#[test]
+fn every_expression_form_with_and_without_trailing_comma() {
+    let d = Duration::from_millis(500);
+    assert!(block_on(opguard::timeout_async!(async { 1 })).is_ok());
+    assert!(block_on(opguard::timeout_async!(async { 1 },)).is_ok());
+    assert!(block_on(opguard::timeout_async!(1, async { 1 })).is_ok());
+    assert!(block_on(opguard::timeout_async!(1, async { 1 },)).is_ok());
+    assert!(block_on(opguard::timeout_async!(d, async { 1 })).is_ok());
+    assert!(block_on(opguard::timeout_async!(d, async { 1 },)).is_ok());
+    assert!(block_on(opguard::timeout_async!(label = "h", async { 1 })).is_ok());
+    assert!(block_on(opguard::timeout_async!(label = "h", async { 1 },)).is_ok());
+    assert!(block_on(opguard::timeout_async!(label = "h", 0.5, async { 1 })).is_ok());
+    assert!(block_on(opguard::timeout_async!(label = "h", 0.5, async { 1 },)).is_ok());
+}
+
+#[test]
+fn labels_may_be_named_constants() {
+    const OP: &str = "named_const";
+    let err = block_on(opguard::timeout_async!(label = OP, 0.001, pending::<()>())).unwrap_err();
+    assert_eq!(err.label(), std::option::Option::Some("named_const"));
+}
+
+#[test]
+fn takes_anything_into_future() {
+    struct Later;
+    impl std::future::IntoFuture for Later {
+        type Output = u8;
+        type IntoFuture = std::future::Ready<u8>;
+        fn into_future(self) -> Self::IntoFuture {
+            std::future::ready(9)
+        }
+    }
+    assert_eq!(
+        block_on(opguard::timeout_async!(1, Later)),
+        std::result::Result::Ok(9)
+    );
+}
+
+#[test]
+fn temporaries_in_the_future_expression_live_long_enough() {
+    async fn len(s: &str) -> usize {
+        s.len()
+    }
+    let n = block_on(async { opguard::timeout_async!(1, len(&String::from("abc"))).await });
+    assert_eq!(n, std::result::Result::Ok(3));
+}
+
+opguard::timeout_async! {
+    /// Doc comments and other attributes stay on the function.
+    #[inline]
+    #[timeout(label = "doubled", 5)]
+    #[must_use = "it is a future"]
+    pub async fn doubled(x: u32) -> u32 {
+        x * 2
+    }
+}
+
+opguard::timeout_async! {
+    #[timeout]
+    async fn unit_with_default_timeout() {}
+}
+
+opguard::timeout_async! {
+    async fn no_attribute_uses_the_default(x: u8) -> u8 { x }
+}
+
+opguard::timeout_async! {
+    #[timeout(0.01)]
+    async fn hangs() -> u8 {
+        pending::<u8>().await
+    }
+}
+
+opguard::timeout_async! {
+    #[timeout(Duration::from_secs(1))]
+    pub(crate) async fn generic<'a, T: Clone + Send>(items: &'a [T], i: usize) -> std::option::Option<T>
+    where
+        T: std::fmt::Debug,
+    {
+        items.get(i).cloned()
+    }
+}
+
+opguard::timeout_async! {
+    #[timeout(1)]
+    async fn question_mark(s: &str) -> std::result::Result<i64, std::num::ParseIntError> {
+        let v: i64 = s.parse()?;
+        if v < 0 {
+            return std::result::Result::Ok(0);
+        }
+        std::result::Result::Ok(v)
+    }
+}
+
+struct Trader {
+    name: String,
+}
+
+impl Trader {
+    opguard::timeout_async! {
+        #[timeout(label = "trader_name", 1)]
+        async fn name(&self) -> &str {
+            &self.name
+        }
+    }
+}
+
+#[test]
+fn item_form_keeps_the_signature_and_times_the_body() {
+    assert_eq!(block_on(doubled(21)), std::result::Result::Ok(42));
+    assert_eq!(
+        block_on(unit_with_default_timeout()),
+        std::result::Result::Ok(())
+    );
+    assert_eq!(
+        block_on(no_attribute_uses_the_default(4)),
+        std::result::Result::Ok(4)
+    );
+    let err = block_on(hangs()).unwrap_err();
+    assert_eq!(
+        err.duration(),
+        std::option::Option::Some(Duration::from_millis(10))
+    );
+    assert_eq!(
+        block_on(generic(&["a", "b"], 1)),
+        std::result::Result::Ok(std::option::Option::Some("b"))
+    );
+    assert_eq!(
+        block_on(question_mark("12")).unwrap(),
+        std::result::Result::Ok(12)
+    );
+    assert_eq!(
+        block_on(question_mark("-3")).unwrap(),
+        std::result::Result::Ok(0)
+    );
+    assert!(block_on(question_mark("x")).unwrap().is_err());
+    let t = Trader {
+        name: "desk".into(),
+    };
+    assert_eq!(block_on(t.name()), std::result::Result::Ok("desk"));
+}
+
+opguard::timeout_async! {
+    #[timeout(1)]
+    async fn early_return_with_coercion(flag: bool) -> Box<dyn std::fmt::Display> {
+        if flag {
+            // An early `return` that needs a coercion spells it out (see the docs).
+            return Box::new(1u8) as _;
+        }
+        Box::new("two")
+    }
+}
+
+#[test]
+fn returns_and_tails_get_coercions() {
+    assert_eq!(
+        block_on(early_return_with_coercion(true))
+            .unwrap()
+            .to_string(),
+        "1"
+    );
+    assert_eq!(
+        block_on(early_return_with_coercion(false))
+            .unwrap()
+            .to_string(),
+        "two"
+    );
+}
