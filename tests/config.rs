@@ -10,11 +10,9 @@ use common::rerun_in_child;
 use futures::executor::block_on;
 use opguard::timeout_async;
 
-fn pending_for(ms: u64) -> impl Future<Output = &'static str> {
-    async move {
-        futures_timer::Delay::new(Duration::from_millis(ms)).await;
-        "finished"
-    }
+async fn pending_for(ms: u64) -> &'static str {
+    futures_timer::Delay::new(Duration::from_millis(ms)).await;
+    "finished"
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The macros expand the same whatever the caller has in scope, accept every
 //! form with and without a trailing comma, and the item form keeps signatures.
-#![allow(dead_code, non_camel_case_types, clippy::unused_async)]
+#![allow(dead_code, non_camel_case_types, clippy::multiple_bound_locations)]
 
 use std::future::pending;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Wake, Waker};
 use std::thread::{self, Thread};
 
 use futures::task::SpawnExt;
@@ -83,7 +83,7 @@ pub fn hand_rolled(fut: Fut) {
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
-    while let Poll::Pending = fut.as_mut().poll(&mut cx) {
+    while fut.as_mut().poll(&mut cx).is_pending() {
         thread::park();
     }
 }
