@@ -41,7 +41,8 @@
 
 mod duration;
 mod error;
-mod macros;
+mod item_macro;
+mod timeout_macro;
 mod site;
 mod timeout;
 

@@ -124,7 +124,7 @@ macro_rules! timeout_async {
     };
     // timeout_async! { pub async fn f(..) -> T { .. } }
     ($vis:vis async fn $($item:tt)*) => {
-        $crate::__opguard_timeout_fn! { @start [] [] $vis async fn $($item)* }
+        $crate::__opguard_split_fn! { __opguard_timeout_fn [] [] $vis async fn $($item)* }
     };
     // timeout_async!()
     () => {
@@ -202,68 +202,23 @@ macro_rules! __opguard_site {
     }};
 }
 
-/// The item form of `timeout_async!`: finds `#[timeout(..)]`, then splits the
-/// `async fn` into its parts and rebuilds it with a timed body.
+/// The item form of `timeout_async!`: takes out `#[timeout(..)]`, then has
+/// `__opguard_split_fn!` take the `async fn` apart and calls back `@emit`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __opguard_timeout_fn {
     // Attributes: take out `#[timeout]` or `#[timeout(ARGS)]`, keep the others.
     (@attrs [$($kept:tt)*] # [timeout $(( $($args:tt)* ))?] $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! { @start [$($($args)*)?] [$($kept)*] $($rest)* }
+        $crate::__opguard_split_fn! { __opguard_timeout_fn [$($($args)*)?] [$($kept)*] $($rest)* }
     };
     (@attrs [$($kept:tt)*] # $attr:tt $($rest:tt)*) => {
         $crate::__opguard_timeout_fn! { @attrs [$($kept)* # $attr] $($rest)* }
     };
     (@attrs [$($kept:tt)*] $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! { @start [] [$($kept)*] $($rest)* }
+        $crate::__opguard_split_fn! { __opguard_timeout_fn [] [$($kept)*] $($rest)* }
     };
 
-    // The function's head, up to its name.
-    (@start $args:tt [$($kept:tt)*] $(#[$attr:meta])* $vis:vis async fn $name:ident $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! {
-            @generics $args [$($kept)* $(#[$attr])* $vis] $name [] $($rest)*
-        }
-    };
-    (@start $($rest:tt)*) => {
-        ::core::compile_error! { $crate::__opguard_timeout_forms!(
-            "timeout_async! { .. } wraps one `async fn`, e.g. `#[timeout(60)] pub async fn run() -> T { .. }`."
-        ) }
-    };
-
-    // Generic parameters: everything before the parameter list.
-    (@generics $args:tt $head:tt $name:ident $gen:tt ( $($params:tt)* ) $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! { @ret $args $head $name $gen ( $($params)* ) $($rest)* }
-    };
-    (@generics $args:tt $head:tt $name:ident [$($gen:tt)*] $next:tt $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! { @generics $args $head $name [$($gen)* $next] $($rest)* }
-    };
-
-    // The return type and where clause.
-    (@ret $args:tt $head:tt $name:ident $gen:tt $params:tt -> $ret:ty where $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! { @where $args $head $name $gen $params [$ret] [where] $($rest)* }
-    };
-    (@ret $args:tt $head:tt $name:ident $gen:tt $params:tt -> $ret:ty $body:block) => {
-        $crate::__opguard_timeout_fn! { @emit $args $head $name $gen $params [$ret] [] $body }
-    };
-    (@ret $args:tt $head:tt $name:ident $gen:tt $params:tt where $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! { @where $args $head $name $gen $params [()] [where] $($rest)* }
-    };
-    (@ret $args:tt $head:tt $name:ident $gen:tt $params:tt $body:block) => {
-        $crate::__opguard_timeout_fn! { @emit $args $head $name $gen $params [()] [] $body }
-    };
-    (@ret $($rest:tt)*) => {
-        ::core::compile_error! { $crate::__opguard_timeout_forms!(
-            "timeout_async! { .. } needs the `async fn` to end with its body `{ .. }`."
-        ) }
-    };
-    (@where $args:tt $head:tt $name:ident $gen:tt $params:tt $ret:tt [$($w:tt)*] $body:block) => {
-        $crate::__opguard_timeout_fn! { @emit $args $head $name $gen $params $ret [$($w)*] $body }
-    };
-    (@where $args:tt $head:tt $name:ident $gen:tt $params:tt $ret:tt [$($w:tt)*] $next:tt $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! { @where $args $head $name $gen $params $ret [$($w)* $next] $($rest)* }
-    };
-
-    (@emit [$($args:tt)*] [$($head:tt)*] $name:ident [$($gen:tt)*] ( $($params:tt)* ) [$ret:ty] [$($w:tt)*] $body:block) => {
+    (@emit [$($args:tt)*] [$($head:tt)*] [async] $name:ident [$($gen:tt)*] ( $($params:tt)* ) [$ret:ty] [$($w:tt)*] $body:block) => {
         $($head)* async fn $name $($gen)* ( $($params)* )
             -> $crate::__private::Result<$ret, $crate::TimeoutError>
         $($w)*
@@ -277,6 +232,11 @@ macro_rules! __opguard_timeout_fn {
                 })
             ).await
         }
+    };
+    (@emit $args:tt $head:tt [] $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async! { .. } wraps an `async fn`, e.g. `#[timeout(60)] pub async fn run() -> T { .. }`."
+        ) }
     };
 
     (@call [] $fut:expr) => { $crate::timeout_async!($fut) };
