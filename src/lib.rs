@@ -42,14 +42,16 @@
 mod duration;
 mod error;
 mod item_macro;
-mod timeout_macro;
+mod safe_mps_macro;
 mod site;
 mod timeout;
+mod timeout_macro;
 
 pub mod alert;
 pub mod config;
 #[cfg(feature = "metrics")]
 mod export;
+pub mod mps;
 pub mod stats;
 
 pub use crate::config::{
@@ -57,16 +59,31 @@ pub use crate::config::{
 };
 pub use crate::duration::{IntoTimeout, InvalidTimeout};
 pub use crate::error::TimeoutError;
+#[cfg(feature = "tch")]
+pub use crate::mps::MoveToCpu;
+pub use crate::mps::{is_mps_error, is_mps_panic};
 pub use crate::timeout::Timeout;
 
 // Not public API. Referenced by the macros' expansions only; may change at any time.
 #[doc(hidden)]
 pub mod __private {
     pub use core::option::Option::{self, None, Some};
-    pub use core::result::Result;
+    pub use core::result::Result::{self, Err, Ok};
 
     pub use crate::site::Site;
     pub use crate::timeout::{timeout, timeout_default};
+
+    #[cfg(feature = "tch")]
+    pub use crate::mps::guard::{Classify, ErrorOfOther, ErrorOfResult, MpsGuard, Payload};
+    #[cfg(feature = "tch")]
+    pub use tch::Device;
+
+    /// Moves a named value's tensors to CPU, in place.
+    #[cfg(feature = "tch")]
+    #[inline]
+    pub fn move_to_cpu<T: crate::MoveToCpu + ?Sized>(value: &mut T) {
+        value.move_to_cpu();
+    }
 
     /// The label of a `label = ..` argument: a string constant.
     #[inline(always)]

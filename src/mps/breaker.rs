@@ -1,0 +1,281 @@
+//! The circuit breaker that disables MPS after repeated failures.
+//!
+//! Closed: MPS is tried. After `threshold` consecutive MPS failures it opens:
+//! calls go straight to CPU. Once `cooldown` has passed, the first call to ask
+//! becomes the one trial (half-open) while everyone else still goes to CPU;
+//! its success closes the breaker, its failure opens it for another cool-down.
+//!
+//! The breaker is a plain struct driven by the caller's clock (`now`, in
+//! nanoseconds), so that tests can walk it through every state with a fake
+//! clock; the process-wide one lives in [`super::registry`].
+//!
+//! # Atomic orderings
+//! - `word` packs the state with the time it was entered, so that one
+//!   `compare_exchange` moves both: exactly one caller wins each transition
+//!   (one "disabled" log line, one trial). Transitions use `AcqRel` and loads
+//!   `Acquire`, so that a thread which sees CLOSED after a successful trial
+//!   also sees the failure streak reset that came before it.
+//! - `streak` is a counter; its `fetch_add` is `Relaxed`. A failure racing a
+//!   reset may be counted in either streak, which only shifts by one call
+//!   when MPS is disabled, never whether exactly one caller disables it.
+//! - `threshold` and `cooldown` are plain settings: `Relaxed`.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The state of the breaker, as a snapshot reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MpsState {
+    /// MPS is used.
+    Enabled,
+    /// MPS is disabled after repeated failures; calls run on CPU until the cool-down ends.
+    Disabled,
+    /// The cool-down is over and one trial call is on MPS; the rest run on CPU.
+    Probing,
+}
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+const STATE_BITS: u32 = 2;
+
+const fn pack(state: u64, since: u64) -> u64 {
+    (since << STATE_BITS) | state
+}
+const fn state(word: u64) -> u64 {
+    word & ((1 << STATE_BITS) - 1)
+}
+const fn since(word: u64) -> u64 {
+    word >> STATE_BITS
+}
+
+/// What a call may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Try MPS.
+    Mps,
+    /// Try MPS as the one trial after the cool-down; report how it went.
+    Trial,
+    /// MPS is disabled: go straight to CPU.
+    Cpu,
+}
+
+/// A transition that the caller should log, exactly once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Transition {
+    /// MPS was disabled after this many consecutive failures.
+    Disabled { failures: u32 },
+    /// The trial failed: disabled for another cool-down.
+    TrialFailed,
+    /// The trial succeeded: MPS is enabled again.
+    Enabled,
+}
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    /// State in the low 2 bits, the time it was entered (ns) above them.
+    word: AtomicU64,
+    streak: AtomicU32,
+    threshold: AtomicU32,
+    cooldown: AtomicU64,
+}
+
+impl Breaker {
+    pub(crate) const fn new(threshold: u32, cooldown_nanos: u64) -> Self {
+        Breaker {
+            word: AtomicU64::new(pack(CLOSED, 0)),
+            streak: AtomicU32::new(0),
+            threshold: AtomicU32::new(threshold),
+            cooldown: AtomicU64::new(cooldown_nanos),
+        }
+    }
+
+    pub(crate) fn set_threshold(&self, threshold: u32) {
+        self.threshold.store(threshold.max(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn threshold(&self) -> u32 {
+        self.threshold.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_cooldown(&self, nanos: u64) {
+        self.cooldown.store(nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn cooldown(&self) -> u64 {
+        self.cooldown.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn state(&self) -> MpsState {
+        match state(self.word.load(Ordering::Acquire)) {
+            CLOSED => MpsState::Enabled,
+            OPEN => MpsState::Disabled,
+            _ => MpsState::Probing,
+        }
+    }
+
+    pub(crate) fn streak(&self) -> u32 {
+        self.streak.load(Ordering::Relaxed)
+    }
+
+    /// Back to closed with no streak (for tests and `reset`).
+    pub(crate) fn reset(&self) {
+        self.streak.store(0, Ordering::Relaxed);
+        self.word.store(pack(CLOSED, 0), Ordering::Release);
+    }
+
+    /// Decides whether a call at `now` may try MPS.
+    #[inline]
+    pub(crate) fn admit(&self, now: u64) -> Admit {
+        let word = self.word.load(Ordering::Acquire);
+        match state(word) {
+            CLOSED => Admit::Mps,
+            OPEN if now.saturating_sub(since(word)) >= self.cooldown() => {
+                // Only the caller whose exchange succeeds becomes the trial.
+                match self.word.compare_exchange(
+                    word,
+                    pack(HALF_OPEN, now),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => Admit::Trial,
+                    Err(_) => Admit::Cpu,
+                }
+            }
+            _ => Admit::Cpu,
+        }
+    }
+
+    /// An MPS attempt did not fail with an MPS error.
+    #[inline]
+    pub(crate) fn on_success(&self, trial: bool) -> Option<Transition> {
+        // Load first: a store on every success would bounce the cache line.
+        if self.streak.load(Ordering::Relaxed) != 0 {
+            self.streak.store(0, Ordering::Relaxed);
+        }
+        if trial {
+            return self
+                .transition(HALF_OPEN, CLOSED, 0)
+                .then_some(Transition::Enabled);
+        }
+        None
+    }
+
+    /// An MPS attempt failed with an MPS error at `now`.
+    pub(crate) fn on_failure(&self, trial: bool, now: u64) -> Option<Transition> {
+        if trial {
+            return self
+                .transition(HALF_OPEN, OPEN, now)
+                .then_some(Transition::TrialFailed);
+        }
+        let failures = self
+            .streak
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        if failures >= self.threshold() && self.transition(CLOSED, OPEN, now) {
+            self.streak.store(0, Ordering::Relaxed);
+            return Some(Transition::Disabled { failures });
+        }
+        None
+    }
+
+    /// The trial ended without a verdict (its future was dropped): disabled
+    /// again, so that a later call makes a fresh trial after the cool-down.
+    pub(crate) fn abandon_trial(&self, now: u64) {
+        self.transition(HALF_OPEN, OPEN, now);
+    }
+
+    /// Moves `from` to `to` (entered at `now`); `true` for the one caller that did.
+    fn transition(&self, from: u64, to: u64, now: u64) -> bool {
+        let word = self.word.load(Ordering::Acquire);
+        state(word) == from
+            && self
+                .word
+                .compare_exchange(word, pack(to, now), Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn opens_after_threshold_consecutive_failures() {
+        let b = Breaker::new(3, 10 * SEC);
+        assert_eq!(b.on_failure(false, 1), None);
+        assert_eq!(b.on_failure(false, 2), None);
+        assert_eq!(b.admit(2), Admit::Mps);
+        assert_eq!(
+            b.on_failure(false, 3),
+            Some(Transition::Disabled { failures: 3 })
+        );
+        assert_eq!(b.state(), MpsState::Disabled);
+        assert_eq!(b.admit(4), Admit::Cpu);
+        // Late failures of calls admitted before do not disable twice.
+        assert_eq!(b.on_failure(false, 5), None);
+    }
+
+    #[test]
+    fn a_success_breaks_the_streak() {
+        let b = Breaker::new(2, SEC);
+        b.on_failure(false, 0);
+        assert_eq!(b.on_success(false), None);
+        assert_eq!(b.on_failure(false, 0), None);
+        assert_eq!(b.state(), MpsState::Enabled);
+    }
+
+    #[test]
+    fn closed_open_half_open_closed_open() {
+        let b = Breaker::new(1, 10 * SEC);
+        assert_eq!(
+            b.on_failure(false, 0),
+            Some(Transition::Disabled { failures: 1 })
+        );
+        // Cool-down not over: CPU.
+        assert_eq!(b.admit(10 * SEC - 1), Admit::Cpu);
+        // Over: exactly one trial, the others still CPU.
+        assert_eq!(b.admit(10 * SEC), Admit::Trial);
+        assert_eq!(b.state(), MpsState::Probing);
+        assert_eq!(b.admit(10 * SEC), Admit::Cpu);
+        assert_eq!(b.on_success(true), Some(Transition::Enabled));
+        assert_eq!(b.state(), MpsState::Enabled);
+        assert_eq!(b.admit(11 * SEC), Admit::Mps);
+        // And open again.
+        assert_eq!(
+            b.on_failure(false, 12 * SEC),
+            Some(Transition::Disabled { failures: 1 })
+        );
+        assert_eq!(b.admit(13 * SEC), Admit::Cpu);
+    }
+
+    #[test]
+    fn a_failed_trial_restarts_the_cooldown() {
+        let b = Breaker::new(1, 10 * SEC);
+        b.on_failure(false, 0);
+        assert_eq!(b.admit(10 * SEC), Admit::Trial);
+        assert_eq!(b.on_failure(true, 11 * SEC), Some(Transition::TrialFailed));
+        assert_eq!(b.state(), MpsState::Disabled);
+        assert_eq!(b.admit(20 * SEC), Admit::Cpu);
+        assert_eq!(b.admit(21 * SEC), Admit::Trial);
+    }
+
+    #[test]
+    fn an_abandoned_trial_opens_again() {
+        let b = Breaker::new(1, SEC);
+        b.on_failure(false, 0);
+        assert_eq!(b.admit(SEC), Admit::Trial);
+        b.abandon_trial(SEC);
+        assert_eq!(b.state(), MpsState::Disabled);
+        assert_eq!(b.admit(2 * SEC), Admit::Trial);
+    }
+
+    #[test]
+    fn reset_closes() {
+        let b = Breaker::new(1, SEC);
+        b.on_failure(false, 0);
+        b.reset();
+        assert_eq!((b.state(), b.streak()), (MpsState::Enabled, 0));
+    }
+}

@@ -1,0 +1,452 @@
+//! `safe_mps!` against real libtorch. Linux has no MPS, so `Device::Mps`
+//! raises PyTorch's real MPS errors and the fallback path runs end to end.
+//! The registry is process-wide: each test holds `SERIAL` and starts from
+//! `fresh()`.
+#![cfg(feature = "tch")]
+
+mod common;
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures::executor::block_on;
+use opguard::alert::{self, AlertKind, AlertPolicy};
+use opguard::mps::{self, MpsState};
+use opguard::safe_mps;
+use tch::{Device, Kind, TchError, Tensor};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serialises the test and resets the registry to its defaults.
+fn fresh() -> MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    common::capture_logs();
+    mps::set_safe_mps_enabled(true);
+    mps::set_failure_threshold(mps::DEFAULT_FAILURE_THRESHOLD);
+    mps::set_cooldown(mps::DEFAULT_COOLDOWN).unwrap();
+    mps::reset();
+    guard
+}
+
+fn logs_containing(needle: &str) -> Vec<String> {
+    common::captured_logs()
+        .into_iter()
+        .filter(|l| l.contains(needle))
+        .collect()
+}
+
+fn ones(dev: Device) -> Result<Tensor, TchError> {
+    Tensor::f_ones([2, 2], (Kind::Float, dev))
+}
+
+#[test]
+fn device_form_falls_back_from_a_real_mps_error_to_cpu() {
+    let _g = fresh();
+    let devices = Mutex::new(Vec::new());
+    let out = safe_mps!(label = "ones_f", device = Device::Mps, |dev| {
+        devices.lock().unwrap().push(dev);
+        ones(dev)
+    });
+    let t = out.expect("the CPU retry works");
+    assert_eq!(t.device(), Device::Cpu);
+    assert_eq!(t.sum(Kind::Float).double_value(&[]), 4.0);
+    assert_eq!(*devices.lock().unwrap(), [Device::Mps, Device::Cpu]);
+    let s = mps::stats();
+    assert_eq!((s.mps_errors, s.fallbacks, s.failed_fallbacks), (1, 1, 0));
+}
+
+#[test]
+fn the_warning_names_label_first_line_and_site_without_the_backtrace() {
+    let _g = fresh();
+    let line = line!() + 1;
+    let _ = safe_mps!(label = "logged_op", device = Device::Mps, |dev| ones(dev));
+    let warnings = logs_containing("'logged_op': MPS error at");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = &warnings[0];
+    assert!(
+        w.starts_with("WARN 'logged_op': MPS error at tests/safe_mps.rs:"),
+        "{w}"
+    );
+    assert!(w.contains(&format!(":{line}:")), "{w}");
+    assert!(w.contains("Could not run 'aten::"), "{w}");
+    assert!(w.contains("'MPS' backend"), "{w}");
+    assert!(w.ends_with("; retrying on CPU"), "{w}");
+    assert!(
+        !w.contains("Exception raised from") && !w.contains('\n'),
+        "{w}"
+    );
+}
+
+#[test]
+fn a_panicking_plain_tensor_method_falls_back_too() {
+    let _g = fresh();
+    let attempts = Cell::new(0);
+    let t = safe_mps!(device = Device::Mps, |dev| {
+        attempts.set(attempts.get() + 1);
+        Tensor::ones([3], (Kind::Float, dev)) * 2
+    });
+    assert_eq!(attempts.get(), 2);
+    assert_eq!(t.device(), Device::Cpu);
+    assert_eq!(t.sum(Kind::Float).double_value(&[]), 6.0);
+    assert_eq!(mps::stats().fallbacks, 1);
+}
+
+#[test]
+fn tensor_and_device_form_moves_named_tensors_and_retries_on_cpu() {
+    let _g = fresh();
+    let mut xs = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+    let mut ys = Tensor::ones([3, 2], (Kind::Float, Device::Cpu));
+    let out = safe_mps!(device = Device::Mps, [xs, ys] => |dev| {
+        xs.f_to_device(dev)?.f_matmul(&ys.f_to_device(dev)?)
+    });
+    let product = out.unwrap();
+    assert_eq!(product.size(), [2, 2]);
+    assert_eq!(product.sum(Kind::Float).double_value(&[]), 12.0);
+    assert_eq!((xs.device(), ys.device()), (Device::Cpu, Device::Cpu));
+    assert_eq!(mps::stats().fallbacks, 1);
+}
+
+#[test]
+fn other_errors_propagate_untouched_after_one_attempt() {
+    let _g = fresh();
+    let attempts = Cell::new(0);
+    let mut a = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+    let mut b = Tensor::ones([4, 5], (Kind::Float, Device::Cpu));
+    let err = safe_mps!([a, b] => {
+        attempts.set(attempts.get() + 1);
+        a.f_matmul(&b)
+    })
+    .unwrap_err();
+    assert_eq!(attempts.get(), 1);
+    let text = err.to_string();
+    assert!(
+        text.contains("mat1 and mat2 shapes cannot be multiplied"),
+        "{text}"
+    );
+    assert!(!opguard::mps::is_mps_tch_error(&err));
+    let s = mps::stats();
+    assert_eq!(
+        (s.mps_errors, s.fallbacks, s.consecutive_failures),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn a_panic_that_is_not_an_mps_error_resumes_unchanged() {
+    let _g = fresh();
+    let attempts = Cell::new(0);
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        safe_mps!(device = Device::Mps, |_dev| -> Tensor {
+            attempts.set(attempts.get() + 1);
+            std::panic::panic_any(String::from("model exploded"))
+        })
+    }));
+    let payload = caught.unwrap_err();
+    assert_eq!(
+        payload.downcast_ref::<String>().map(String::as_str),
+        Some("model exploded")
+    );
+    assert_eq!(attempts.get(), 1);
+    assert_eq!(mps::stats().mps_errors, 0);
+}
+
+#[test]
+fn when_the_cpu_retry_fails_too_its_error_propagates_and_nothing_loops() {
+    let _g = fresh();
+    let attempts = Cell::new(0);
+    let out: Result<Tensor, TchError> = safe_mps!(device = Device::Mps, |dev| {
+        attempts.set(attempts.get() + 1);
+        match dev {
+            Device::Cpu => Err(TchError::Torch("CPU is broken as well".into())),
+            _ => ones(dev),
+        }
+    });
+    assert_eq!(
+        out.unwrap_err().to_string(),
+        "Internal torch error: CPU is broken as well"
+    );
+    assert_eq!(attempts.get(), 2);
+    let s = mps::stats();
+    assert_eq!((s.mps_errors, s.fallbacks, s.failed_fallbacks), (1, 0, 1));
+}
+
+#[test]
+fn a_panicking_cpu_retry_propagates_its_panic() {
+    let _g = fresh();
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        safe_mps!(device = Device::Mps, |dev| {
+            if dev == Device::Cpu {
+                panic!("retry failed");
+            }
+            Tensor::ones([1], (Kind::Float, dev))
+        })
+    }));
+    assert_eq!(
+        caught.unwrap_err().downcast_ref::<&str>(),
+        Some(&"retry failed")
+    );
+    assert_eq!(mps::stats().failed_fallbacks, 1);
+}
+
+#[test]
+fn mps_is_disabled_after_consecutive_failures_and_later_calls_go_straight_to_cpu() {
+    let _g = fresh();
+    let devices = Mutex::new(Vec::new());
+    for _ in 0..5 {
+        let t = safe_mps!(label = "breaker", device = Device::Mps, |dev| {
+            devices.lock().unwrap().push(dev);
+            ones(dev)
+        });
+        assert_eq!(t.unwrap().device(), Device::Cpu);
+    }
+    use Device::{Cpu, Mps};
+    assert_eq!(
+        *devices.lock().unwrap(),
+        [Mps, Cpu, Mps, Cpu, Mps, Cpu, Cpu, Cpu]
+    );
+    let s = mps::stats();
+    assert_eq!(s.state, MpsState::Disabled);
+    assert_eq!(
+        (s.mps_errors, s.fallbacks, s.skipped, s.times_disabled),
+        (3, 3, 2, 1)
+    );
+    assert_eq!(
+        logs_containing("MPS disabled after 3 consecutive MPS failures").len(),
+        1
+    );
+}
+
+#[test]
+fn after_the_cooldown_one_trial_reenables_or_redisables_mps() {
+    let _g = fresh();
+    mps::set_failure_threshold(1);
+    mps::set_cooldown(0.05).unwrap();
+    let _ = safe_mps!(device = Device::Mps, |dev| ones(dev));
+    assert_eq!(mps::stats().state, MpsState::Disabled);
+
+    // A failing trial disables MPS again.
+    std::thread::sleep(Duration::from_millis(80));
+    let attempts = Cell::new(0);
+    let _ = safe_mps!(device = Device::Mps, |dev| {
+        attempts.set(attempts.get() + 1);
+        ones(dev)
+    });
+    assert_eq!(attempts.get(), 2, "the trial tried MPS, then CPU");
+    assert_eq!(mps::stats().state, MpsState::Disabled);
+    assert_eq!(logs_containing("MPS trial failed").len(), 1);
+
+    // A trial that succeeds enables it (the tensor form runs its CPU tensors as they are).
+    std::thread::sleep(Duration::from_millis(80));
+    let mut xs = Tensor::ones([2], (Kind::Float, Device::Cpu));
+    let _ = safe_mps!([xs] => xs.f_add_scalar(1.0));
+    let s = mps::stats();
+    assert_eq!(s.state, MpsState::Enabled);
+    assert_eq!(s.times_disabled, 2);
+    assert_eq!(logs_containing("MPS trial succeeded").len(), 1);
+}
+
+#[test]
+fn a_fallback_inside_a_fallback_never_falls_back_again() {
+    let _g = fresh();
+    let inner_devices = Mutex::new(Vec::new());
+    let out = safe_mps!(label = "outer", device = Device::Mps, |dev| {
+        let inner = safe_mps!(label = "inner", device = Device::Mps, |inner_dev| {
+            inner_devices.lock().unwrap().push(inner_dev);
+            ones(inner_dev)
+        });
+        // The outer first attempt fails on MPS itself, after the inner call.
+        inner.and_then(|t| t.f_to_device(dev))
+    });
+    assert_eq!(out.unwrap().device(), Device::Cpu);
+    // First outer attempt: the inner call falls back (MPS, CPU). In the outer
+    // CPU retry the inner call runs once, on CPU.
+    assert_eq!(
+        *inner_devices.lock().unwrap(),
+        [Device::Mps, Device::Cpu, Device::Cpu]
+    );
+    let s = mps::stats();
+    assert_eq!((s.mps_errors, s.fallbacks), (2, 2));
+}
+
+#[test]
+fn kill_switch_runs_once_on_the_preferred_device_and_propagates() {
+    let _g = fresh();
+    mps::set_safe_mps_enabled(false);
+    let attempts = Cell::new(0);
+    let out = safe_mps!(device = Device::Mps, |dev| {
+        attempts.set(attempts.get() + 1);
+        ones(dev)
+    });
+    mps::set_safe_mps_enabled(true);
+    assert!(opguard::mps::is_mps_tch_error(&out.unwrap_err()));
+    assert_eq!(attempts.get(), 1);
+    assert_eq!(mps::stats().mps_errors, 0, "the registry is bypassed");
+}
+
+#[test]
+fn injected_failures_fall_back_on_a_machine_without_mps() {
+    let _g = fresh();
+    mps::inject_mps_failures(2);
+    assert_eq!(mps::stats().injected_pending, 2);
+    let devices = Mutex::new(Vec::new());
+    for _ in 0..3 {
+        // No device given: without MPS the work would simply run on CPU.
+        let t = safe_mps!(label = "injected", |dev| {
+            devices.lock().unwrap().push(dev);
+            ones(dev)
+        });
+        assert!(t.is_ok());
+    }
+    // Injected attempts do not run; each is followed by one CPU run.
+    assert_eq!(*devices.lock().unwrap(), [Device::Cpu; 3]);
+    let s = mps::stats();
+    assert_eq!((s.mps_errors, s.fallbacks, s.injected_pending), (2, 2, 0));
+    assert_eq!(logs_containing("'injected': MPS error at").len(), 2);
+    assert!(logs_containing("injected MPS failure (opguard fault injection)").len() >= 2);
+}
+
+#[test]
+fn async_device_form_falls_back() {
+    let _g = fresh();
+    let attempts = Cell::new(0);
+    let fut = safe_mps!(label = "async_op", device = Device::Mps, async |dev| {
+        attempts.set(attempts.get() + 1);
+        futures_timer::Delay::new(Duration::from_millis(1)).await;
+        ones(dev)
+    });
+    let t = block_on(fut).unwrap();
+    assert_eq!((t.device(), attempts.get()), (Device::Cpu, 2));
+    assert_eq!(mps::stats().fallbacks, 1);
+}
+
+#[test]
+fn async_tensor_form_moves_tensors_and_works_under_timeout_async() {
+    let _g = fresh();
+    mps::inject_mps_failures(1);
+    let mut xs = Tensor::ones([4], (Kind::Float, Device::Cpu));
+    let out = block_on(opguard::timeout_async!(
+        5,
+        safe_mps!([xs] => async {
+            futures_timer::Delay::new(Duration::from_millis(1)).await;
+            xs.sum(Kind::Float)
+        })
+    ));
+    assert_eq!(out.unwrap().double_value(&[]), 4.0);
+    assert_eq!(mps::stats().fallbacks, 1);
+}
+
+#[test]
+fn async_nested_fallback_never_falls_back_again() {
+    let _g = fresh();
+    let inner_devices = Mutex::new(Vec::new());
+    let out = block_on(safe_mps!(device = Device::Mps, async |dev| {
+        let inner = safe_mps!(device = Device::Mps, async |d| {
+            inner_devices.lock().unwrap().push(d);
+            ones(d)
+        })
+        .await;
+        inner.and_then(|t| t.f_to_device(dev))
+    }));
+    assert!(out.is_ok());
+    assert_eq!(
+        *inner_devices.lock().unwrap(),
+        [Device::Mps, Device::Cpu, Device::Cpu]
+    );
+}
+
+safe_mps! {
+    #[safe_mps(label = "item_scale", [xs])]
+    fn scale(xs: &Tensor, by: f64) -> Result<Tensor, TchError> {
+        xs.f_to_device(Device::Mps)?.f_mul_scalar(by)
+    }
+}
+
+safe_mps! {
+    #[safe_mps([xs])]
+    async fn async_scale(xs: Tensor, by: f64) -> Tensor {
+        futures_timer::Delay::new(Duration::from_millis(1)).await;
+        // The body may run twice, so it borrows what it uses.
+        &xs * by
+    }
+}
+
+#[test]
+fn item_forms_guard_their_body() {
+    let _g = fresh();
+    let xs = Tensor::ones([3], (Kind::Float, Device::Cpu));
+    // The body always asks for MPS, so the retry fails too: one fallback, failed.
+    assert!(scale(&xs, 2.0).is_err());
+    let s = mps::stats();
+    assert_eq!((s.mps_errors, s.failed_fallbacks), (1, 1));
+    assert_eq!(logs_containing("'item_scale': MPS error at").len(), 1);
+
+    mps::inject_mps_failures(1);
+    let t = block_on(async_scale(xs, 3.0));
+    assert_eq!(t.sum(Kind::Float).double_value(&[]), 9.0);
+    assert_eq!(mps::stats().fallbacks, 1);
+}
+
+#[test]
+fn fallbacks_past_the_threshold_raise_one_alert() {
+    let _g = fresh();
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    alert::set_alert_policy(
+        AlertKind::MpsFallbacks,
+        AlertPolicy::new(1, Duration::from_secs(3600)),
+    );
+    alert::set_alert_hook(move |a| sink.lock().unwrap().push((a.kind, a.count, a.label)));
+    mps::set_failure_threshold(100);
+    for _ in 0..3 {
+        let _ = safe_mps!(label = "alerted", device = Device::Mps, |dev| ones(dev));
+    }
+    alert::clear_alert_hook();
+    alert::set_alert_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(AlertKind::MpsFallbacks, 2, Some("alerted"))]
+    );
+}
+
+#[test]
+fn real_tch_errors_are_classified_by_their_message() {
+    let _g = fresh();
+    let mps_errors = [
+        Tensor::f_ones([2], (Kind::Float, Device::Mps)).unwrap_err(),
+        Tensor::f_zeros([2], (Kind::Float, Device::Mps)).unwrap_err(),
+        Tensor::ones([2], (Kind::Float, Device::Cpu))
+            .f_to_device(Device::Mps)
+            .unwrap_err(),
+        Tensor::f_randn([2, 2], (Kind::Float, Device::Mps)).unwrap_err(),
+    ];
+    for e in &mps_errors {
+        assert!(mps::is_mps_tch_error(e), "{e}");
+    }
+    let a = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+    let other_errors = [
+        a.f_matmul(&Tensor::ones([4, 5], (Kind::Float, Device::Cpu)))
+            .unwrap_err(),
+        a.f_sum_dim_intlist(7, false, Kind::Float).unwrap_err(),
+        a.f_reshape([7]).unwrap_err(),
+        a.f_select(0, 9).unwrap_err(),
+    ];
+    for e in &other_errors {
+        assert!(!mps::is_mps_tch_error(e), "{e}");
+        assert!(
+            e.to_string().contains("Exception raised from"),
+            "has a backtrace: {e}"
+        );
+    }
+}
+
+#[test]
+fn the_mps_panic_of_a_plain_method_is_recognised() {
+    let _g = fresh();
+    let payload = catch_unwind(|| Tensor::zeros([2], (Kind::Float, Device::Mps))).unwrap_err();
+    assert!(mps::is_mps_panic(payload.as_ref()));
+    let payload =
+        catch_unwind(|| Tensor::ones([2, 3], (Kind::Float, Device::Cpu)).reshape([7])).unwrap_err();
+    assert!(!mps::is_mps_panic(payload.as_ref()));
+}
