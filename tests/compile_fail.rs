@@ -4,4 +4,8 @@
 fn ui() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/*.rs");
+    #[cfg(feature = "tch")]
+    t.compile_fail("tests/ui-tch/*.rs");
+    #[cfg(not(feature = "tch"))]
+    t.compile_fail("tests/ui-no-tch/*.rs");
 }

@@ -1,0 +1,10 @@
+use tch::Tensor;
+
+opguard::safe_mps! {
+    #[safe_mps(xs)]
+    fn double(xs: &Tensor) -> Tensor {
+        xs * 2
+    }
+}
+
+fn main() {}
