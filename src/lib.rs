@@ -64,6 +64,11 @@ pub use crate::mps::MoveToCpu;
 pub use crate::mps::{is_mps_error, is_mps_panic};
 pub use crate::timeout::Timeout;
 
+// The README's examples run as doctests (they need the `tch` feature).
+#[cfg(all(doctest, feature = "tch"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 // Not public API. Referenced by the macros' expansions only; may change at any time.
 #[doc(hidden)]
 pub mod __private {
@@ -78,12 +83,8 @@ pub mod __private {
     #[cfg(feature = "tch")]
     pub use tch::Device;
 
-    /// Moves a named value's tensors to CPU, in place.
     #[cfg(feature = "tch")]
-    #[inline]
-    pub fn move_to_cpu<T: crate::MoveToCpu + ?Sized>(value: &mut T) {
-        value.move_to_cpu();
-    }
+    pub use crate::MoveToCpu;
 
     /// The label of a `label = ..` argument: a string constant.
     #[inline(always)]

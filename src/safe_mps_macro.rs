@@ -22,10 +22,14 @@
 /// }
 /// ```
 ///
-/// A trailing comma inside the tensor list is accepted. The named tensors are
-/// places the macro can borrow mutably (`let mut xs`, `&mut` fields); each
-/// implements [`MoveToCpu`](crate::MoveToCpu), as do containers of tensors
-/// and a model's [`VarStore`](tch::nn::VarStore).
+/// A trailing comma inside the tensor list is accepted. Each named value
+/// implements [`MoveToCpu`](crate::MoveToCpu) (tensors, containers of them, a
+/// model's [`VarStore`](tch::nn::VarStore), your own structs) and is a place
+/// the macro can borrow mutably: a `mut` binding, a `&mut` reference, or a
+/// field reached through one.
+///
+/// The work may run twice, so it borrows what it uses rather than consuming
+/// it.
 ///
 /// What happens, in order:
 /// 1. The first attempt runs on the preferred device: the `device = ..` given,
@@ -211,7 +215,7 @@ macro_rules! __opguard_safe_mps {
     // Synchronous: the body is expanded twice, first attempt and CPU retry.
     (@sync [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
         #[allow(unused_imports)]
-        use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _};
+        use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveToCpu as _};
         let mut __opguard_guard = $crate::__private::MpsGuard::begin(
             $crate::__opguard_site!($($label)?),
             $crate::__opguard_safe_mps!(@device $($device)?),
@@ -220,7 +224,7 @@ macro_rules! __opguard_safe_mps {
         let __opguard_first = match __opguard_guard.first_device() {
             $crate::__private::Some(__opguard_device) => {
                 if __opguard_guard.to_cpu_first() {
-                    $( $crate::__private::move_to_cpu(&mut $t); )*
+                    $( $t.move_to_cpu(); )*
                 }
                 let __opguard_out = __opguard_guard.run(|| $(-> $ret)? {
                     let $dev = __opguard_device;
@@ -235,7 +239,7 @@ macro_rules! __opguard_safe_mps {
         match __opguard_first {
             $crate::__private::Ok(__opguard_value) => __opguard_value,
             $crate::__private::Err(__opguard_fallback) => {
-                $( $crate::__private::move_to_cpu(&mut $t); )*
+                $( $t.move_to_cpu(); )*
                 let __opguard_out = __opguard_guard.retry(__opguard_fallback, || $(-> $ret)? {
                     let $dev = $crate::__private::Device::Cpu;
                     $body
@@ -251,7 +255,7 @@ macro_rules! __opguard_safe_mps {
     (@async [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {
         async {
             #[allow(unused_imports)]
-            use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _};
+            use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveToCpu as _};
             let mut __opguard_guard = $crate::__private::MpsGuard::begin(
                 $crate::__opguard_site!($($label)?),
                 $crate::__opguard_safe_mps!(@device $($device)?),
@@ -260,7 +264,7 @@ macro_rules! __opguard_safe_mps {
             let __opguard_first = match __opguard_guard.first_device() {
                 $crate::__private::Some(__opguard_device) => {
                     if __opguard_guard.to_cpu_first() {
-                        $( $crate::__private::move_to_cpu(&mut $t); )*
+                        $( $t.move_to_cpu(); )*
                     }
                     let __opguard_out = __opguard_guard
                         .run_async($crate::__opguard_safe_mps!(@block [$($ret)?] {
@@ -277,7 +281,7 @@ macro_rules! __opguard_safe_mps {
             match __opguard_first {
                 $crate::__private::Ok(__opguard_value) => __opguard_value,
                 $crate::__private::Err(__opguard_fallback) => {
-                    $( $crate::__private::move_to_cpu(&mut $t); )*
+                    $( $t.move_to_cpu(); )*
                     let __opguard_out = __opguard_guard
                         .retry_async(__opguard_fallback, $crate::__opguard_safe_mps!(@block [$($ret)?] {
                             let $dev = $crate::__private::Device::Cpu;
