@@ -46,6 +46,7 @@ mod safe_mps_macro;
 mod site;
 mod timeout;
 mod timeout_macro;
+mod timer;
 
 pub mod alert;
 pub mod config;
@@ -63,6 +64,7 @@ pub use crate::error::TimeoutError;
 pub use crate::mps::MoveToCpu;
 pub use crate::mps::{is_mps_error, is_mps_panic};
 pub use crate::timeout::Timeout;
+pub use crate::timer::TICK;
 
 // The README's examples run as doctests (they need the `tch` feature).
 #[cfg(all(doctest, feature = "tch"))]

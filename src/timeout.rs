@@ -1,10 +1,11 @@
 //! The future behind `timeout_async!`: the inner future raced against a timer.
 //!
 //! The inner future is polled first. Only when it is still pending does the
-//! timer start: a `futures_timer::Delay`, which runs on futures-timer's own
-//! helper thread and so needs nothing from the executor. A future that is
-//! ready at once therefore costs what the bare future costs: no timer, no
-//! allocation. The deadline counts from that first pending poll.
+//! timer start: a deadline on the shared timer ([`crate::timer`]), whose ticks
+//! are `futures_timer::Delay`s on futures-timer's own helper thread, so it
+//! needs nothing from the executor. A future that is ready at once therefore
+//! costs what the bare future costs: no timer, no allocation. The deadline
+//! counts from that first pending poll.
 //!
 //! When the timer wins, the inner future is dropped in place (cancelled)
 //! before the error is returned.
@@ -15,14 +16,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_timer::Delay;
-
 use crate::alert::{self, AlertKind};
 use crate::config;
 use crate::duration::{IntoTimeout, InvalidTimeout};
 use crate::error::TimeoutError;
 use crate::site::Site;
 use crate::stats;
+use crate::timer::Deadline;
 
 /// A future with a timeout, made by [`timeout_async!`](crate::timeout_async).
 ///
@@ -49,8 +49,8 @@ enum State {
     Armed(Result<Duration, InvalidTimeout>),
     /// Not started, with the default timeout, read when it starts.
     ArmedDefault,
-    /// Started.
-    Waiting { delay: Delay, after: Duration },
+    /// Started: registered with the shared timer.
+    Waiting { deadline: Deadline, after: Duration },
     /// No timer: the kill switch was off, or the timeout already fired.
     Unbounded,
 }
@@ -125,10 +125,10 @@ impl Timer {
             State::Armed(Ok(after)) => after,
             State::ArmedDefault => config::default_timeout(),
             State::Waiting {
-                ref mut delay,
+                ref mut deadline,
                 after,
             } => {
-                return match Pin::new(delay).poll(cx) {
+                return match deadline.poll(cx) {
                     Poll::Ready(()) => Poll::Ready(self.expire(after)),
                     Poll::Pending => Poll::Pending,
                 };
@@ -142,9 +142,10 @@ impl Timer {
         if after.is_zero() {
             return Poll::Ready(self.expire(after));
         }
-        self.state = State::Waiting {
-            delay: Delay::new(after),
-            after,
+        self.state = match Deadline::new(after, cx.waker()) {
+            Some(deadline) => State::Waiting { deadline, after },
+            // Past what `Instant` can hold: it never comes.
+            None => State::Unbounded,
         };
         self.poll_elapsed(cx)
     }
@@ -152,7 +153,7 @@ impl Timer {
     #[cold]
     #[inline(never)]
     fn expire(&mut self, after: Duration) -> TimeoutError {
-        // Drops the Delay, which frees its slot in futures-timer.
+        // Leaves the shared timer.
         self.state = State::Unbounded;
         let site = self.site;
         stats::count_timeout(site);

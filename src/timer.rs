@@ -1,0 +1,343 @@
+//! Shared deadlines: timeouts whose deadlines fall in the same tick share
+//! one `futures_timer::Delay`, which wakes them all.
+//!
+//! A `Delay` per timeout costs a heap node, a push onto futures-timer's one
+//! global list and a wake-up of its helper thread, and that heap never
+//! shrinks. Here a deadline is rounded *up* to the next tick boundary (1 ms,
+//! [`TICK`]); the first timeout of a tick creates the tick's `Delay`, later
+//! ones only add their waker to the tick's list. When the `Delay` fires, the
+//! tick wakes every waiter and leaves the wheel. So a timeout:
+//!
+//! - never fires before its deadline (the tick is at or after it);
+//! - fires at most one tick after it, plus the helper thread's wake-up;
+//! - frees its waiter slot when dropped early; the tick itself, small and
+//!   shared, stays until its time comes, so memory follows the number of
+//!   distinct pending ticks, not the number of timeouts.
+//!
+//! Everything stays on futures-timer's own thread: no executor is involved.
+//!
+//! # Locks and atomic orderings
+//! The wheel is sharded by tick; a shard's mutex guards its map only, and a
+//! tick's mutex guards its waiter list only. No code holds two of them at once
+//! except `fire`, which takes the tick's and then, after releasing it, the
+//! shard's. `fired` is set with `Release` before the waiter list is drained
+//! under its mutex, and read with `Acquire`; a waiter checks it again under
+//! the mutex before registering, so a wake-up is never lost: either the
+//! waiter sees `fired`, or its waker is in the list that `fire` drains.
+//! Mutex poisoning is ignored: no code here panics while holding one.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use futures_timer::Delay;
+use once_cell::sync::Lazy;
+
+/// The granularity of deadlines: a timeout fires at most this much late.
+pub const TICK: Duration = Duration::from_millis(1);
+const TICK_NANOS: u128 = TICK.as_nanos();
+
+const SHARDS: usize = 16;
+type Shard = Mutex<BTreeMap<u64, Arc<Tick>>>;
+#[allow(clippy::declare_interior_mutable_const)] // Only used to build the array.
+const EMPTY_SHARD: Shard = Mutex::new(BTreeMap::new());
+static WHEEL: [Shard; SHARDS] = [EMPTY_SHARD; SHARDS];
+static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn shard(tick: u64) -> &'static Shard {
+    &WHEEL[(tick % SHARDS as u64) as usize]
+}
+
+/// One tick of the wheel: its `Delay` and the wakers waiting on it.
+struct Tick {
+    at: u64,
+    fired: AtomicBool,
+    waiters: Mutex<Waiters>,
+    delay: Mutex<Option<Delay>>,
+}
+
+/// A small slab of wakers: a waiter keeps its key until it leaves.
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl Waiters {
+    fn insert(&mut self, waker: Waker) -> usize {
+        self.live += 1;
+        match self.free.pop() {
+            Some(key) => {
+                self.slots[key] = Some(waker);
+                key
+            }
+            None => {
+                self.slots.push(Some(waker));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(slot) = self.slots.get_mut(key)
+            && slot.take().is_some()
+        {
+            self.live -= 1;
+            if self.live == 0 {
+                // The last one left: give the memory back now rather than
+                // when the tick fires, which may be much later.
+                *self = Waiters::default();
+            } else {
+                self.free.push(key);
+            }
+        }
+    }
+
+    fn take_all(&mut self) -> Vec<Waker> {
+        let all = std::mem::take(self);
+        all.slots.into_iter().flatten().collect()
+    }
+}
+
+/// Wakes the tick when its `Delay` fires. Weak, so that the timer's node
+/// does not keep the tick alive.
+struct TickWaker(Weak<Tick>);
+
+impl Wake for TickWaker {
+    fn wake(self: Arc<Self>) {
+        if let Some(tick) = self.0.upgrade() {
+            tick.fire();
+        }
+    }
+}
+
+impl Tick {
+    fn fire(&self) {
+        if self.fired.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let woken = lock(&self.waiters).take_all();
+        woken.into_iter().for_each(Waker::wake);
+        let mut map = lock(shard(self.at));
+        if map
+            .get(&self.at)
+            .is_some_and(|t| std::ptr::eq(Arc::as_ptr(t), self))
+        {
+            map.remove(&self.at);
+        }
+    }
+
+    /// Starts the tick's `Delay`, to fire at `at`.
+    fn start(self: &Arc<Self>, at: Instant) {
+        let mut delay = Delay::new(at.saturating_duration_since(Instant::now()));
+        let waker = Waker::from(Arc::new(TickWaker(Arc::downgrade(self))));
+        let fired = Pin::new(&mut delay)
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready();
+        *lock(&self.delay) = Some(delay);
+        if fired {
+            self.fire();
+        }
+    }
+}
+
+/// A registered wait for one deadline; dropping it leaves the tick.
+pub(crate) struct Deadline {
+    tick: Arc<Tick>,
+    key: usize,
+}
+
+impl Deadline {
+    /// Waits until `after` from now, rounded up to a tick; `None` when that
+    /// instant is past what `Instant` can hold (no timer is needed then).
+    pub(crate) fn new(after: Duration, waker: &Waker) -> Option<Deadline> {
+        let epoch = *EPOCH;
+        let deadline = Instant::now().checked_add(after)?;
+        let ticks = deadline
+            .duration_since(epoch)
+            .as_nanos()
+            .div_ceil(TICK_NANOS);
+        let at = u64::try_from(ticks).ok()?;
+        let nanos = u64::try_from(u128::from(at) * TICK_NANOS).ok()?;
+        let fires = epoch.checked_add(Duration::from_nanos(nanos))?;
+        let (tick, new) = {
+            let mut map = lock(shard(at));
+            match map.get(&at) {
+                Some(tick) => (Arc::clone(tick), false),
+                None => {
+                    let tick = Arc::new(Tick {
+                        at,
+                        fired: AtomicBool::new(false),
+                        waiters: Mutex::new(Waiters::default()),
+                        delay: Mutex::new(None),
+                    });
+                    map.insert(at, Arc::clone(&tick));
+                    (tick, true)
+                }
+            }
+        };
+        let key = lock(&tick.waiters).insert(waker.clone());
+        if new {
+            tick.start(fires);
+        }
+        Some(Deadline { tick, key })
+    }
+
+    /// Ready once the tick has fired; otherwise keeps `cx`'s waker registered.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.tick.fired.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        let mut waiters = lock(&self.tick.waiters);
+        if self.tick.fired.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if let Some(Some(waker)) = waiters.slots.get_mut(self.key)
+            && !waker.will_wake(cx.waker())
+        {
+            waker.clone_from(cx.waker());
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        lock(&self.tick.waiters).remove(self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn wait(d: &mut Deadline, waker: &Waker) {
+        let mut cx = Context::from_waker(waker);
+        while d.poll(&mut cx).is_pending() {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    #[test]
+    fn never_fires_before_the_deadline() {
+        let (_, waker) = counter();
+        for ms in [1, 3, 10] {
+            let after = Duration::from_millis(ms) + Duration::from_micros(300);
+            let start = Instant::now();
+            let mut d = Deadline::new(after, &waker).unwrap();
+            wait(&mut d, &waker);
+            assert!(
+                start.elapsed() >= after,
+                "{:?} < {after:?}",
+                start.elapsed()
+            );
+        }
+    }
+
+    #[test]
+    fn a_deadline_rounds_up_to_at_most_one_tick_later() {
+        let (_, waker) = counter();
+        let epoch = *EPOCH;
+        for micros in [1, 499, 1000, 1001, 25_000] {
+            let after = Duration::from_micros(micros);
+            let before = Instant::now();
+            let d = Deadline::new(after, &waker).unwrap();
+            let fires = epoch + Duration::from_millis(d.tick.at);
+            let latest = Instant::now() + after;
+            assert!(fires >= before + after, "tick before the deadline");
+            assert!(fires < latest + TICK, "tick more than one tick late");
+        }
+    }
+
+    #[test]
+    fn many_timeouts_in_one_tick_share_it_and_each_wakes() {
+        let far = Duration::from_millis(50);
+        let wakers: Vec<_> = (0..200).map(|_| counter()).collect();
+        let deadlines: Vec<_> = wakers
+            .iter()
+            .map(|(_, w)| Deadline::new(far, w).unwrap())
+            .collect();
+        let ticks: std::collections::BTreeSet<u64> = deadlines.iter().map(|d| d.tick.at).collect();
+        // Created within a few ticks of each other: they share a handful of ticks.
+        assert!(ticks.len() <= 5, "{} ticks for 200 timeouts", ticks.len());
+        let mut deadlines = deadlines;
+        for (d, (_, w)) in deadlines.iter_mut().zip(&wakers) {
+            wait(d, w);
+        }
+        // Each was woken exactly once by its tick (the polls above only re-check).
+        for (count, _) in &wakers {
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        }
+    }
+
+    #[test]
+    fn dropped_timeouts_free_their_share() {
+        let (_, waker) = counter();
+        let keep = Deadline::new(Duration::from_secs(3600), &waker).unwrap();
+        let tick = Arc::clone(&keep.tick);
+        let dropped: Vec<_> = (0..100)
+            .map(|_| Deadline::new(Duration::from_secs(3600), &waker).unwrap())
+            .filter(|d| Arc::ptr_eq(&d.tick, &tick))
+            .collect();
+        let joined = dropped.len();
+        assert_eq!(
+            lock(&tick.waiters).slots.iter().flatten().count(),
+            joined + 1
+        );
+        drop(dropped);
+        {
+            let waiters = lock(&tick.waiters);
+            assert_eq!(
+                waiters.slots.iter().flatten().count(),
+                1,
+                "only `keep` is left"
+            );
+            assert_eq!(waiters.free.len(), joined, "their slots are reused");
+        }
+        drop(keep);
+        let waiters = lock(&tick.waiters);
+        assert_eq!(
+            waiters.slots.capacity(),
+            0,
+            "the last one gives the memory back"
+        );
+    }
+
+    #[test]
+    fn fired_ticks_leave_the_wheel() {
+        let (_, waker) = counter();
+        let mut d = Deadline::new(Duration::from_millis(2), &waker).unwrap();
+        let at = d.tick.at;
+        wait(&mut d, &waker);
+        assert!(!lock(shard(at)).contains_key(&at));
+    }
+
+    #[test]
+    fn unrepresentable_deadlines_need_no_timer() {
+        let (_, waker) = counter();
+        assert!(Deadline::new(Duration::MAX, &waker).is_none());
+    }
+}
