@@ -26,7 +26,7 @@ fn operands() -> (Tensor, Tensor) {
 }
 
 fn happy(c: &mut Criterion) {
-    let _ = tch::set_num_threads(1);
+    tch::set_num_threads(1);
     let (mut a, mut b) = operands();
     mps::reset();
     let mut g = c.benchmark_group("happy");

@@ -16,8 +16,9 @@ use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// The shared actor-critic: a policy head (2 actions) and a value head.
-struct ActorCritic {
-    vs: nn::VarStore,
+// `pub` items: tests/faults.rs drives this code with injected failures.
+pub struct ActorCritic {
+    pub vs: nn::VarStore,
     body: nn::Sequential,
     policy: nn::Linear,
     value: nn::Linear,
@@ -32,7 +33,7 @@ impl MoveToCpu for ActorCritic {
 }
 
 impl ActorCritic {
-    fn new() -> Result<Self, TchError> {
+    pub fn new() -> Result<Self, TchError> {
         let device = if tch::utils::has_mps() {
             Device::Mps
         } else {
@@ -57,7 +58,7 @@ impl ActorCritic {
 }
 
 /// One worker's rollout: states, the actions taken and the rewards received.
-fn rollout(model: &ActorCritic, n: i64) -> (Tensor, Tensor, Tensor) {
+pub fn rollout(model: &ActorCritic, n: i64) -> (Tensor, Tensor, Tensor) {
     let states = Tensor::randn([n, 1], (Kind::Float, Device::Cpu));
     let probs = tch::no_grad(|| {
         model
@@ -73,7 +74,7 @@ fn rollout(model: &ActorCritic, n: i64) -> (Tensor, Tensor, Tensor) {
 }
 
 /// The advantage actor-critic update, guarded: returns (policy loss, value loss).
-fn update(
+pub fn update(
     model: &mut ActorCritic,
     states: &Tensor,
     actions: &Tensor,
@@ -96,7 +97,7 @@ fn update(
 }
 
 /// Mean reward of the greedy policy on fresh states.
-fn greedy_reward(model: &ActorCritic) -> f64 {
+pub fn greedy_reward(model: &ActorCritic) -> f64 {
     let states = Tensor::randn([1000, 1], (Kind::Float, Device::Cpu)).to_device(model.vs.device());
     let actions = tch::no_grad(|| {
         model

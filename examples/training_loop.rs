@@ -24,14 +24,15 @@ use tch::{Device, Kind, TchError, Tensor};
 /// The seed's 300 s budget for one run of the training loop.
 const TRAINING_TIMEOUT: u64 = 300;
 
-struct Trainer {
-    vs: nn::VarStore,
+// `pub` items: tests/faults.rs drives this code with injected failures.
+pub struct Trainer {
+    pub vs: nn::VarStore,
     net: nn::Sequential,
     opt: nn::Optimizer,
 }
 
 impl Trainer {
-    fn new() -> Result<Self, TchError> {
+    pub fn new() -> Result<Self, TchError> {
         tch::manual_seed(7);
         // Where MPS exists the model lives there; here it is on CPU.
         let device = if tch::utils::has_mps() {
@@ -51,7 +52,7 @@ impl Trainer {
 }
 
 /// Synthetic batch: y = 3 x1 - 2 x2 + 1, plus a little noise.
-fn batch(size: i64) -> (Tensor, Tensor) {
+pub fn batch(size: i64) -> (Tensor, Tensor) {
     let xs = Tensor::randn([size, 2], (Kind::Float, Device::Cpu));
     let w = Tensor::from_slice(&[3.0f32, -2.0]).view([2, 1]);
     let ys = xs.matmul(&w) + 1.0 + Tensor::randn([size, 1], (Kind::Float, Device::Cpu)) * 0.01;
@@ -59,7 +60,7 @@ fn batch(size: i64) -> (Tensor, Tensor) {
 }
 
 /// One optimisation step, on MPS when possible, else (or after an MPS error) on CPU.
-fn train_step(trainer: &mut Trainer, xs: &Tensor, ys: &Tensor) -> Result<f64, TchError> {
+pub fn train_step(trainer: &mut Trainer, xs: &Tensor, ys: &Tensor) -> Result<f64, TchError> {
     let Trainer { vs, net, opt } = trainer;
     // The model's parameters (vs) move to CPU with the retry, so that model
     // and inputs stay together.
@@ -73,7 +74,10 @@ fn train_step(trainer: &mut Trainer, xs: &Tensor, ys: &Tensor) -> Result<f64, Tc
 }
 
 /// The seed's `main_training_loop`: returns the loss of each epoch.
-async fn main_training_loop(trainer: &mut Trainer, epochs: usize) -> Result<Vec<f64>, TchError> {
+pub async fn main_training_loop(
+    trainer: &mut Trainer,
+    epochs: usize,
+) -> Result<Vec<f64>, TchError> {
     let mut losses = Vec::new();
     for _ in 0..epochs {
         let mut total = 0.0;

@@ -85,8 +85,22 @@ pub mod __private {
     #[cfg(feature = "tch")]
     pub use tch::Device;
 
+    /// Moves a value named in `[..] =>` to CPU. A method, so that a `&mut`
+    /// binding works without `mut`; the bound is checked after the method is
+    /// found, so that a wrong type gets `MoveToCpu`'s own message.
     #[cfg(feature = "tch")]
-    pub use crate::MoveToCpu;
+    pub trait MoveNamed {
+        #[inline]
+        fn __opguard_move_to_cpu(&mut self)
+        where
+            Self: crate::MoveToCpu,
+        {
+            crate::MoveToCpu::move_to_cpu(self);
+        }
+    }
+
+    #[cfg(feature = "tch")]
+    impl<T: ?Sized> MoveNamed for T {}
 
     /// The label of a `label = ..` argument: a string constant.
     #[inline(always)]

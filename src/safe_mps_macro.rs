@@ -215,7 +215,7 @@ macro_rules! __opguard_safe_mps {
     // Synchronous: the body is expanded twice, first attempt and CPU retry.
     (@sync [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
         #[allow(unused_imports)]
-        use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveToCpu as _};
+        use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveNamed as _};
         let mut __opguard_guard = $crate::__private::MpsGuard::begin(
             $crate::__opguard_site!($($label)?),
             $crate::__opguard_safe_mps!(@device $($device)?),
@@ -224,7 +224,7 @@ macro_rules! __opguard_safe_mps {
         let __opguard_first = match __opguard_guard.first_device() {
             $crate::__private::Some(__opguard_device) => {
                 if __opguard_guard.to_cpu_first() {
-                    $( $t.move_to_cpu(); )*
+                    $( $t.__opguard_move_to_cpu(); )*
                 }
                 let __opguard_out = __opguard_guard.run(|| $(-> $ret)? {
                     let $dev = __opguard_device;
@@ -239,7 +239,7 @@ macro_rules! __opguard_safe_mps {
         match __opguard_first {
             $crate::__private::Ok(__opguard_value) => __opguard_value,
             $crate::__private::Err(__opguard_fallback) => {
-                $( $t.move_to_cpu(); )*
+                $( $t.__opguard_move_to_cpu(); )*
                 let __opguard_out = __opguard_guard.retry(__opguard_fallback, || $(-> $ret)? {
                     let $dev = $crate::__private::Device::Cpu;
                     $body
@@ -255,7 +255,7 @@ macro_rules! __opguard_safe_mps {
     (@async [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {
         async {
             #[allow(unused_imports)]
-            use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveToCpu as _};
+            use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveNamed as _};
             let mut __opguard_guard = $crate::__private::MpsGuard::begin(
                 $crate::__opguard_site!($($label)?),
                 $crate::__opguard_safe_mps!(@device $($device)?),
@@ -264,7 +264,7 @@ macro_rules! __opguard_safe_mps {
             let __opguard_first = match __opguard_guard.first_device() {
                 $crate::__private::Some(__opguard_device) => {
                     if __opguard_guard.to_cpu_first() {
-                        $( $t.move_to_cpu(); )*
+                        $( $t.__opguard_move_to_cpu(); )*
                     }
                     let __opguard_out = __opguard_guard
                         .run_async($crate::__opguard_safe_mps!(@block [$($ret)?] {
@@ -281,7 +281,7 @@ macro_rules! __opguard_safe_mps {
             match __opguard_first {
                 $crate::__private::Ok(__opguard_value) => __opguard_value,
                 $crate::__private::Err(__opguard_fallback) => {
-                    $( $t.move_to_cpu(); )*
+                    $( $t.__opguard_move_to_cpu(); )*
                     let __opguard_out = __opguard_guard
                         .retry_async(__opguard_fallback, $crate::__opguard_safe_mps!(@block [$($ret)?] {
                             let $dev = $crate::__private::Device::Cpu;

@@ -28,6 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -126,7 +127,13 @@ impl Tick {
             return;
         }
         let woken = lock(&self.waiters).take_all();
-        woken.into_iter().for_each(Waker::wake);
+        for waker in woken {
+            // This runs on futures-timer's one thread: a waker that panics
+            // must not take every other timer in the process down with it.
+            if catch_unwind(AssertUnwindSafe(|| waker.wake())).is_err() {
+                log::error!(target: "opguard", "a waker panicked when its timeout fired");
+            }
+        }
         let mut map = lock(shard(self.at));
         if map
             .get(&self.at)
@@ -287,6 +294,8 @@ mod tests {
         for (d, (_, w)) in deadlines.iter_mut().zip(&wakers) {
             wait(d, w);
         }
+        // `fired` is set before the wake-ups go out: let the timer thread finish them.
+        std::thread::sleep(Duration::from_millis(20));
         // Each was woken exactly once by its tick (the polls above only re-check).
         for (count, _) in &wakers {
             assert_eq!(count.0.load(Ordering::SeqCst), 1);

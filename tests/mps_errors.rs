@@ -233,3 +233,40 @@ fn a_backtrace_naming_mps_sources_does_not_make_an_error_mps() {
         );
     }
 }
+
+#[test]
+fn empty_and_whitespace_are_not_mps_errors() {
+    assert!(!is_mps_error(""));
+    assert!(!is_mps_error(" \n\t"));
+}
+
+#[test]
+fn non_ascii_text_is_judged_without_panicking() {
+    assert!(is_mps_error("Ошибка: MPS backend out of memory"));
+    assert!(is_mps_error("🔥 mps 🔥 device lost"));
+    assert!(is_mps_error("設備 'MPS' backend 不可用"));
+    assert!(!is_mps_error("ｍｐｓ fullwidth letters are not the word"));
+    assert!(!is_mps_error("émps, ämps: letters around it"));
+    // A multi-byte character right before the backtrace marker.
+    assert!(!is_mps_error(
+        "é\nException raised from x at native/mps/Foo.mm"
+    ));
+    assert!(is_mps_error(
+        "MPS fehlgeschlagen — ü\nException raised from x"
+    ));
+}
+
+#[test]
+fn megabyte_messages_are_answered() {
+    let mb = 1 << 20;
+    // Near-misses everywhere: letters that almost make the word, almost the daemon.
+    let near_misses = "AutogradMPS timestamps mpsc control daemo ".repeat(mb / 40);
+    assert!(!is_mps_error(&near_misses));
+    let found_at_the_end =
+        format!("{near_misses} Placeholder storage has not been allocated on MPS device!");
+    assert!(is_mps_error(&found_at_the_end));
+    let one_letter = "m".repeat(mb);
+    assert!(!is_mps_error(&one_letter));
+    let multibyte = "ü".repeat(mb / 2);
+    assert!(!is_mps_error(&multibyte));
+}

@@ -20,6 +20,9 @@
 //!   when MPS is disabled, never whether exactly one caller disables it.
 //! - `threshold` and `cooldown` are plain settings: `Relaxed`.
 
+#[cfg(opguard_loom)]
+use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+#[cfg(not(opguard_loom))]
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// The state of the breaker, as a snapshot reports it.
@@ -80,11 +83,12 @@ pub(crate) struct Breaker {
 }
 
 impl Breaker {
-    pub(crate) const fn new(threshold: u32, cooldown_nanos: u64) -> Self {
+    // Not `const`: loom's atomics cannot be built in a const context.
+    pub(crate) fn new(threshold: u32, cooldown_nanos: u64) -> Self {
         Breaker {
             word: AtomicU64::new(pack(CLOSED, 0)),
             streak: AtomicU32::new(0),
-            threshold: AtomicU32::new(threshold),
+            threshold: AtomicU32::new(threshold.max(1)),
             cooldown: AtomicU64::new(cooldown_nanos),
         }
     }
@@ -195,11 +199,83 @@ impl Breaker {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(opguard_loom)))]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Barrier};
 
     const SEC: u64 = 1_000_000_000;
+
+    /// Runs `f` on 16 threads released together; collects what they return.
+    fn on_16_threads<T: Send + 'static>(f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+        let f = Arc::new(f);
+        let barrier = Arc::new(Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let (f, barrier) = (f.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn sixteen_threads_of_failures_disable_exactly_once() {
+        let b = Arc::new(Breaker::new(3, 10 * SEC));
+        let b2 = b.clone();
+        let transitions: Vec<_> = on_16_threads(move |_| {
+            (0..100)
+                .filter_map(|i| b2.on_failure(false, i))
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+        assert_eq!(transitions.len(), 1, "{transitions:?}");
+        assert!(matches!(transitions[0], Transition::Disabled { failures } if failures >= 3));
+        assert_eq!(b.state(), MpsState::Disabled);
+    }
+
+    #[test]
+    fn sixteen_threads_mixing_failures_and_successes_never_disable_twice() {
+        let b = Arc::new(Breaker::new(2, 10 * SEC));
+        let b2 = b.clone();
+        let disabled: usize = on_16_threads(move |t| {
+            (0..200)
+                .filter(|i| {
+                    if (i + t) % 3 == 0 {
+                        b2.on_success(false);
+                        false
+                    } else {
+                        b2.on_failure(false, 1).is_some()
+                    }
+                })
+                .count()
+        })
+        .into_iter()
+        .sum();
+        assert!(disabled <= 1, "disabled {disabled} times");
+        let expected = if disabled == 1 {
+            MpsState::Disabled
+        } else {
+            MpsState::Enabled
+        };
+        assert_eq!(b.state(), expected);
+    }
+
+    #[test]
+    fn after_the_cooldown_sixteen_threads_get_exactly_one_trial() {
+        let b = Arc::new(Breaker::new(1, 10 * SEC));
+        b.on_failure(false, 0);
+        let b2 = b.clone();
+        let admits = on_16_threads(move |_| b2.admit(10 * SEC));
+        assert_eq!(admits.iter().filter(|a| **a == Admit::Trial).count(), 1);
+        assert_eq!(admits.iter().filter(|a| **a == Admit::Cpu).count(), 15);
+        assert_eq!(b.state(), MpsState::Probing);
+    }
 
     #[test]
     fn opens_after_threshold_consecutive_failures() {
@@ -277,5 +353,100 @@ mod tests {
         b.on_failure(false, 0);
         b.reset();
         assert_eq!((b.state(), b.streak()), (MpsState::Enabled, 0));
+    }
+}
+
+/// The breaker under loom, which runs every interleaving of the threads:
+///
+///     RUSTFLAGS="--cfg opguard_loom" cargo test --release --lib loom
+#[cfg(opguard_loom)]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    const COOL: u64 = 10;
+
+    #[test]
+    fn loom_concurrent_failures_disable_exactly_once() {
+        loom::model(|| {
+            let b = Arc::new(Breaker::new(2, COOL));
+            let threads: Vec<_> = (0..3)
+                .map(|_| {
+                    let b = b.clone();
+                    thread::spawn(move || b.on_failure(false, 1))
+                })
+                .collect();
+            let disabled = threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|t| matches!(t, Some(Transition::Disabled { .. })))
+                .count();
+            assert_eq!(disabled, 1);
+            assert_eq!(b.state(), MpsState::Disabled);
+        });
+    }
+
+    #[test]
+    fn loom_after_the_cooldown_exactly_one_trial() {
+        loom::model(|| {
+            let b = Arc::new(Breaker::new(1, COOL));
+            b.on_failure(false, 0);
+            let threads: Vec<_> = (0..3)
+                .map(|_| {
+                    let b = b.clone();
+                    thread::spawn(move || b.admit(COOL))
+                })
+                .collect();
+            let admits: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            assert_eq!(admits.iter().filter(|a| **a == Admit::Trial).count(), 1);
+            assert!(admits.iter().all(|a| *a != Admit::Mps));
+        });
+    }
+
+    /// Closed, open, half-open, closed, open, with a trial's verdict racing
+    /// other callers at each step.
+    #[test]
+    fn loom_the_whole_cycle_with_racing_callers() {
+        loom::model(|| {
+            let b = Arc::new(Breaker::new(1, COOL));
+            // Closed -> open, while another caller asks.
+            let other = {
+                let b = b.clone();
+                thread::spawn(move || b.admit(0))
+            };
+            assert_eq!(
+                b.on_failure(false, 0),
+                Some(Transition::Disabled { failures: 1 })
+            );
+            let seen = other.join().unwrap();
+            assert!(seen == Admit::Mps || seen == Admit::Cpu);
+            // Open -> half-open: the trial, while another caller asks.
+            let other = {
+                let b = b.clone();
+                thread::spawn(move || b.admit(COOL))
+            };
+            let mine = b.admit(COOL);
+            let theirs = other.join().unwrap();
+            let (trial_here, trial_there) = (mine == Admit::Trial, theirs == Admit::Trial);
+            assert!(
+                trial_here ^ trial_there,
+                "exactly one trial: {mine:?} {theirs:?}"
+            );
+            // Half-open -> closed by the trial's success, racing a late caller.
+            let late = {
+                let b = b.clone();
+                thread::spawn(move || b.admit(COOL))
+            };
+            assert_eq!(b.on_success(true), Some(Transition::Enabled));
+            assert_ne!(late.join().unwrap(), Admit::Trial);
+            assert_eq!(b.state(), MpsState::Enabled);
+            // Closed -> open again.
+            assert_eq!(
+                b.on_failure(false, 2 * COOL),
+                Some(Transition::Disabled { failures: 1 })
+            );
+            assert_eq!(b.state(), MpsState::Disabled);
+        });
     }
 }

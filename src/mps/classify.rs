@@ -11,7 +11,8 @@
 //! - the dispatcher's list of backends an operator has (`is only available
 //!   for these backends: [CPU, MPS, ...]`), which follows every "Could not
 //!   run ... from the 'CUDA' backend" too;
-//! - letters inside words: `timestamps`, `dumps`, `mpsc`, `AutogradMPS`.
+//! - letters inside words: `timestamps`, `dumps`, `mpsc`, `AutogradMPS`,
+//!   `ämps` (a non-ASCII character counts as a letter).
 //!
 //! NVIDIA's unrelated CUDA "MPS" (Multi-Process Service: its control daemon,
 //! server and client) is recognised and rejected. One MPS-only message names
@@ -101,17 +102,23 @@ fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
+/// Letters and digits, in any script: a byte of a non-ASCII character counts
+/// as one, so that `ämps` is not the word `mps`.
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || !b.is_ascii()
+}
+
 /// `mps` in any case as a word of its own, or `MPS` opening a CamelCase name.
 fn has_mps_word(text: &[u8]) -> bool {
     text.windows(3).enumerate().any(|(i, w)| {
         if !w.eq_ignore_ascii_case(b"mps") {
             return false;
         }
-        let before_ok = i == 0 || !text[i - 1].is_ascii_alphanumeric();
+        let before_ok = i == 0 || !is_word_byte(text[i - 1]);
         let after = text.get(i + 3).copied();
         let after_ok = match after {
             None => true,
-            Some(c) if !c.is_ascii_alphanumeric() => true,
+            Some(c) if !is_word_byte(c) => true,
             // MPSGraph, MPSNDArray, MPSAllocator: Apple's MPS classes.
             Some(c) => w == b"MPS" && c.is_ascii_uppercase(),
         };

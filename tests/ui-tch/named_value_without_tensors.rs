@@ -1,4 +1,4 @@
 fn main() {
-    let mut n = 1;
+    let mut n: u32 = 1;
     let _ = opguard::safe_mps!([n] => n + 1);
 }
