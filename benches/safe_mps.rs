@@ -31,6 +31,10 @@ fn happy(c: &mut Criterion) {
     mps::reset();
     let mut g = c.benchmark_group("happy");
     g.bench_function("bare", |bench| bench.iter(|| black_box(a.matmul(&b))));
+    // The device form's body moves its input to `dev`; so does this bare twin.
+    g.bench_function("bare_to_device", |bench| {
+        bench.iter(|| black_box(a.to_device(Device::Cpu).matmul(&b)))
+    });
     g.bench_function("device_form", |bench| {
         bench.iter(|| black_box(safe_mps!(|dev| a.to_device(dev).matmul(&b))))
     });
@@ -45,6 +49,7 @@ fn happy(c: &mut Criterion) {
 }
 
 fn disabled(c: &mut Criterion) {
+    tch::set_num_threads(1);
     let (mut a, b) = operands();
     mps::reset();
     mps::set_failure_threshold(1);
@@ -52,7 +57,9 @@ fn disabled(c: &mut Criterion) {
     let _ = safe_mps!(device = Device::Mps, |dev| a.f_to_device(dev));
     assert_eq!(mps::stats().state, mps::MpsState::Disabled);
     let mut g = c.benchmark_group("mps_disabled");
-    g.bench_function("plain_cpu", |bench| bench.iter(|| black_box(a.matmul(&b))));
+    g.bench_function("plain_cpu", |bench| {
+        bench.iter(|| black_box(a.to_device(Device::Cpu).matmul(&b)))
+    });
     g.bench_function("safe_mps", |bench| {
         bench.iter(|| {
             black_box(safe_mps!(device = Device::Mps, [a] => |dev| a.to_device(dev).matmul(&b)))

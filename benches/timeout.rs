@@ -7,7 +7,7 @@
 //! - `ready/*`: the future is ready at its first poll.
 //! - `pending_once/*`: the future pends once (waking itself), then is ready.
 
-use std::future::{Future, ready};
+use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,6 +20,11 @@ use opguard::timeout_async;
 use smol::future::FutureExt as _;
 
 const LONG: Duration = Duration::from_secs(30);
+
+/// A future that is ready at its first poll: an `async fn` with no await.
+async fn quote(v: u64) -> u64 {
+    black_box(v)
+}
 
 /// Pends once, waking itself, then yields its value.
 struct PendOnce(Option<u64>, bool);
@@ -71,8 +76,9 @@ macro_rules! variants {
                 .iter(|| async { black_box(timeout_async!(LONG, $make(black_box(1))).await) })
         });
         g.bench_function("futures_timer_eager", |b| {
-            b.to_async($exec)
-                .iter(|| async { black_box(eager_delay(Box::pin($make(black_box(1)))).await) })
+            b.to_async($exec).iter(|| async {
+                black_box(eager_delay(std::pin::pin!($make(black_box(1)))).await)
+            })
         });
         g.bench_function("async_io_or", |b| {
             b.to_async($exec)
@@ -99,7 +105,7 @@ fn with_tokio_timeout(
             if pending {
                 black_box(tokio::time::timeout(LONG, pend_once(black_box(1))).await)
             } else {
-                black_box(tokio::time::timeout(LONG, ready(black_box(1))).await)
+                black_box(tokio::time::timeout(LONG, quote(black_box(1))).await)
             }
         })
     });
@@ -107,11 +113,11 @@ fn with_tokio_timeout(
 
 fn ready_path(c: &mut Criterion) {
     let rt = tokio_rt();
-    let mut g = variants!(c, "ready", "tokio", &rt, ready);
+    let mut g = variants!(c, "ready", "tokio", &rt, quote);
     with_tokio_timeout(&mut g, &rt, false);
     g.finish();
-    variants!(c, "ready", "smol", SmolExecutor, ready).finish();
-    variants!(c, "ready", "futures", FuturesExecutor, ready).finish();
+    variants!(c, "ready", "smol", SmolExecutor, quote).finish();
+    variants!(c, "ready", "futures", FuturesExecutor, quote).finish();
 }
 
 fn pending_path(c: &mut Criterion) {

@@ -25,6 +25,13 @@ use crate::site::Site;
 /// (or [`InvalidInput`](io::ErrorKind::InvalidInput) for an invalid timeout).
 #[derive(Clone)]
 pub struct TimeoutError {
+    // Boxed: one pointer, so that `Result<T, TimeoutError>` stays small on
+    // the fast path; the allocation happens only when a timeout fails.
+    inner: Box<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
     kind: Kind,
     site: &'static Site,
 }
@@ -38,31 +45,35 @@ enum Kind {
 impl TimeoutError {
     pub(crate) fn elapsed(site: &'static Site, after: Duration) -> Self {
         TimeoutError {
-            kind: Kind::Elapsed(after),
-            site,
+            inner: Box::new(Inner {
+                kind: Kind::Elapsed(after),
+                site,
+            }),
         }
     }
 
     pub(crate) fn invalid(site: &'static Site, bad: InvalidTimeout) -> Self {
         TimeoutError {
-            kind: Kind::Invalid(bad),
-            site,
+            inner: Box::new(Inner {
+                kind: Kind::Invalid(bad),
+                site,
+            }),
         }
     }
 
     /// The deadline passed before the future finished.
     pub fn is_elapsed(&self) -> bool {
-        matches!(self.kind, Kind::Elapsed(_))
+        matches!(self.inner.kind, Kind::Elapsed(_))
     }
 
     /// The timeout given to the macro was negative, NaN or infinite.
     pub fn is_invalid(&self) -> bool {
-        matches!(self.kind, Kind::Invalid(_))
+        matches!(self.inner.kind, Kind::Invalid(_))
     }
 
     /// The timeout that elapsed; `None` for an invalid timeout.
     pub fn duration(&self) -> Option<Duration> {
-        match self.kind {
+        match self.inner.kind {
             Kind::Elapsed(d) => Some(d),
             Kind::Invalid(_) => None,
         }
@@ -70,7 +81,7 @@ impl TimeoutError {
 
     /// What was wrong with the timeout; `None` when it elapsed.
     pub fn invalid_timeout(&self) -> Option<InvalidTimeout> {
-        match self.kind {
+        match self.inner.kind {
             Kind::Elapsed(_) => None,
             Kind::Invalid(bad) => Some(bad),
         }
@@ -78,41 +89,41 @@ impl TimeoutError {
 
     /// The `label = "..."` given to the macro, if any.
     pub fn label(&self) -> Option<&'static str> {
-        self.site.label()
+        self.inner.site.label()
     }
 
     /// The source file of the macro call.
     pub fn file(&self) -> &'static str {
-        self.site.file()
+        self.inner.site.file()
     }
 
     /// The line of the macro call.
     pub fn line(&self) -> u32 {
-        self.site.line()
+        self.inner.site.line()
     }
 
     /// The column of the macro call.
     pub fn column(&self) -> u32 {
-        self.site.column()
+        self.inner.site.column()
     }
 }
 
 impl fmt::Display for TimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
+        match self.inner.kind {
             Kind::Elapsed(after) => {
                 match self.label() {
                     Some(label) => write!(f, "'{label}' timed out")?,
                     None => f.write_str("future timed out")?,
                 }
-                write!(f, " after {after:?} at {}", self.site)
+                write!(f, " after {after:?} at {}", self.inner.site)
             }
             Kind::Invalid(bad) => {
                 f.write_str("invalid timeout")?;
                 if let Some(label) = self.label() {
                     write!(f, " for '{label}'")?;
                 }
-                write!(f, " at {}: {bad}", self.site)
+                write!(f, " at {}: {bad}", self.inner.site)
             }
         }
     }
@@ -121,12 +132,12 @@ impl fmt::Display for TimeoutError {
 impl fmt::Debug for TimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("TimeoutError");
-        match self.kind {
+        match self.inner.kind {
             Kind::Elapsed(after) => d.field("elapsed", &after),
             Kind::Invalid(bad) => d.field("invalid", &bad),
         };
         d.field("label", &self.label())
-            .field("site", &format_args!("{}", self.site))
+            .field("site", &format_args!("{}", self.inner.site))
             .finish()
     }
 }
@@ -134,7 +145,7 @@ impl fmt::Debug for TimeoutError {
 impl PartialEq for TimeoutError {
     /// Equal when the same call site failed the same way.
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && std::ptr::eq(self.site, other.site)
+        self.inner.kind == other.inner.kind && std::ptr::eq(self.inner.site, other.inner.site)
     }
 }
 

@@ -65,6 +65,9 @@ struct Tick {
     delay: Mutex<Option<Delay>>,
 }
 
+/// Slab capacity kept when the last waiter leaves a tick.
+const SMALL: usize = 16;
+
 /// A small slab of wakers: a waiter keeps its key until it leaves.
 #[derive(Default)]
 struct Waiters {
@@ -93,12 +96,16 @@ impl Waiters {
             && slot.take().is_some()
         {
             self.live -= 1;
-            if self.live == 0 {
-                // The last one left: give the memory back now rather than
-                // when the tick fires, which may be much later.
+            if self.live != 0 {
+                self.free.push(key);
+            } else if self.slots.capacity() > SMALL {
+                // The last one left a big slab: give the memory back now
+                // rather than when the tick fires, which may be much later.
                 *self = Waiters::default();
             } else {
-                self.free.push(key);
+                // Small: keep it for the next timeout of this tick.
+                self.slots.clear();
+                self.free.clear();
             }
         }
     }
@@ -288,8 +295,11 @@ mod tests {
             .map(|(_, w)| Deadline::new(far, w).unwrap())
             .collect();
         let ticks: std::collections::BTreeSet<u64> = deadlines.iter().map(|d| d.tick.at).collect();
-        // Created within a few ticks of each other: they share a handful of ticks.
-        assert!(ticks.len() <= 5, "{} ticks for 200 timeouts", ticks.len());
+        // Created within a few ticks of each other: they share a handful of
+        // ticks (not under Miri, which runs far slower than the clock).
+        if !cfg!(miri) {
+            assert!(ticks.len() <= 5, "{} ticks for 200 timeouts", ticks.len());
+        }
         let mut deadlines = deadlines;
         for (d, (_, w)) in deadlines.iter_mut().zip(&wakers) {
             wait(d, w);
@@ -328,10 +338,10 @@ mod tests {
         }
         drop(keep);
         let waiters = lock(&tick.waiters);
-        assert_eq!(
-            waiters.slots.capacity(),
-            0,
-            "the last one gives the memory back"
+        assert_eq!(waiters.live, 0);
+        assert!(
+            waiters.slots.capacity() <= SMALL,
+            "the last one gives a big slab back"
         );
     }
 
@@ -341,7 +351,12 @@ mod tests {
         let mut d = Deadline::new(Duration::from_millis(2), &waker).unwrap();
         let at = d.tick.at;
         wait(&mut d, &waker);
-        assert!(!lock(shard(at)).contains_key(&at));
+        // `fired` is set before the tick leaves the wheel: give it a moment.
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            !lock(shard(at)).contains_key(&at)
+        });
+        assert!(gone, "a fired tick stayed in the wheel");
     }
 
     #[test]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every benchmark; BENCHMARKS.md was made with this (no argument).
+# `--short` is CI's quick mode: it only keeps the benches compiling and
+# running. Either way the numbers also go to target/bench/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p target/bench
+mode=${1:-}
+criterion=()
+if [ "$mode" = --short ]; then
+    criterion=(--warm-up-time 0.1 --measurement-time 0.2 --sample-size 10)
+fi
+
+cargo bench --bench timeout -- "${criterion[@]}" | tee target/bench/timeout.txt
+OPGUARD_BENCH_OUT=target/bench/scale.md cargo bench --bench scale -- $mode
+OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo bench --bench accuracy -- $mode
+
+. scripts/torch-env.sh
+cargo bench --features tch --bench safe_mps -- "${criterion[@]}" | tee target/bench/safe_mps.txt
