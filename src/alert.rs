@@ -24,9 +24,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
-
-use once_cell::sync::Lazy;
+use std::time::Duration;
 
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,7 +156,6 @@ static COUNTERS: [Counter; AlertKind::ALL] = [
     Counter::new(AlertPolicy::DEFAULT),
 ];
 static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
-static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
 
 /// Sets when alerts of `kind` fire. It also starts a fresh window.
 pub fn set_alert_policy(kind: AlertKind, policy: AlertPolicy) {
@@ -210,7 +207,7 @@ pub(crate) fn count(kind: AlertKind, label: Option<&'static str>, site: &dyn fmt
     let c = &COUNTERS[kind.index()];
     let threshold = c.threshold.load(Ordering::Relaxed);
     let window = c.window_nanos.load(Ordering::Relaxed);
-    let now = u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let now = crate::clock::now_nanos();
     // Truncated to 32 bits: only equality with the stored window matters.
     let epoch = (now / window) as u32 as u64;
     let mut old = c.state.load(Ordering::Relaxed);

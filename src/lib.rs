@@ -39,6 +39,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod clock;
 mod duration;
 mod error;
 mod item_macro;

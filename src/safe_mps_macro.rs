@@ -212,8 +212,19 @@ macro_rules! __opguard_safe_mps {
         ) }
     };
 
-    // Synchronous: the body is expanded twice, first attempt and CPU retry.
-    (@sync [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
+    // Synchronous: a block.
+    (@sync $($rest:tt)*) => {
+        $crate::__opguard_safe_mps! { @steps sync $($rest)* }
+    };
+    // Asynchronous: the same steps in an async block.
+    (@async $($rest:tt)*) => {
+        async { $crate::__opguard_safe_mps! { @steps async $($rest)* } }
+    };
+
+    // The steps: decide, first attempt, judge, move, retry once on CPU. The
+    // body is expanded twice, so the named values are borrowed by one step
+    // at a time.
+    (@steps $mode:ident [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
         #[allow(unused_imports)]
         use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveNamed as _};
         let mut __opguard_guard = $crate::__private::MpsGuard::begin(
@@ -226,7 +237,7 @@ macro_rules! __opguard_safe_mps {
                 if __opguard_guard.to_cpu_first() {
                     $( $t.__opguard_move_to_cpu(); )*
                 }
-                let __opguard_out = __opguard_guard.run(|| $(-> $ret)? {
+                let __opguard_out = $crate::__opguard_safe_mps!(@run $mode __opguard_guard [$($ret)?] {
                     let $dev = __opguard_device;
                     $body
                 });
@@ -240,60 +251,29 @@ macro_rules! __opguard_safe_mps {
             $crate::__private::Ok(__opguard_value) => __opguard_value,
             $crate::__private::Err(__opguard_fallback) => {
                 $( $t.__opguard_move_to_cpu(); )*
-                let __opguard_out = __opguard_guard.retry(__opguard_fallback, || $(-> $ret)? {
-                    let $dev = $crate::__private::Device::Cpu;
-                    $body
-                });
+                let __opguard_out = $crate::__opguard_safe_mps!(
+                    @retry $mode __opguard_guard __opguard_fallback [$($ret)?] {
+                        let $dev = $crate::__private::Device::Cpu;
+                        $body
+                    }
+                );
                 __opguard_guard.finish(__opguard_out, |__opguard_v| {
                     (&$crate::__private::Classify(__opguard_v)).error_message()
                 })
             }
         }
     }};
-
-    // Asynchronous: the same steps in an async block.
-    (@async [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {
-        async {
-            #[allow(unused_imports)]
-            use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveNamed as _};
-            let mut __opguard_guard = $crate::__private::MpsGuard::begin(
-                $crate::__opguard_site!($($label)?),
-                $crate::__opguard_safe_mps!(@device $($device)?),
-                $crate::__opguard_safe_mps!(@tensor_form $($t),*),
-            );
-            let __opguard_first = match __opguard_guard.first_device() {
-                $crate::__private::Some(__opguard_device) => {
-                    if __opguard_guard.to_cpu_first() {
-                        $( $t.__opguard_move_to_cpu(); )*
-                    }
-                    let __opguard_out = __opguard_guard
-                        .run_async($crate::__opguard_safe_mps!(@block [$($ret)?] {
-                            let $dev = __opguard_device;
-                            $body
-                        }))
-                        .await;
-                    __opguard_guard.judge(__opguard_out, |__opguard_v| {
-                        (&$crate::__private::Classify(__opguard_v)).error_message()
-                    })
-                }
-                $crate::__private::None => $crate::__private::Err(__opguard_guard.injected()),
-            };
-            match __opguard_first {
-                $crate::__private::Ok(__opguard_value) => __opguard_value,
-                $crate::__private::Err(__opguard_fallback) => {
-                    $( $t.__opguard_move_to_cpu(); )*
-                    let __opguard_out = __opguard_guard
-                        .retry_async(__opguard_fallback, $crate::__opguard_safe_mps!(@block [$($ret)?] {
-                            let $dev = $crate::__private::Device::Cpu;
-                            $body
-                        }))
-                        .await;
-                    __opguard_guard.finish(__opguard_out, |__opguard_v| {
-                        (&$crate::__private::Classify(__opguard_v)).error_message()
-                    })
-                }
-            }
-        }
+    (@run sync $guard:ident [$($ret:ty)?] $block:block) => {
+        $guard.run(|| $(-> $ret)? { $block })
+    };
+    (@run async $guard:ident [$($ret:ty)?] $block:block) => {
+        $guard.run_async($crate::__opguard_safe_mps!(@block [$($ret)?] $block)).await
+    };
+    (@retry sync $guard:ident $fallback:ident [$($ret:ty)?] $block:block) => {
+        $guard.retry($fallback, || $(-> $ret)? { $block })
+    };
+    (@retry async $guard:ident $fallback:ident [$($ret:ty)?] $block:block) => {
+        $guard.retry_async($fallback, $crate::__opguard_safe_mps!(@block [$($ret)?] $block)).await
     };
 
     (@block [] $block:block) => { async $block };

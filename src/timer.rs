@@ -36,7 +36,6 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use futures_timer::Delay;
-use once_cell::sync::Lazy;
 
 /// The granularity of deadlines: a timeout fires at most this much late.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -47,7 +46,6 @@ type Shard = Mutex<BTreeMap<u64, Arc<Tick>>>;
 #[allow(clippy::declare_interior_mutable_const)] // Only used to build the array.
 const EMPTY_SHARD: Shard = Mutex::new(BTreeMap::new());
 static WHEEL: [Shard; SHARDS] = [EMPTY_SHARD; SHARDS];
-static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -174,7 +172,7 @@ impl Deadline {
     /// Waits until `after` from now, rounded up to a tick; `None` when that
     /// instant is past what `Instant` can hold (no timer is needed then).
     pub(crate) fn new(after: Duration, waker: &Waker) -> Option<Deadline> {
-        let epoch = *EPOCH;
+        let epoch = crate::clock::epoch();
         let deadline = Instant::now().checked_add(after)?;
         let ticks = deadline
             .duration_since(epoch)
@@ -274,7 +272,7 @@ mod tests {
     #[test]
     fn a_deadline_rounds_up_to_at_most_one_tick_later() {
         let (_, waker) = counter();
-        let epoch = *EPOCH;
+        let epoch = crate::clock::epoch();
         for micros in [1, 499, 1000, 1001, 25_000] {
             let after = Duration::from_micros(micros);
             let before = Instant::now();

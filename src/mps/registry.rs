@@ -19,12 +19,13 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use once_cell::sync::Lazy;
 
 use super::breaker::{Admit, Breaker, MpsState, Transition};
 use crate::alert::{self, AlertKind};
+use crate::clock::{now_nanos as now, saturating_nanos};
 use crate::config::{self, Switch};
 use crate::duration::{IntoTimeout, InvalidTimeout};
 use crate::site::Site;
@@ -50,7 +51,6 @@ static BREAKER: Lazy<Breaker> = Lazy::new(|| {
     Breaker::new(threshold, saturating_nanos(cooldown))
 });
 static GUARD: Switch = Switch::new(|| config::enabled_by_env(ENV_SAFE_MPS_DISABLE));
-static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
 
 static MPS_ERRORS: AtomicU64 = AtomicU64::new(0);
 static FALLBACKS: AtomicU64 = AtomicU64::new(0);
@@ -58,14 +58,6 @@ static FAILED_FALLBACKS: AtomicU64 = AtomicU64::new(0);
 static SKIPPED: AtomicU64 = AtomicU64::new(0);
 static TIMES_DISABLED: AtomicU64 = AtomicU64::new(0);
 static INJECTED: AtomicU32 = AtomicU32::new(0);
-
-fn saturating_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn now() -> u64 {
-    saturating_nanos(EPOCH.elapsed())
-}
 
 /// A snapshot of the fallback registry, from [`stats`].
 #[derive(Clone, Debug, PartialEq, Eq)]
