@@ -142,12 +142,19 @@ impl Timer {
         if after.is_zero() {
             return Poll::Ready(self.expire(after));
         }
-        self.state = match Deadline::new(after, cx.waker()) {
-            Some(deadline) => State::Waiting { deadline, after },
-            // Past what `Instant` can hold: it never comes.
-            None => State::Unbounded,
-        };
-        self.poll_elapsed(cx)
+        match Deadline::new(after, cx.waker()) {
+            // Registered with `cx`'s waker already: no need to poll it.
+            Some(deadline) => {
+                let fired = deadline.has_fired();
+                self.state = State::Waiting { deadline, after };
+                if fired {
+                    return Poll::Ready(self.expire(after));
+                }
+            }
+            // Half a billion years away: it never comes.
+            None => self.state = State::Unbounded,
+        }
+        Poll::Pending
     }
 
     #[cold]

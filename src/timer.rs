@@ -16,16 +16,27 @@
 //!
 //! Everything stays on futures-timer's own thread: no executor is involved.
 //!
+//! Starting a timeout costs a clock read, a lookup of its tick, one
+//! uncontended lock to add its waker, and one more to take it out when the
+//! timeout is dropped. The lookup is usually free: each thread remembers the
+//! tick it joined last, and timeouts started within the same millisecond
+//! mostly land in it; only the first of a tick on a thread takes the wheel's
+//! shard lock and map lookup.
+//!
 //! # Locks and atomic orderings
 //! The wheel is sharded by tick; a shard's mutex guards its map only, and a
 //! tick's mutex guards its waiter list only. No code holds two of them at once
 //! except `fire`, which takes the tick's and then, after releasing it, the
-//! shard's. `fired` is set with `Release` before the waiter list is drained
-//! under its mutex, and read with `Acquire`; a waiter checks it again under
-//! the mutex before registering, so a wake-up is never lost: either the
-//! waiter sees `fired`, or its waker is in the list that `fire` drains.
+//! shard's. `fired` is set with `AcqRel` before the waiter list is drained
+//! under its mutex, and read with `Acquire`. A new waiter adds its waker under
+//! the mutex and then reads `fired`, so a wake-up is never lost: either its
+//! waker was in the list that `fire` drained, or it took the mutex after
+//! `fire` released it and so sees `fired`. A tick fires no earlier than its
+//! time, which is at or after the deadline of every waiter that joins it, so
+//! joining a tick that has just fired is a correct, immediate timeout.
 //! Mutex poisoning is ignored: no code here panics while holding one.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -39,7 +50,12 @@ use futures_timer::Delay;
 
 /// The granularity of deadlines: a timeout fires at most this much late.
 pub const TICK: Duration = Duration::from_millis(1);
-const TICK_NANOS: u128 = TICK.as_nanos();
+const TICK_NANOS: u32 = TICK.subsec_nanos();
+const TICKS_PER_SEC: u64 = 1_000_000_000 / TICK_NANOS as u64;
+const _: () = assert!(
+    TICK.as_secs() == 0 && 1_000_000_000 % TICK_NANOS == 0,
+    "a tick divides a second"
+);
 
 const SHARDS: usize = 16;
 type Shard = Mutex<BTreeMap<u64, Arc<Tick>>>;
@@ -168,40 +184,78 @@ pub(crate) struct Deadline {
     key: usize,
 }
 
-impl Deadline {
-    /// Waits until `after` from now, rounded up to a tick; `None` when that
-    /// instant is past what `Instant` can hold (no timer is needed then).
-    pub(crate) fn new(after: Duration, waker: &Waker) -> Option<Deadline> {
-        let epoch = crate::clock::epoch();
-        let deadline = Instant::now().checked_add(after)?;
-        let ticks = deadline
-            .duration_since(epoch)
-            .as_nanos()
-            .div_ceil(TICK_NANOS);
-        let at = u64::try_from(ticks).ok()?;
-        let nanos = u64::try_from(u128::from(at) * TICK_NANOS).ok()?;
-        let fires = epoch.checked_add(Duration::from_nanos(nanos))?;
-        let (tick, new) = {
-            let mut map = lock(shard(at));
-            match map.get(&at) {
-                Some(tick) => (Arc::clone(tick), false),
-                None => {
-                    let tick = Arc::new(Tick {
-                        at,
-                        fired: AtomicBool::new(false),
-                        waiters: Mutex::new(Waiters::default()),
-                        delay: Mutex::new(None),
-                    });
-                    map.insert(at, Arc::clone(&tick));
-                    (tick, true)
-                }
+/// When the tick `at` comes, if `Instant` can hold it.
+fn tick_instant(at: u64) -> Option<Instant> {
+    let since = Duration::new(at / TICKS_PER_SEC, (at % TICKS_PER_SEC) as u32 * TICK_NANOS);
+    crate::clock::epoch().checked_add(since)
+}
+
+thread_local! {
+    /// The tick this thread joined last. Timeouts started close together
+    /// mostly share a tick, so they skip the wheel's lock and lookup.
+    static LAST: RefCell<Option<Arc<Tick>>> = const { RefCell::new(None) };
+}
+
+/// The tick at `at`: from this thread's last one, or from the wheel, where it
+/// is made (and its `Delay` started) when it is not there yet.
+fn tick_at(at: u64) -> Arc<Tick> {
+    let cached = LAST.try_with(|last| match &*last.borrow() {
+        Some(tick) if tick.at == at && !tick.fired.load(Ordering::Acquire) => {
+            Some(Arc::clone(tick))
+        }
+        _ => None,
+    });
+    if let Ok(Some(tick)) = cached {
+        return tick;
+    }
+    let (tick, new) = {
+        let mut map = lock(shard(at));
+        match map.get(&at) {
+            Some(tick) => (Arc::clone(tick), false),
+            None => {
+                let tick = Arc::new(Tick {
+                    at,
+                    fired: AtomicBool::new(false),
+                    waiters: Mutex::new(Waiters::default()),
+                    delay: Mutex::new(None),
+                });
+                map.insert(at, Arc::clone(&tick));
+                (tick, true)
             }
-        };
-        let key = lock(&tick.waiters).insert(waker.clone());
-        if new {
+        }
+    };
+    if new {
+        // A tick past what `Instant` can hold never comes: it gets no `Delay`.
+        if let Some(fires) = tick_instant(at) {
             tick.start(fires);
         }
+    }
+    // Ignored when the thread is exiting: the cache is only a shortcut.
+    // The one it replaces is dropped after the borrow ends.
+    let _ = LAST.try_with(|last| last.replace(Some(Arc::clone(&tick))));
+    tick
+}
+
+impl Deadline {
+    /// Waits until `after` from now, rounded up to a tick; `None` when that
+    /// is past what a tick count can hold (half a billion years), and no
+    /// timer is needed.
+    pub(crate) fn new(after: Duration, waker: &Waker) -> Option<Deadline> {
+        let due = crate::clock::epoch().elapsed().checked_add(after)?;
+        // Whole ticks since the epoch, rounded up, in `u64` arithmetic.
+        let at = due
+            .as_secs()
+            .checked_mul(TICKS_PER_SEC)?
+            .checked_add(u64::from(due.subsec_nanos().div_ceil(TICK_NANOS)))?;
+        let tick = tick_at(at);
+        let key = lock(&tick.waiters).insert(waker.clone());
         Some(Deadline { tick, key })
+    }
+
+    /// Whether the tick has fired: for a deadline just made with the task's
+    /// waker, which is registered already.
+    pub(crate) fn has_fired(&self) -> bool {
+        self.tick.fired.load(Ordering::Acquire)
     }
 
     /// Ready once the tick has fired; otherwise keeps `cx`'s waker registered.
@@ -272,12 +326,11 @@ mod tests {
     #[test]
     fn a_deadline_rounds_up_to_at_most_one_tick_later() {
         let (_, waker) = counter();
-        let epoch = crate::clock::epoch();
         for micros in [1, 499, 1000, 1001, 25_000] {
             let after = Duration::from_micros(micros);
             let before = Instant::now();
             let d = Deadline::new(after, &waker).unwrap();
-            let fires = epoch + Duration::from_millis(d.tick.at);
+            let fires = tick_instant(d.tick.at).unwrap();
             let latest = Instant::now() + after;
             assert!(fires >= before + after, "tick before the deadline");
             assert!(fires < latest + TICK, "tick more than one tick late");
@@ -355,6 +408,21 @@ mod tests {
             !lock(shard(at)).contains_key(&at)
         });
         assert!(gone, "a fired tick stayed in the wheel");
+    }
+
+    #[test]
+    fn a_thread_never_reuses_a_fired_tick() {
+        let (_, waker) = counter();
+        let mut first = Deadline::new(Duration::from_millis(1), &waker).unwrap();
+        wait(&mut first, &waker);
+        // This thread's cache still holds the fired tick; a new timeout must
+        // not join it (it would time out at once).
+        let start = Instant::now();
+        let mut next = Deadline::new(Duration::from_millis(5), &waker).unwrap();
+        assert!(!Arc::ptr_eq(&first.tick, &next.tick));
+        assert!(!next.has_fired());
+        wait(&mut next, &waker);
+        assert!(start.elapsed() >= Duration::from_millis(5));
     }
 
     #[test]
