@@ -12,6 +12,7 @@
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -31,8 +32,10 @@ use crate::timer::Deadline;
 /// future is then dropped) or the timeout was invalid.
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Timeout<F> {
-    /// Structurally pinned: polled in place, dropped in place, never moved.
-    inner: Option<F>,
+    /// Structurally pinned: polled in place and dropped in place, never
+    /// moved. Dropped early when the timer wins (the state is then
+    /// `Cancelled`), otherwise by `Timeout`'s `Drop`.
+    inner: ManuallyDrop<F>,
     /// Not pinned: `Timer` is `Unpin`.
     timer: Timer,
 }
@@ -46,13 +49,17 @@ struct Timer {
 
 enum State {
     /// Not started: the inner future has not pended yet.
-    Armed(Result<Duration, InvalidTimeout>),
+    Armed(Duration),
     /// Not started, with the default timeout, read when it starts.
     ArmedDefault,
     /// Started: registered with the shared timer.
     Waiting { deadline: Deadline, after: Duration },
-    /// No timer: the kill switch was off, or the timeout already fired.
+    /// No timer: the kill switch was off.
     Unbounded,
+    /// An invalid timeout, reported at the first poll.
+    Invalid(InvalidTimeout),
+    /// The timer won (or the timeout was invalid): the inner future is gone.
+    Cancelled,
 }
 
 #[doc(hidden)] // Not public API: called by `timeout_async!`.
@@ -62,7 +69,11 @@ where
     D: IntoTimeout,
     F: IntoFuture,
 {
-    Timeout::new(site, State::Armed(timeout.into_timeout()), fut)
+    let state = match timeout.into_timeout() {
+        Ok(after) => State::Armed(after),
+        Err(bad) => State::Invalid(bad),
+    };
+    Timeout::new(site, state, fut)
 }
 
 #[doc(hidden)] // Not public API: called by `timeout_async!`.
@@ -78,7 +89,7 @@ impl<F: Future> Timeout<F> {
     #[inline(always)]
     fn new<I: IntoFuture<IntoFuture = F>>(site: &'static Site, state: State, fut: I) -> Self {
         Timeout {
-            inner: Some(fut.into_future()),
+            inner: ManuallyDrop::new(fut.into_future()),
             timer: Timer { state, site },
         }
     }
@@ -90,30 +101,54 @@ impl<F: Future> Future for Timeout<F> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: `inner` is structurally pinned. It is only ever polled
-        // through `Pin::new_unchecked` below or dropped in place by assigning
-        // `None`; it is never moved out, and `Timeout` has no `Drop` impl and
-        // is `Unpin` only when `F` is. `timer` is not pinned.
+        // through `Pin::new_unchecked` below, or dropped in place (in `cancel`
+        // or `drop`); it is never moved out. `Timeout` is `Unpin` only when
+        // `F` is. `timer` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        if let State::Armed(Err(_)) = this.timer.state
+        if let State::Invalid(_) | State::Cancelled = this.timer.state
             && let Some(err) = this.timer.reject()
         {
-            this.inner = None;
+            this.cancel();
             return Poll::Ready(Err(err));
         }
-        let Some(inner) = this.inner.as_mut() else {
-            panic!("`timeout_async!` future polled after it timed out");
-        };
-        // SAFETY: see above; `inner` stays where it is.
-        if let Poll::Ready(output) = unsafe { Pin::new_unchecked(inner) }.poll(cx) {
+        // SAFETY: see above; `inner` stays where it is, and is still there:
+        // the state is not `Cancelled` (`reject` panics on that).
+        if let Poll::Ready(output) = unsafe { Pin::new_unchecked(&mut *this.inner) }.poll(cx) {
             return Poll::Ready(Ok(output));
         }
         match this.timer.poll_elapsed(cx) {
             Poll::Ready(err) => {
                 // Cancel the inner future before reporting.
-                this.inner = None;
+                this.cancel();
                 Poll::Ready(Err(err))
             }
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<F> Timeout<F> {
+    /// Drops the inner future in place, once.
+    fn cancel(&mut self) {
+        if !matches!(self.timer.state, State::Cancelled) {
+            // Marked first: should `F`'s drop panic, `drop` below does not
+            // drop it a second time.
+            self.timer.state = State::Cancelled;
+            // SAFETY: not dropped before (the state was not `Cancelled`), and
+            // never used again (the state is `Cancelled` now). Dropping in
+            // place keeps the pinning promise.
+            unsafe { ManuallyDrop::drop(&mut self.inner) };
+        }
+    }
+}
+
+impl<F> Drop for Timeout<F> {
+    #[inline]
+    fn drop(&mut self) {
+        if !matches!(self.timer.state, State::Cancelled) {
+            // SAFETY: not dropped yet (the state is not `Cancelled`), and
+            // `self` goes away now; dropped in place, as pinning requires.
+            unsafe { ManuallyDrop::drop(&mut self.inner) };
         }
     }
 }
@@ -122,7 +157,7 @@ impl Timer {
     /// Starts the timer on the first pending poll, then polls it.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<TimeoutError> {
         let after = match self.state {
-            State::Armed(Ok(after)) => after,
+            State::Armed(after) => after,
             State::ArmedDefault => config::default_timeout(),
             State::Waiting {
                 ref mut deadline,
@@ -133,7 +168,10 @@ impl Timer {
                     Poll::Pending => Poll::Pending,
                 };
             }
-            State::Armed(Err(_)) | State::Unbounded => return Poll::Pending,
+            State::Unbounded => return Poll::Pending,
+            State::Invalid(_) | State::Cancelled => {
+                unreachable!("`poll` settles these before the timer")
+            }
         };
         if !config::timeouts_enabled() {
             self.state = State::Unbounded;
@@ -176,18 +214,18 @@ impl Timer {
         TimeoutError::elapsed(site, after)
     }
 
-    /// An invalid timeout: the error, or `None` while the kill switch is off.
+    /// An invalid timeout: the error, or `None` while the kill switch is off
+    /// (the future then runs without a timer).
     #[cold]
     #[inline(never)]
     fn reject(&mut self) -> Option<TimeoutError> {
-        let State::Armed(Err(bad)) = self.state else {
-            return None;
+        let State::Invalid(bad) = self.state else {
+            panic!("`timeout_async!` future polled after it timed out");
         };
         if !config::timeouts_enabled() {
             self.state = State::Unbounded;
             return None;
         }
-        self.state = State::Unbounded;
         stats::count_invalid();
         let err = TimeoutError::invalid(self.site, bad);
         log::warn!(target: "opguard", "{err}");
@@ -198,11 +236,12 @@ impl Timer {
 impl<F> fmt::Debug for Timeout<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state: &dyn fmt::Debug = match &self.timer.state {
-            State::Armed(Ok(after)) => after,
-            State::Armed(Err(bad)) => bad,
+            State::Armed(after) => after,
+            State::Invalid(bad) => bad,
             State::ArmedDefault => &"default",
             State::Waiting { after, .. } => after,
             State::Unbounded => &"none",
+            State::Cancelled => &"cancelled",
         };
         f.debug_struct("Timeout")
             .field("timeout", state)
@@ -212,5 +251,130 @@ impl<F> fmt::Debug for Timeout<F> {
             )
             .field("site", self.timer.site)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::task::Waker;
+
+    static SITE: Site = Site::new(Some("unit"), file!(), line!(), column!());
+
+    /// A future that counts its polls and its drops; `pend` pends forever.
+    struct Probe {
+        polls: Arc<AtomicUsize>,
+        drops: Arc<AtomicUsize>,
+        pend: bool,
+        panic_on_drop: bool,
+    }
+
+    impl Future for Probe {
+        type Output = u8;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u8> {
+            self.polls.fetch_add(1, SeqCst);
+            if self.pend {
+                Poll::Pending
+            } else {
+                Poll::Ready(7)
+            }
+        }
+    }
+
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.drops.fetch_add(1, SeqCst);
+            if self.panic_on_drop {
+                panic!("probe drop");
+            }
+        }
+    }
+
+    fn probe(pend: bool) -> (Probe, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let (polls, drops) = (Arc::default(), Arc::default());
+        let p = Probe {
+            polls: Arc::clone(&polls),
+            drops: Arc::clone(&drops),
+            pend,
+            panic_on_drop: false,
+        };
+        (p, polls, drops)
+    }
+
+    fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn an_unpolled_timeout_drops_its_future_once() {
+        let (p, polls, drops) = probe(false);
+        drop(timeout(&SITE, 1, p));
+        assert_eq!((polls.load(SeqCst), drops.load(SeqCst)), (0, 1));
+    }
+
+    #[test]
+    fn a_finished_future_is_dropped_once_with_its_timeout() {
+        let (p, _, drops) = probe(false);
+        {
+            let mut t = pin!(timeout(&SITE, 1, p));
+            assert!(matches!(poll_once(t.as_mut()), Poll::Ready(Ok(7))));
+            assert_eq!(drops.load(SeqCst), 0, "dropped before the Timeout");
+        }
+        assert_eq!(drops.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn a_timed_out_future_is_dropped_once_before_the_error() {
+        let (p, _, drops) = probe(true);
+        {
+            let mut t = pin!(timeout(&SITE, Duration::ZERO, p));
+            match poll_once(t.as_mut()) {
+                Poll::Ready(Err(e)) => assert!(e.is_elapsed()),
+                other => panic!("expected a timeout, got {:?}", other.map(|r| r.is_ok())),
+            }
+            assert_eq!(drops.load(SeqCst), 1, "not dropped before the error");
+            assert!(format!("{t:?}").contains("cancelled"));
+        }
+        assert_eq!(drops.load(SeqCst), 1, "dropped twice");
+    }
+
+    #[test]
+    fn an_invalid_timeout_drops_its_future_unpolled() {
+        let (p, polls, drops) = probe(false);
+        {
+            let mut t = pin!(timeout(&SITE, -1, p));
+            assert!(matches!(poll_once(t.as_mut()), Poll::Ready(Err(e)) if e.is_invalid()));
+            assert_eq!(drops.load(SeqCst), 1);
+        }
+        assert_eq!((polls.load(SeqCst), drops.load(SeqCst)), (0, 1));
+    }
+
+    #[test]
+    fn polling_after_a_timeout_panics_with_a_message() {
+        let (p, _, drops) = probe(true);
+        let mut t = pin!(timeout(&SITE, Duration::ZERO, p));
+        assert!(matches!(poll_once(t.as_mut()), Poll::Ready(Err(_))));
+        let again = catch_unwind(AssertUnwindSafe(|| poll_once(t.as_mut()).is_ready()));
+        let msg = again.unwrap_err();
+        let msg = msg.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(msg.contains("polled after it timed out"), "{msg}");
+        assert_eq!(drops.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn a_future_whose_drop_panics_on_cancel_is_not_dropped_again() {
+        let (mut p, _, drops) = probe(true);
+        p.panic_on_drop = true;
+        let t = Box::pin(timeout(&SITE, Duration::ZERO, p));
+        let mut t = AssertUnwindSafe(t);
+        let out = catch_unwind(move || {
+            let _ = poll_once(t.as_mut());
+        });
+        assert!(out.is_err(), "the drop's panic comes through");
+        assert_eq!(drops.load(SeqCst), 1);
     }
 }
