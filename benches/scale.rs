@@ -2,7 +2,7 @@
 //! and the heap still allocated once all are gone, measured with a counting
 //! global allocator.
 //!
-//!     cargo bench --bench scale              # 100 000 and 1 000 000
+//!     cargo bench --bench scale              # 10 000, 100 000 and 1 000 000
 //!     cargo bench --bench scale -- --short   # 10 000, for CI
 //!
 //! Half the timeouts fire (the inner future never finishes; 100 ms timeout),
@@ -31,7 +31,7 @@ fn main() {
     let sizes: &[usize] = if short {
         &[10_000]
     } else {
-        &[100_000, 1_000_000]
+        &[10_000, 100_000, 1_000_000]
     };
     let cases = [
         ("opguard", "tokio", Timer::Opguard),
@@ -40,6 +40,8 @@ fn main() {
         ("tokio::time::timeout", "tokio", Timer::Tokio),
     ];
     let mut out = String::new();
+    let mut csv =
+        String::from("timeouts,timer,executor,wall_ms,peak_bytes_per_timeout,heap_left_mb\n");
     out.push_str("| timeouts | timer | executor | wall time | peak bytes per timeout | heap left after |\n|---:|---|---|---:|---:|---:|\n");
     // Warm up once: lazily created globals (runtimes, timer threads) are not leaks.
     for (_, executor, timer) in cases {
@@ -66,6 +68,12 @@ fn main() {
                 peak as f64 / n as f64,
                 mb(left),
             );
+            csv.push_str(&format!(
+                "{n},{name},{executor},{:.3},{:.1},{:.3}\n",
+                wall.as_secs_f64() * 1e3,
+                peak as f64 / n as f64,
+                mb(left),
+            ));
             print!("{line}");
             std::io::stdout().flush().ok();
             out.push_str(&line);
@@ -74,5 +82,7 @@ fn main() {
     let path =
         std::env::var("OPGUARD_BENCH_OUT").unwrap_or_else(|_| "target/bench-scale.md".into());
     std::fs::write(&path, out).expect("write the results");
-    println!("written to {path}");
+    let csv_path = std::path::Path::new(&path).with_extension("csv");
+    std::fs::write(&csv_path, csv).expect("write the results");
+    println!("written to {path} and {}", csv_path.display());
 }

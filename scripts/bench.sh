@@ -13,6 +13,7 @@ fi
 
 cargo bench --bench timeout -- "${criterion[@]}" | tee target/bench/timeout.txt
 OPGUARD_BENCH_OUT=target/bench/scale.md cargo bench --bench scale -- $mode
+python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
 OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo bench --bench accuracy -- $mode
 
 . scripts/torch-env.sh
