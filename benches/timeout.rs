@@ -1,6 +1,7 @@
 //! The cost of `timeout_async!` beside the bare future, tokio's timeout,
-//! async-io's `Timer` raced with `or`, and a futures-timer `Delay` created up
-//! front and raced with `select`, on tokio, smol and futures' executor.
+//! async-io's `Timer` raced with `or`, futures-time's `timeout` (on
+//! async-io's timer too), and a futures-timer `Delay` created up front and
+//! raced with `select`, on tokio, smol and futures' executor.
 //!
 //!     cargo bench --bench timeout
 //!
