@@ -170,6 +170,16 @@ macro_rules! variants {
                 async_io_or($make(black_box(1))).await.value()
             })
         });
+        g.bench_function("futures_time", |b| {
+            r.run(b, || async {
+                futures_time::future::FutureExt::timeout(
+                    $make(black_box(1)),
+                    futures_time::time::Duration::from(LONG),
+                )
+                .await
+                .value()
+            })
+        });
     }};
 }
 

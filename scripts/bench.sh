@@ -12,6 +12,7 @@ if [ "$mode" = --short ]; then
 fi
 
 cargo bench --bench timeout -- "${criterion[@]}" | tee target/bench/timeout.txt
+python3 scripts/bench_table.py target/criterion > target/bench/timeout.md
 OPGUARD_BENCH_OUT=target/bench/scale.md cargo bench --bench scale -- $mode
 python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
 OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo bench --bench accuracy -- $mode

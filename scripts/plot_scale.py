@@ -30,9 +30,9 @@ def main(src: str, dst: str) -> None:
     x0, x1 = math.log10(min(n_all)), math.log10(max(n_all))
     if x0 == x1:
         x0, x1 = x0 - 0.5, x1 + 0.5
-    # Whole decades of milliseconds, at least 10 ms to 10 s.
-    y0 = min(1, math.floor(math.log10(min(ms_all))))
-    y1 = max(4, math.ceil(math.log10(max(ms_all))))
+    # Whole decades of milliseconds around the data.
+    y0 = math.floor(math.log10(min(ms_all)))
+    y1 = max(y0 + 1, math.ceil(math.log10(max(ms_all))))
 
     def x(n: int) -> float:
         return LEFT + (math.log10(n) - x0) / (x1 - x0) * (W - LEFT - RIGHT)
