@@ -154,7 +154,7 @@ impl<F> Drop for Timeout<F> {
 }
 
 impl Timer {
-    /// Starts the timer on the first pending poll, then polls it.
+    /// Starts the timer on the first pending poll; polls it on later ones.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<TimeoutError> {
         let after = match self.state {
             State::Armed(after) => after,
