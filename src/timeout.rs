@@ -214,8 +214,10 @@ impl Timer {
         TimeoutError::elapsed(site, after)
     }
 
-    /// An invalid timeout: the error, or `None` while the kill switch is off
-    /// (the future then runs without a timer).
+    /// Settles the two states that `poll` checks before the inner future:
+    /// an invalid timeout gives its error, or `None` while the kill switch is
+    /// off (the future then runs without a timer); a `Cancelled` one means the
+    /// future was polled again after it timed out, which panics.
     #[cold]
     #[inline(never)]
     fn reject(&mut self) -> Option<TimeoutError> {
