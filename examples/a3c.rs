@@ -30,6 +30,10 @@ impl MoveToCpu for ActorCritic {
     fn move_to_cpu(&mut self) {
         self.vs.move_to_cpu();
     }
+
+    fn is_on_mps(&self) -> bool {
+        self.vs.is_on_mps()
+    }
 }
 
 impl ActorCritic {

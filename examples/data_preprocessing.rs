@@ -25,6 +25,10 @@ impl MoveToCpu for Batch {
         self.labels.move_to_cpu();
         self.mask.move_to_cpu();
     }
+
+    fn is_on_mps(&self) -> bool {
+        self.images.is_on_mps() || self.labels.is_on_mps() || self.mask.is_on_mps()
+    }
 }
 
 /// What the model gets: normalised images, one-hot labels.

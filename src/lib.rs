@@ -63,7 +63,7 @@ pub use crate::duration::{IntoTimeout, InvalidTimeout};
 pub use crate::error::TimeoutError;
 #[cfg(feature = "tch")]
 pub use crate::mps::MoveToCpu;
-pub use crate::mps::{is_mps_error, is_mps_panic};
+pub use crate::mps::{MpsErrorKind, is_mps_error, is_mps_panic, mps_error_kind};
 pub use crate::timeout::Timeout;
 pub use crate::timer::TICK;
 
@@ -82,26 +82,13 @@ pub mod __private {
     pub use crate::timeout::{timeout, timeout_default};
 
     #[cfg(feature = "tch")]
-    pub use crate::mps::guard::{Classify, ErrorOfOther, ErrorOfResult, MpsGuard, Payload};
+    pub use crate::mps::call::{Reply, Step, run, run_async};
+    #[cfg(feature = "tch")]
+    pub use crate::mps::site::MpsSite;
+    #[cfg(feature = "tch")]
+    pub use crate::safe_mps_macro::{Classify, ErrorOfOther, ErrorOfResult, MoveNamed};
     #[cfg(feature = "tch")]
     pub use tch::Device;
-
-    /// Moves a value named in `[..] =>` to CPU. A method, so that a `&mut`
-    /// binding works without `mut`; the bound is checked after the method is
-    /// found, so that a wrong type gets `MoveToCpu`'s own message.
-    #[cfg(feature = "tch")]
-    pub trait MoveNamed {
-        #[inline]
-        fn __opguard_move_to_cpu(&mut self)
-        where
-            Self: crate::MoveToCpu,
-        {
-            crate::MoveToCpu::move_to_cpu(self);
-        }
-    }
-
-    #[cfg(feature = "tch")]
-    impl<T: ?Sized> MoveNamed for T {}
 
     /// The label of a `label = ..` argument: a string constant.
     #[inline(always)]

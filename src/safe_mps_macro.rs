@@ -165,7 +165,7 @@ macro_rules! __opguard_safe_mps_forms {
             "    safe_mps!([vs, xs] => |dev| ..)\n",
             "    safe_mps!(async |dev| ..)  or  safe_mps!([xs] => async ..)\n",
             "    with options first: safe_mps!(label = \"name\", device = Device::Mps, |dev| ..)\n",
-            "    safe_mps! { #[safe_mps(label = \"name\", [xs])] fn name(xs: &Tensor) -> T { .. } }",
+            "    safe_mps! { #[safe_mps(label = \"name\", device = Device::Mps, [xs])] fn name(xs: &Tensor) -> T { .. } }",
         )
     };
 }
@@ -187,23 +187,23 @@ macro_rules! __opguard_safe_mps {
         $crate::__opguard_safe_mps! { @work $label $device [] $($rest)+ }
     };
 
-    // The work.
-    (@work $l:tt $d:tt $t:tt async |$dev:pat_param| -> $ret:ty $body:block) => {
+    // The work, with an optional trailing comma.
+    (@work $l:tt $d:tt $t:tt async |$dev:pat_param| -> $ret:ty $body:block $(,)?) => {
         $crate::__opguard_safe_mps! { @async $l $d $t $dev [$ret] $body }
     };
-    (@work $l:tt $d:tt $t:tt async |$dev:pat_param| $body:expr) => {
+    (@work $l:tt $d:tt $t:tt async |$dev:pat_param| $body:expr $(,)?) => {
         $crate::__opguard_safe_mps! { @async $l $d $t $dev [] $body }
     };
-    (@work $l:tt $d:tt [$($t:expr),+] async $body:expr) => {
+    (@work $l:tt $d:tt [$($t:expr),+] async $body:expr $(,)?) => {
         $crate::__opguard_safe_mps! { @async $l $d [$($t),+] _ [] $body }
     };
-    (@work $l:tt $d:tt $t:tt |$dev:pat_param| -> $ret:ty $body:block) => {
+    (@work $l:tt $d:tt $t:tt |$dev:pat_param| -> $ret:ty $body:block $(,)?) => {
         $crate::__opguard_safe_mps! { @sync $l $d $t $dev [$ret] $body }
     };
-    (@work $l:tt $d:tt $t:tt |$dev:pat_param| $body:expr) => {
+    (@work $l:tt $d:tt $t:tt |$dev:pat_param| $body:expr $(,)?) => {
         $crate::__opguard_safe_mps! { @sync $l $d $t $dev [] $body }
     };
-    (@work $l:tt $d:tt [$($t:expr),+] $body:expr) => {
+    (@work $l:tt $d:tt [$($t:expr),+] $body:expr $(,)?) => {
         $crate::__opguard_safe_mps! { @sync $l $d [$($t),+] _ [] $body }
     };
     (@work $($rest:tt)*) => {
@@ -212,76 +212,63 @@ macro_rules! __opguard_safe_mps {
         ) }
     };
 
-    // Synchronous: a block.
-    (@sync $($rest:tt)*) => {
-        $crate::__opguard_safe_mps! { @steps sync $($rest)* }
-    };
-    // Asynchronous: the same steps in an async block.
-    (@async $($rest:tt)*) => {
-        async { $crate::__opguard_safe_mps! { @steps async $($rest)* } }
-    };
-
-    // The steps: decide, first attempt, judge, move, retry once on CPU. The
-    // body is expanded twice, so the named values are borrowed by one step
-    // at a time.
-    (@steps $mode:ident [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
+    // Synchronous: one closure answers the steps of `run`; the body is
+    // expanded once, in the `Run` arm.
+    (@sync [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
         #[allow(unused_imports)]
         use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveNamed as _};
-        let mut __opguard_guard = $crate::__private::MpsGuard::begin(
-            $crate::__opguard_site!($($label)?),
+        $crate::__private::run(
+            $crate::__opguard_site!(@ MpsSite $($label)?),
             $crate::__opguard_safe_mps!(@device $($device)?),
-            $crate::__opguard_safe_mps!(@tensor_form $($t),*),
-        );
-        let __opguard_first = match __opguard_guard.first_device() {
-            $crate::__private::Some(__opguard_device) => {
-                if __opguard_guard.to_cpu_first() {
-                    $( $t.__opguard_move_to_cpu(); )*
-                }
-                let __opguard_out = $crate::__opguard_safe_mps!(@run $mode __opguard_guard [$($ret)?] {
-                    let $dev = __opguard_device;
-                    $body
-                });
-                __opguard_guard.judge(__opguard_out, |__opguard_v| {
-                    (&$crate::__private::Classify(__opguard_v)).error_message()
-                })
-            }
-            $crate::__private::None => $crate::__private::Err(__opguard_guard.injected()),
-        };
-        match __opguard_first {
-            $crate::__private::Ok(__opguard_value) => __opguard_value,
-            $crate::__private::Err(__opguard_fallback) => {
-                $( $t.__opguard_move_to_cpu(); )*
-                let __opguard_out = $crate::__opguard_safe_mps!(
-                    @retry $mode __opguard_guard __opguard_fallback [$($ret)?] {
-                        let $dev = $crate::__private::Device::Cpu;
+            |__opguard_step| match __opguard_step {
+                $crate::__private::Step::Run(__opguard_device) => {
+                    #[allow(clippy::redundant_closure_call)]
+                    let __opguard_value = (|| $(-> $ret)? {
+                        let $dev = __opguard_device;
                         $body
-                    }
-                );
-                __opguard_guard.finish(__opguard_out, |__opguard_v| {
-                    (&$crate::__private::Classify(__opguard_v)).error_message()
-                })
-            }
-        }
+                    })();
+                    $crate::__private::Reply::Value(__opguard_value)
+                }
+                $crate::__private::Step::Probe => $crate::__opguard_safe_mps!(@probe $($t),*),
+                $crate::__private::Step::MoveToCpu => $crate::__opguard_safe_mps!(@move $($t),*),
+            },
+            |__opguard_value| (&$crate::__private::Classify(__opguard_value)).error_message(),
+        )
     }};
-    (@run sync $guard:ident [$($ret:ty)?] $block:block) => {
-        $guard.run(|| $(-> $ret)? { $block })
-    };
-    (@run async $guard:ident [$($ret:ty)?] $block:block) => {
-        $guard.run_async($crate::__opguard_safe_mps!(@block [$($ret)?] $block)).await
-    };
-    (@retry sync $guard:ident $fallback:ident [$($ret:ty)?] $block:block) => {
-        $guard.retry($fallback, || $(-> $ret)? { $block })
-    };
-    (@retry async $guard:ident $fallback:ident [$($ret:ty)?] $block:block) => {
-        $guard.retry_async($fallback, $crate::__opguard_safe_mps!(@block [$($ret)?] $block)).await
-    };
+    // Asynchronous: the same with an async closure, whose `Run` arm awaits
+    // the body in an async block of its own (where `?` and `return` land).
+    (@async [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveNamed as _};
+        $crate::__private::run_async(
+            $crate::__opguard_site!(@ MpsSite $($label)?),
+            $crate::__opguard_safe_mps!(@device $($device)?),
+            async |__opguard_step| match __opguard_step {
+                $crate::__private::Step::Run(__opguard_device) => $crate::__private::Reply::Value(
+                    $crate::__opguard_safe_mps!(@block [$($ret)?] {
+                        let $dev = __opguard_device;
+                        $body
+                    })
+                    .await,
+                ),
+                $crate::__private::Step::Probe => $crate::__opguard_safe_mps!(@probe $($t),*),
+                $crate::__private::Step::MoveToCpu => $crate::__opguard_safe_mps!(@move $($t),*),
+            },
+            |__opguard_value| (&$crate::__private::Classify(__opguard_value)).error_message(),
+        )
+    }};
 
+    (@probe $($t:expr),*) => {
+        $crate::__private::Reply::OnMps(false $(|| $t.__opguard_is_on_mps())*)
+    };
+    (@move $($t:expr),*) => {{
+        $( $t.__opguard_move_to_cpu(); )*
+        $crate::__private::Reply::Moved
+    }};
     (@block [] $block:block) => { async $block };
     (@block [$ret:ty] $block:block) => { $crate::__private::returning::<$ret, _>(async $block) };
-    (@device) => { $crate::__private::None };
-    (@device $device:expr) => { $crate::__private::Some($device) };
-    (@tensor_form) => { false };
-    (@tensor_form $($t:expr),+) => { true };
+    (@device) => { $crate::__private::None::<$crate::__private::Device> };
+    (@device $device:expr) => { $crate::__private::Some::<$crate::__private::Device>($device) };
 
     // Item form: take out `#[safe_mps]` or `#[safe_mps(ARGS)]`, keep the other attributes.
     (@attrs [$($kept:tt)*] # [safe_mps $(( $($args:tt)* ))?] $($rest:tt)*) => {
@@ -295,33 +282,97 @@ macro_rules! __opguard_safe_mps {
     };
     (@emit [$($args:tt)*] [$($head:tt)*] [$($async:tt)?] $name:ident [$($gen:tt)*] ( $($params:tt)* ) [$ret:ty] [$($w:tt)*] $body:block) => {
         $($head)* $($async)? fn $name $($gen)* ( $($params)* ) -> $ret $($w)* {
-            $crate::__opguard_safe_mps! { @item [$($async)?] [$ret] $body $($args)* }
+            $crate::__opguard_safe_mps! { @item [$($async)?] [$ret] $body [] [] $($args)* }
         }
     };
-    // The attribute's arguments: an optional label, then an optional list of parameters.
-    (@item $async:tt $ret:tt $body:block label = $label:expr, [$($t:ident),* $(,)?]) => {
-        $crate::__opguard_safe_mps! { @item_body $async $ret $body [label = $label,] [$($t),*] }
+    // The attribute's arguments, each optional, in this order, commas after
+    // each: a label, a device, a list of parameters.
+    (@item $a:tt $r:tt $b:block [] $d:tt label = $label:expr $(, $($rest:tt)*)?) => {
+        $crate::__opguard_safe_mps! { @item $a $r $b [$label] $d $($($rest)*)? }
     };
-    (@item $async:tt $ret:tt $body:block label = $label:expr $(,)?) => {
-        $crate::__opguard_safe_mps! { @item_body $async $ret $body [label = $label,] [] }
+    (@item $a:tt $r:tt $b:block $l:tt [] device = $device:expr $(, $($rest:tt)*)?) => {
+        $crate::__opguard_safe_mps! { @item $a $r $b $l [$device] $($($rest)*)? }
     };
-    (@item $async:tt $ret:tt $body:block [$($t:ident),* $(,)?]) => {
-        $crate::__opguard_safe_mps! { @item_body $async $ret $body [] [$($t),*] }
+    (@item $a:tt $r:tt $b:block $l:tt $d:tt [$($t:ident),* $(,)?] $(,)?) => {
+        $crate::__opguard_safe_mps! { @item_body $a $r $b $l $d [$($t),*] }
     };
-    (@item $async:tt $ret:tt $body:block) => {
-        $crate::__opguard_safe_mps! { @item_body $async $ret $body [] [] }
+    (@item $a:tt $r:tt $b:block $l:tt $d:tt) => {
+        $crate::__opguard_safe_mps! { @item_body $a $r $b $l $d [] }
     };
     (@item $($rest:tt)*) => {
         ::core::compile_error! { $crate::__opguard_safe_mps_forms!(
-            "#[safe_mps(..)] takes an optional `label = \"name\"`, then an optional list of parameters `[xs, ys]`."
+            "#[safe_mps(..)] takes, each optional and in this order: `label = \"name\"`, `device = DEVICE`, a list of parameters `[xs, ys]`."
         ) }
     };
-    (@item_body [] [$ret:ty] $body:block [$($opts:tt)*] [$($t:ident),*]) => {{
+    (@item_body [] [$ret:ty] $body:block $l:tt $d:tt [$($t:ident),*]) => {{
         $( #[allow(unused_mut)] let mut $t = $t; )*
-        $crate::safe_mps!($($opts)* [$($t),*] => |_| -> $ret $body)
+        $crate::__opguard_safe_mps! { @sync $l $d [$($t),*] _ [$ret] $body }
     }};
-    (@item_body [async] [$ret:ty] $body:block [$($opts:tt)*] [$($t:ident),*]) => {{
+    (@item_body [async] [$ret:ty] $body:block $l:tt $d:tt [$($t:ident),*]) => {{
         $( #[allow(unused_mut)] let mut $t = $t; )*
-        $crate::safe_mps!($($opts)* [$($t),*] => async |_| -> $ret $body).await
+        $crate::__opguard_safe_mps! { @async $l $d [$($t),*] _ [$ret] $body }.await
     }};
 }
+
+/// Wraps a value so that `(&Classify(&v)).error_message()` picks, at compile
+/// time, [`ErrorOfResult`] for a `Result` whose error is `Display`, and
+/// [`ErrorOfOther`] for anything else (autoref specialisation).
+#[cfg(feature = "tch")]
+#[derive(Debug)]
+pub struct Classify<'a, T>(pub &'a T);
+
+/// The error text of a `Result`'s `Err`.
+#[cfg(feature = "tch")]
+pub trait ErrorOfResult {
+    /// The error's text, if the value is an `Err`.
+    fn error_message(&self) -> Option<String>;
+}
+
+#[cfg(feature = "tch")]
+impl<T, E: std::fmt::Display> ErrorOfResult for Classify<'_, Result<T, E>> {
+    #[inline]
+    fn error_message(&self) -> Option<String> {
+        self.0.as_ref().err().map(ToString::to_string)
+    }
+}
+
+/// Values that are not a `Result` carry no error text: only panics count.
+#[cfg(feature = "tch")]
+pub trait ErrorOfOther {
+    /// Always `None`.
+    #[inline]
+    fn error_message(&self) -> Option<String> {
+        None
+    }
+}
+
+#[cfg(feature = "tch")]
+impl<T> ErrorOfOther for &Classify<'_, T> {}
+
+/// Moves a value named in `[..] =>` to CPU, or asks whether it is on MPS.
+/// Methods, so that a `&mut` binding works without `mut`; the bound is
+/// checked after the method is found, so that a wrong type gets
+/// `MoveToCpu`'s own message.
+#[cfg(feature = "tch")]
+pub trait MoveNamed {
+    /// [`MoveToCpu::move_to_cpu`](crate::MoveToCpu::move_to_cpu).
+    #[inline]
+    fn __opguard_move_to_cpu(&mut self)
+    where
+        Self: crate::MoveToCpu,
+    {
+        crate::MoveToCpu::move_to_cpu(self);
+    }
+
+    /// [`MoveToCpu::is_on_mps`](crate::MoveToCpu::is_on_mps).
+    #[inline]
+    fn __opguard_is_on_mps(&self) -> bool
+    where
+        Self: crate::MoveToCpu,
+    {
+        crate::MoveToCpu::is_on_mps(self)
+    }
+}
+
+#[cfg(feature = "tch")]
+impl<T: ?Sized> MoveNamed for T {}

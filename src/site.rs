@@ -1,8 +1,10 @@
-//! One macro call site: its label and place in the source, and its counter.
+//! Macro call sites: where a call is in the source, its label, and a
+//! process-wide list of the sites that have something to report.
 //!
-//! Each `timeout_async!` expands to a `static Site`, so a site costs nothing
-//! until its first timeout. Then it links itself, once, into a process-wide
-//! push-only list, which [`crate::stats`] walks to report counts per label.
+//! Each `timeout_async!` expands to a `static Site` (each `safe_mps!` to a
+//! `static MpsSite`), so a site costs nothing until its first event. Then it
+//! links itself, once, into a push-only [`StaticList`], which the stats walk
+//! to report counts per site.
 //!
 //! # Atomic orderings
 //! - `count` is a plain event counter read for reports: `Relaxed`.
@@ -16,18 +18,113 @@ use std::fmt;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
-#[doc(hidden)] // Not public API: built by the macros.
-pub struct Site {
-    label: Option<&'static str>,
-    file: &'static str,
-    line: u32,
-    column: u32,
-    count: AtomicU64,
-    linked: AtomicBool,
-    next: AtomicPtr<Site>,
+/// Where a macro call is: its label and its place in the source.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub(crate) label: Option<&'static str>,
+    pub(crate) file: &'static str,
+    pub(crate) line: u32,
+    pub(crate) column: u32,
 }
 
-static HEAD: AtomicPtr<Site> = AtomicPtr::new(ptr::null_mut());
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} at {self}", self.label)
+    }
+}
+
+/// The link of a `'static` item in a [`StaticList`].
+pub(crate) struct Link<T: 'static> {
+    linked: AtomicBool,
+    next: AtomicPtr<T>,
+}
+
+impl<T> Link<T> {
+    pub(crate) const fn new() -> Self {
+        Link {
+            linked: AtomicBool::new(false),
+            next: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+}
+
+/// An item that a [`StaticList`] can hold: it carries its own [`Link`].
+pub(crate) trait Listed: Sync + Sized + 'static {
+    fn link(&self) -> &Link<Self>;
+}
+
+/// A push-only, lock-free list of `'static` items, newest first.
+pub(crate) struct StaticList<T: 'static> {
+    head: AtomicPtr<T>,
+}
+
+impl<T: Listed> StaticList<T> {
+    pub(crate) const fn new() -> Self {
+        StaticList {
+            head: AtomicPtr::new(ptr::null_mut()),
+        }
+    }
+
+    /// Pushes `item` the first time it is offered; later calls cost a load.
+    #[inline]
+    pub(crate) fn push_once(&self, item: &'static T) {
+        let link = item.link();
+        if !link.linked.load(Ordering::Relaxed) && !link.linked.swap(true, Ordering::Relaxed) {
+            self.push(item);
+        }
+    }
+
+    #[cold]
+    fn push(&self, item: &'static T) {
+        let me = item as *const T as *mut T;
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            item.link().next.store(head, Ordering::Relaxed);
+            // Release: publishes `next` (and the item) with the new head.
+            match self
+                .head
+                .compare_exchange_weak(head, me, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Every item pushed so far, newest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'static T> {
+        // Acquire: pairs with the Release push, so `next` links are visible.
+        let mut cur = self.head.load(Ordering::Acquire);
+        std::iter::from_fn(move || {
+            // SAFETY: only `&'static T`s are ever pushed, and never removed.
+            let item: &'static T = unsafe { cur.as_ref()? };
+            cur = item.link().next.load(Ordering::Acquire);
+            Some(item)
+        })
+    }
+}
+
+/// One `timeout_async!` call site and its timeout counter.
+#[doc(hidden)] // Not public API: built by the macros.
+pub struct Site {
+    at: Location,
+    count: AtomicU64,
+    link: Link<Site>,
+}
+
+static SITES: StaticList<Site> = StaticList::new();
+
+impl Listed for Site {
+    fn link(&self) -> &Link<Self> {
+        &self.link
+    }
+}
 
 impl Site {
     #[doc(hidden)]
@@ -38,30 +135,31 @@ impl Site {
         column: u32,
     ) -> Site {
         Site {
-            label,
-            file,
-            line,
-            column,
+            at: Location {
+                label,
+                file,
+                line,
+                column,
+            },
             count: AtomicU64::new(0),
-            linked: AtomicBool::new(false),
-            next: AtomicPtr::new(ptr::null_mut()),
+            link: Link::new(),
         }
     }
 
     pub(crate) fn label(&self) -> Option<&'static str> {
-        self.label
+        self.at.label
     }
 
     pub(crate) fn file(&self) -> &'static str {
-        self.file
+        self.at.file
     }
 
     pub(crate) fn line(&self) -> u32 {
-        self.line
+        self.at.line
     }
 
     pub(crate) fn column(&self) -> u32 {
-        self.column
+        self.at.column
     }
 
     pub(crate) fn count(&self) -> u64 {
@@ -75,43 +173,25 @@ impl Site {
     /// Counts one event here, linking the site into the list the first time.
     pub(crate) fn record(&'static self) {
         self.count.fetch_add(1, Ordering::Relaxed);
-        if !self.linked.load(Ordering::Relaxed) && !self.linked.swap(true, Ordering::Relaxed) {
-            let me = self as *const Site as *mut Site;
-            let mut head = HEAD.load(Ordering::Relaxed);
-            loop {
-                self.next.store(head, Ordering::Relaxed);
-                // Release: publishes `next` (and the site) with the new head.
-                match HEAD.compare_exchange_weak(head, me, Ordering::Release, Ordering::Relaxed) {
-                    Ok(_) => break,
-                    Err(now) => head = now,
-                }
-            }
-        }
+        SITES.push_once(self);
     }
 
     /// Every site that has recorded an event, newest first.
     pub(crate) fn all() -> impl Iterator<Item = &'static Site> {
-        // Acquire: pairs with the Release push, so `next` links are visible.
-        let mut cur = HEAD.load(Ordering::Acquire);
-        std::iter::from_fn(move || {
-            // SAFETY: only `&'static Site`s are ever pushed, and never removed.
-            let site: &'static Site = unsafe { cur.as_ref()? };
-            cur = site.next.load(Ordering::Acquire);
-            Some(site)
-        })
+        SITES.iter()
     }
 }
 
 impl fmt::Display for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        self.at.fmt(f)
     }
 }
 
 impl fmt::Debug for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Site")
-            .field("label", &self.label)
+            .field("label", &self.at.label)
             .field("at", &format_args!("{self}"))
             .field("count", &self.count())
             .finish()

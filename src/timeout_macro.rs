@@ -178,28 +178,32 @@ macro_rules! __opguard_timeout_forms {
     };
 }
 
-/// A `&'static Site` for this call: one `static` per expansion.
+/// A `&'static Site` for this call: one `static` per expansion. With
+/// `@ MpsSite`, the `safe_mps!` kind of site.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __opguard_site {
-    () => {{
-        static __OPGUARD_SITE: $crate::__private::Site = $crate::__private::Site::new(
-            $crate::__private::None,
+    (@ $kind:ident) => {
+        $crate::__opguard_site!(@new $kind $crate::__private::None)
+    };
+    (@ $kind:ident $label:expr) => {
+        $crate::__opguard_site!(@new $kind $crate::__private::label($label))
+    };
+    (@new $kind:ident $label:expr) => {{
+        static __OPGUARD_SITE: $crate::__private::$kind = $crate::__private::$kind::new(
+            $label,
             ::core::file!(),
             ::core::line!(),
             ::core::column!(),
         );
         &__OPGUARD_SITE
     }};
-    ($label:expr) => {{
-        static __OPGUARD_SITE: $crate::__private::Site = $crate::__private::Site::new(
-            $crate::__private::label($label),
-            ::core::file!(),
-            ::core::line!(),
-            ::core::column!(),
-        );
-        &__OPGUARD_SITE
-    }};
+    () => {
+        $crate::__opguard_site!(@ Site)
+    };
+    ($label:expr) => {
+        $crate::__opguard_site!(@ Site $label)
+    };
 }
 
 /// The item form of `timeout_async!`: takes out `#[timeout(..)]`, then has

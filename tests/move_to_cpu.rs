@@ -8,30 +8,56 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use opguard::MoveToCpu;
 use tch::{Device, Tensor, nn};
 
-/// Counts the calls that reach it (a test double for the recursion only).
-struct Probe;
+/// Counts the calls that reach it (a test double for the recursion only);
+/// `Probe(true)` says it is on MPS.
+struct Probe(bool);
 static REACHED: AtomicUsize = AtomicUsize::new(0);
+static ASKED: AtomicUsize = AtomicUsize::new(0);
 impl MoveToCpu for Probe {
     fn move_to_cpu(&mut self) {
         REACHED.fetch_add(1, SeqCst);
     }
+
+    fn is_on_mps(&self) -> bool {
+        ASKED.fetch_add(1, SeqCst);
+        self.0
+    }
 }
+
+const P: Probe = Probe(false);
 
 #[test]
 fn recursion_reaches_every_leaf_of_every_container() {
     let mut map = HashMap::new();
-    map.insert("a", (Probe, Box::new(Probe)));
-    map.insert("b", (Probe, Box::new(Probe)));
+    map.insert("a", (P, Box::new(P)));
+    map.insert("b", (P, Box::new(P)));
     let mut nested = (
-        vec![Some(Probe), None, Some(Probe)],
-        [Probe, Probe, Probe],
+        vec![Some(P), None, Some(P)],
+        [P, P, P],
         Some(map),
-        BTreeMap::from([(1, VecDeque::from([Probe]))]),
-        &mut [Probe, Probe][..],
+        BTreeMap::from([(1, VecDeque::from([P]))]),
+        &mut [P, P][..],
     );
     REACHED.store(0, SeqCst);
     nested.move_to_cpu();
     assert_eq!(REACHED.load(SeqCst), 2 + 3 + 4 + 1 + 2);
+    ASKED.store(0, SeqCst);
+    assert!(!nested.is_on_mps(), "no leaf is on MPS");
+    assert_eq!(
+        ASKED.load(SeqCst),
+        2 + 3 + 4 + 1 + 2,
+        "every leaf was asked"
+    );
+}
+
+#[test]
+fn one_leaf_on_mps_anywhere_makes_the_whole_value_on_mps() {
+    let deep = (P, vec![None, Some(Box::new([P, Probe(true)]))]);
+    assert!(deep.is_on_mps());
+    let mut map = HashMap::new();
+    map.insert(1, Probe(true));
+    assert!(Some(map).is_on_mps());
+    assert!(!(P, [P], Some(P)).is_on_mps());
 }
 
 #[test]

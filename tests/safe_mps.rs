@@ -23,6 +23,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn fresh() -> MutexGuard<'static, ()> {
     let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     common::capture_logs();
+    common::clear_logs();
     mps::set_safe_mps_enabled(true);
     mps::set_failure_threshold(mps::DEFAULT_FAILURE_THRESHOLD);
     mps::set_cooldown(mps::DEFAULT_COOLDOWN).unwrap();
@@ -237,14 +238,52 @@ fn after_the_cooldown_one_trial_reenables_or_redisables_mps() {
     assert_eq!(mps::stats().state, MpsState::Disabled);
     assert_eq!(logs_containing("MPS trial failed").len(), 1);
 
-    // A trial that succeeds enables it (the tensor form runs its CPU tensors as they are).
+    // A trial that succeeds enables it: work that runs with dev = MPS and
+    // succeeds (it allocates nothing there, so it works on any machine).
     std::thread::sleep(Duration::from_millis(80));
-    let mut xs = Tensor::ones([2], (Kind::Float, Device::Cpu));
-    let _ = safe_mps!([xs] => xs.f_add_scalar(1.0));
+    let out = safe_mps!(device = Device::Mps, |dev| {
+        assert_eq!(dev, Device::Mps);
+        ones(Device::Cpu)
+    });
+    assert!(out.is_ok());
     let s = mps::stats();
     assert_eq!(s.state, MpsState::Enabled);
     assert_eq!(s.times_disabled, 2);
     assert_eq!(logs_containing("MPS trial succeeded").len(), 1);
+}
+
+#[test]
+fn work_that_never_touched_mps_never_moves_the_breaker() {
+    let _g = fresh();
+    mps::set_failure_threshold(2);
+    mps::set_cooldown(0.05).unwrap();
+    let mut xs = Tensor::ones([2], (Kind::Float, Device::Cpu));
+    let _ = safe_mps!(device = Device::Mps, |dev| ones(dev));
+    assert_eq!(mps::stats().consecutive_failures, 1);
+    // Tensor-form work on CPU tensors, no device named: runs once, and its
+    // success does not break the streak of MPS failures.
+    let attempts = mps::stats().mps_attempts;
+    let out = safe_mps!(label = "cpu_only", [xs] => xs.f_add_scalar(1.0));
+    assert_eq!(out.unwrap().double_value(&[0]), 2.0);
+    let s = mps::stats();
+    assert_eq!((s.consecutive_failures, s.mps_attempts), (1, attempts));
+    assert!(
+        s.site("cpu_only").is_none(),
+        "not even listed: it never asked"
+    );
+    let _ = safe_mps!(device = Device::Mps, |dev| ones(dev));
+    assert_eq!(mps::stats().state, MpsState::Disabled);
+    // Past the cool-down, the same CPU work is not admitted as the trial.
+    std::thread::sleep(Duration::from_millis(80));
+    for _ in 0..3 {
+        let _ = safe_mps!(label = "cpu_only", [xs] => xs.f_add_scalar(1.0));
+    }
+    let s = mps::stats();
+    assert_eq!(s.state, MpsState::Disabled, "CPU work closed nothing");
+    assert!(logs_containing("MPS trial").is_empty());
+    // Work on MPS is the trial (it fails here: disabled again).
+    let _ = safe_mps!(device = Device::Mps, |dev| ones(dev));
+    assert_eq!(logs_containing("MPS trial failed").len(), 1);
 }
 
 #[test]
@@ -357,7 +396,9 @@ fn async_nested_fallback_never_falls_back_again() {
 }
 
 safe_mps! {
-    #[safe_mps(label = "item_scale", [xs])]
+    // `device = Device::Mps`: the body puts its work on MPS itself, so the
+    // call is MPS work although its parameter is on CPU.
+    #[safe_mps(label = "item_scale", device = Device::Mps, [xs])]
     fn scale(xs: &Tensor, by: f64) -> Result<Tensor, TchError> {
         xs.f_to_device(Device::Mps)?.f_mul_scalar(by)
     }

@@ -1,16 +1,21 @@
-//! The circuit breaker that disables MPS after repeated failures.
+//! The circuit breaker that keeps work off MPS after failures: one for the
+//! whole process (device-level errors) and one per call site (op-level).
 //!
 //! Closed: MPS is tried. After `threshold` consecutive MPS failures it opens:
 //! calls go straight to CPU. Once `cooldown` has passed, the first call to ask
 //! becomes the one trial (half-open) while everyone else still goes to CPU;
 //! its success closes the breaker, its failure opens it for another cool-down.
+//! A call site's breaker is the same machine with a threshold of one: an
+//! op-level failure pins the site to CPU at once.
 //!
 //! The breaker is a plain struct driven by the caller's clock (`now`, in
-//! nanoseconds), so that tests can walk it through every state with a fake
-//! clock; the process-wide one lives in [`super::registry`].
+//! nanoseconds) and settings, so that tests can walk it through every state
+//! with a fake clock; the process-wide one lives in [`super::registry`], the
+//! per-site ones in [`super::site`]. The clock is read only when the answer
+//! depends on it, so a closed breaker costs one load.
 //!
 //! # Atomic orderings
-//! - `word` packs the state with the time it was entered, so that one
+//! - `word` packs the state with the time the breaker opened, so that one
 //!   `compare_exchange` moves both: exactly one caller wins each transition
 //!   (one "disabled" log line, one trial). Transitions use `AcqRel` and loads
 //!   `Acquire`, so that a thread which sees CLOSED after a successful trial
@@ -18,7 +23,6 @@
 //! - `streak` is a counter; its `fetch_add` is `Relaxed`. A failure racing a
 //!   reset may be counted in either streak, which only shifts by one call
 //!   when MPS is disabled, never whether exactly one caller disables it.
-//! - `threshold` and `cooldown` are plain settings: `Relaxed`.
 
 #[cfg(opguard_loom)]
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -65,48 +69,37 @@ pub(crate) enum Admit {
 /// A transition that the caller should log, exactly once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Transition {
-    /// MPS was disabled after this many consecutive failures.
+    /// The breaker opened after this many consecutive failures.
     Disabled { failures: u32 },
-    /// The trial failed: disabled for another cool-down.
+    /// The trial failed: open for another cool-down.
     TrialFailed,
-    /// The trial succeeded: MPS is enabled again.
+    /// The trial succeeded: closed again.
     Enabled,
 }
 
 #[derive(Debug)]
 pub(crate) struct Breaker {
-    /// State in the low 2 bits, the time it was entered (ns) above them.
+    /// State in the low 2 bits; above them, the time (ns) it opened.
     word: AtomicU64,
     streak: AtomicU32,
-    threshold: AtomicU32,
-    cooldown: AtomicU64,
 }
 
 impl Breaker {
-    // Not `const`: loom's atomics cannot be built in a const context.
-    pub(crate) fn new(threshold: u32, cooldown_nanos: u64) -> Self {
+    #[cfg(not(opguard_loom))]
+    pub(crate) const fn new() -> Self {
         Breaker {
             word: AtomicU64::new(pack(CLOSED, 0)),
             streak: AtomicU32::new(0),
-            threshold: AtomicU32::new(threshold.max(1)),
-            cooldown: AtomicU64::new(cooldown_nanos),
         }
     }
 
-    pub(crate) fn set_threshold(&self, threshold: u32) {
-        self.threshold.store(threshold.max(1), Ordering::Relaxed);
-    }
-
-    pub(crate) fn threshold(&self) -> u32 {
-        self.threshold.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_cooldown(&self, nanos: u64) {
-        self.cooldown.store(nanos, Ordering::Relaxed);
-    }
-
-    pub(crate) fn cooldown(&self) -> u64 {
-        self.cooldown.load(Ordering::Relaxed)
+    // loom's atomics cannot be built in a const context.
+    #[cfg(opguard_loom)]
+    pub(crate) fn new() -> Self {
+        Breaker {
+            word: AtomicU64::new(pack(CLOSED, 0)),
+            streak: AtomicU32::new(0),
+        }
     }
 
     pub(crate) fn state(&self) -> MpsState {
@@ -127,17 +120,20 @@ impl Breaker {
         self.word.store(pack(CLOSED, 0), Ordering::Release);
     }
 
-    /// Decides whether a call at `now` may try MPS.
+    /// Decides whether a call may try MPS; `now` is read only when the
+    /// breaker is open.
     #[inline]
-    pub(crate) fn admit(&self, now: u64) -> Admit {
+    pub(crate) fn admit(&self, cooldown: u64, now: impl FnOnce() -> u64) -> Admit {
         let word = self.word.load(Ordering::Acquire);
         match state(word) {
             CLOSED => Admit::Mps,
-            OPEN if now.saturating_sub(since(word)) >= self.cooldown() => {
+            OPEN if now().saturating_sub(since(word)) >= cooldown => {
                 // Only the caller whose exchange succeeds becomes the trial.
+                // Half-open keeps the time the breaker opened, so that a
+                // trial handed back finds the cool-down already over.
                 match self.word.compare_exchange(
                     word,
-                    pack(HALF_OPEN, now),
+                    pack(HALF_OPEN, since(word)),
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 ) {
@@ -164,8 +160,9 @@ impl Breaker {
         None
     }
 
-    /// An MPS attempt failed with an MPS error at `now`.
-    pub(crate) fn on_failure(&self, trial: bool, now: u64) -> Option<Transition> {
+    /// An MPS attempt failed with an MPS error at `now`; `threshold`
+    /// consecutive failures open the breaker.
+    pub(crate) fn on_failure(&self, trial: bool, now: u64, threshold: u32) -> Option<Transition> {
         if trial {
             return self
                 .transition(HALF_OPEN, OPEN, now)
@@ -175,20 +172,34 @@ impl Breaker {
             .streak
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
-        if failures >= self.threshold() && self.transition(CLOSED, OPEN, now) {
+        if failures >= threshold.max(1) && self.transition(CLOSED, OPEN, now) {
             self.streak.store(0, Ordering::Relaxed);
             return Some(Transition::Disabled { failures });
         }
         None
     }
 
-    /// The trial ended without a verdict (its future was dropped): disabled
+    /// The trial ended without a verdict (its future was dropped): open
     /// again, so that a later call makes a fresh trial after the cool-down.
     pub(crate) fn abandon_trial(&self, now: u64) {
         self.transition(HALF_OPEN, OPEN, now);
     }
 
-    /// Moves `from` to `to` (entered at `now`); `true` for the one caller that did.
+    /// The trial was never run, or its outcome says nothing about this
+    /// breaker: open as before, so that the next call to ask is the trial.
+    pub(crate) fn give_back_trial(&self) {
+        let word = self.word.load(Ordering::Acquire);
+        if state(word) == HALF_OPEN {
+            let _ = self.word.compare_exchange(
+                word,
+                pack(OPEN, since(word)),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+    }
+
+    /// Moves `from` to `to` (opened at `now`); `true` for the one caller that did.
     fn transition(&self, from: u64, to: u64, now: u64) -> bool {
         let word = self.word.load(Ordering::Acquire);
         state(word) == from
@@ -196,6 +207,41 @@ impl Breaker {
                 .word
                 .compare_exchange(word, pack(to, now), Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
+    }
+}
+
+/// The breaker with fixed settings, as the registry drives it, for tests.
+#[cfg(test)]
+pub(crate) struct Fixed {
+    breaker: Breaker,
+    threshold: u32,
+    cooldown: u64,
+}
+
+#[cfg(test)]
+impl Fixed {
+    pub(crate) fn new(threshold: u32, cooldown: u64) -> Self {
+        Fixed {
+            breaker: Breaker::new(),
+            threshold,
+            cooldown,
+        }
+    }
+
+    pub(crate) fn admit(&self, now: u64) -> Admit {
+        self.breaker.admit(self.cooldown, || now)
+    }
+
+    pub(crate) fn on_failure(&self, trial: bool, now: u64) -> Option<Transition> {
+        self.breaker.on_failure(trial, now, self.threshold)
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for Fixed {
+    type Target = Breaker;
+    fn deref(&self) -> &Breaker {
+        &self.breaker
     }
 }
 
@@ -224,7 +270,7 @@ mod tests {
 
     #[test]
     fn sixteen_threads_of_failures_disable_exactly_once() {
-        let b = Arc::new(Breaker::new(3, 10 * SEC));
+        let b = Arc::new(Fixed::new(3, 10 * SEC));
         let b2 = b.clone();
         let transitions: Vec<_> = on_16_threads(move |_| {
             (0..100)
@@ -241,7 +287,7 @@ mod tests {
 
     #[test]
     fn sixteen_threads_mixing_failures_and_successes_never_disable_twice() {
-        let b = Arc::new(Breaker::new(2, 10 * SEC));
+        let b = Arc::new(Fixed::new(2, 10 * SEC));
         let b2 = b.clone();
         let disabled: usize = on_16_threads(move |t| {
             (0..200)
@@ -268,7 +314,7 @@ mod tests {
 
     #[test]
     fn after_the_cooldown_sixteen_threads_get_exactly_one_trial() {
-        let b = Arc::new(Breaker::new(1, 10 * SEC));
+        let b = Arc::new(Fixed::new(1, 10 * SEC));
         b.on_failure(false, 0);
         let b2 = b.clone();
         let admits = on_16_threads(move |_| b2.admit(10 * SEC));
@@ -279,7 +325,7 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_consecutive_failures() {
-        let b = Breaker::new(3, 10 * SEC);
+        let b = Fixed::new(3, 10 * SEC);
         assert_eq!(b.on_failure(false, 1), None);
         assert_eq!(b.on_failure(false, 2), None);
         assert_eq!(b.admit(2), Admit::Mps);
@@ -295,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_success_breaks_the_streak() {
-        let b = Breaker::new(2, SEC);
+        let b = Fixed::new(2, SEC);
         b.on_failure(false, 0);
         assert_eq!(b.on_success(false), None);
         assert_eq!(b.on_failure(false, 0), None);
@@ -304,7 +350,7 @@ mod tests {
 
     #[test]
     fn closed_open_half_open_closed_open() {
-        let b = Breaker::new(1, 10 * SEC);
+        let b = Fixed::new(1, 10 * SEC);
         assert_eq!(
             b.on_failure(false, 0),
             Some(Transition::Disabled { failures: 1 })
@@ -328,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_failed_trial_restarts_the_cooldown() {
-        let b = Breaker::new(1, 10 * SEC);
+        let b = Fixed::new(1, 10 * SEC);
         b.on_failure(false, 0);
         assert_eq!(b.admit(10 * SEC), Admit::Trial);
         assert_eq!(b.on_failure(true, 11 * SEC), Some(Transition::TrialFailed));
@@ -339,7 +385,7 @@ mod tests {
 
     #[test]
     fn an_abandoned_trial_opens_again() {
-        let b = Breaker::new(1, SEC);
+        let b = Fixed::new(1, SEC);
         b.on_failure(false, 0);
         assert_eq!(b.admit(SEC), Admit::Trial);
         b.abandon_trial(SEC);
@@ -348,8 +394,29 @@ mod tests {
     }
 
     #[test]
+    fn a_trial_handed_back_goes_to_the_next_caller_at_once() {
+        let b = Fixed::new(1, 10 * SEC);
+        b.on_failure(false, 0);
+        assert_eq!(b.admit(10 * SEC), Admit::Trial);
+        b.give_back_trial();
+        assert_eq!(b.state(), MpsState::Disabled);
+        // No new cool-down: the very next caller is the trial.
+        assert_eq!(b.admit(10 * SEC), Admit::Trial);
+        // Handing back twice, or when closed, changes nothing.
+        assert_eq!(b.on_success(true), Some(Transition::Enabled));
+        b.give_back_trial();
+        assert_eq!(b.state(), MpsState::Enabled);
+    }
+
+    #[test]
+    fn a_closed_breaker_does_not_read_the_clock() {
+        let b = Breaker::new();
+        assert_eq!(b.admit(SEC, || unreachable!("clock read")), Admit::Mps);
+    }
+
+    #[test]
     fn reset_closes() {
-        let b = Breaker::new(1, SEC);
+        let b = Fixed::new(1, SEC);
         b.on_failure(false, 0);
         b.reset();
         assert_eq!((b.state(), b.streak()), (MpsState::Enabled, 0));
@@ -370,7 +437,7 @@ mod loom_tests {
     #[test]
     fn loom_concurrent_failures_disable_exactly_once() {
         loom::model(|| {
-            let b = Arc::new(Breaker::new(2, COOL));
+            let b = Arc::new(Fixed::new(2, COOL));
             let threads: Vec<_> = (0..3)
                 .map(|_| {
                     let b = b.clone();
@@ -390,7 +457,7 @@ mod loom_tests {
     #[test]
     fn loom_after_the_cooldown_exactly_one_trial() {
         loom::model(|| {
-            let b = Arc::new(Breaker::new(1, COOL));
+            let b = Arc::new(Fixed::new(1, COOL));
             b.on_failure(false, 0);
             let threads: Vec<_> = (0..3)
                 .map(|_| {
@@ -409,7 +476,7 @@ mod loom_tests {
     #[test]
     fn loom_the_whole_cycle_with_racing_callers() {
         loom::model(|| {
-            let b = Arc::new(Breaker::new(1, COOL));
+            let b = Arc::new(Fixed::new(1, COOL));
             // Closed -> open, while another caller asks.
             let other = {
                 let b = b.clone();

@@ -1,10 +1,13 @@
-//! Telling MPS errors from the rest, by their text.
+//! Telling MPS errors from the rest, and op-level from device-level, by
+//! their text.
 //!
 //! PyTorch reports MPS trouble in many words, but nearly always names the
-//! backend: `'MPS' backend`, `MPS device`, `mps:0`, `mps devices`, or one of
-//! Apple's `MPS*` classes (`MPSGraph`, `MPSNDArray`). So the test is the word
-//! `mps` (any case) standing alone, or `MPS` starting a CamelCase name, in the
-//! message proper. What is not judged:
+//! backend: `'MPS' backend`, `MPS device`, `mps:0`, `mps devices`, one of
+//! Apple's `MPS*` classes (`MPSGraph`, `MPSNDArray`), or Metal, the GPU API
+//! under MPS (`Missing Metal support for MTLGPUFamilyMac2`). So the test is
+//! the word `mps` (any case) standing alone, `MPS` starting a CamelCase name,
+//! the word `Metal`, or `MTL` starting a CamelCase name, in the message
+//! proper. What is not judged:
 //!
 //! - the C++ backtrace PyTorch appends (`Exception raised from ...`, `frame #0:
 //!   ...`): its paths name `native/mps/` sources even for shape errors;
@@ -18,16 +21,70 @@
 //! server and client) is recognised and rejected. One MPS-only message names
 //! no backend, the allocator's `Invalid buffer size`, and is matched as such.
 //!
+//! An MPS error is [`Device`](MpsErrorKind::Device)-level when its words say
+//! that MPS itself is missing or unusable ([`DEVICE_MARKERS`]); every other
+//! MPS error is [`Op`](MpsErrorKind::Op)-level. An MPS text this module does
+//! not know is therefore op-level: it pins one call site for a cool-down,
+//! the local and bounded answer, rather than counting against MPS as a whole.
+//!
 //! Every step is a forward scan, so the answer takes time linear in the
 //! message's length, and no step allocates.
 
 use std::any::Any;
 
+/// What kind of MPS error a message reports, from [`mps_error_kind`].
+///
+/// `safe_mps!` answers each kind differently: an op-level error keeps that
+/// one call site on CPU for a cool-down while the rest of the work stays on
+/// MPS (as PyTorch's own per-op CPU fallback does); device-level errors count
+/// toward disabling MPS for the whole process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MpsErrorKind {
+    /// This operation cannot run on MPS, while MPS itself works: an operator
+    /// MPS does not implement, a dtype it lacks (float64, int64 `cumsum` on
+    /// older macOS), a layout or size it does not take, tensors on MPS and
+    /// CPU mixed in one op. The same call fails the same way next time.
+    Op,
+    /// MPS is not there or not usable: PyTorch built without it, macOS or the
+    /// GPU too old (Metal support, GPU families), the backend unavailable,
+    /// out of memory, an allocator failure.
+    Device,
+}
+
+impl std::fmt::Display for MpsErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MpsErrorKind::Op => "op",
+            MpsErrorKind::Device => "device",
+        })
+    }
+}
+
+/// Words of a device-level MPS error (compared ignoring ASCII case), each
+/// from a PyTorch check: MPS not built in, not available, macOS or GPU too
+/// old, out of memory, the allocator, and the dispatcher finding no MPS
+/// backend at all (PyTorch with MPS answers an op it lacks with "not
+/// currently implemented for the MPS device" instead).
+const DEVICE_MARKERS: [&[u8]; 11] = [
+    b"not linked with support for mps",
+    b"not compiled with mps",
+    b"backend is supported on macos",
+    b"not available",
+    b"not supported on this device",
+    b"out of memory",
+    b"invalid buffer size",
+    b"allocator",
+    b"with arguments from the 'mps' backend",
+    b"metal support",
+    b"gpu family",
+];
+
 /// Whether `message` reports an error of PyTorch's MPS (Apple Metal) backend.
 ///
 /// Judges the message, not an appended C++ backtrace. Works on `TchError`
 /// texts, panic messages and Python tracebacks alike; available without the
-/// `tch` feature.
+/// `tch` feature. The same as `mps_error_kind(message).is_some()`.
 ///
 /// ```
 /// use opguard::is_mps_error;
@@ -37,17 +94,49 @@ use std::any::Any;
 /// assert!(is_mps_error(
 ///     "Expected all tensors to be on the same device, but found at least two devices, mps:0 and cpu!"
 /// ));
+/// assert!(is_mps_error("Missing Metal support for MTLGPUFamilyMac2"));
 /// assert!(!is_mps_error(
 ///     "MPS client failed to connect to the MPS control daemon or the MPS server"
 /// ));
 /// assert!(!is_mps_error("timestamps must increase"));
 /// ```
 pub fn is_mps_error(message: &str) -> bool {
-    let message = message_proper(message);
+    mps_error_kind(message).is_some()
+}
+
+/// The kind of MPS error `message` reports, or `None` when it is not an MPS
+/// error (see [`is_mps_error`] for what counts).
+///
+/// ```
+/// use opguard::{MpsErrorKind, mps_error_kind};
+///
+/// assert_eq!(
+///     mps_error_kind("The operator 'aten::_fft_r2c' is not currently implemented for the MPS device."),
+///     Some(MpsErrorKind::Op)
+/// );
+/// assert_eq!(
+///     mps_error_kind("MPS backend out of memory (MPS allocated: 17.01 GB)"),
+///     Some(MpsErrorKind::Device)
+/// );
+/// assert_eq!(mps_error_kind("mat1 and mat2 shapes cannot be multiplied"), None);
+/// ```
+pub fn mps_error_kind(message: &str) -> Option<MpsErrorKind> {
+    let message = message_proper(message).as_bytes();
     if is_cuda_mps(message) {
-        return false;
+        return None;
     }
-    has_mps_word(message.as_bytes()) || message.contains("Invalid buffer size")
+    let allocator = contains_ignore_ascii_case(message, b"invalid buffer size");
+    if !(allocator || names_mps(message)) {
+        return None;
+    }
+    let device = DEVICE_MARKERS
+        .iter()
+        .any(|marker| contains_ignore_ascii_case(message, marker));
+    Some(if device {
+        MpsErrorKind::Device
+    } else {
+        MpsErrorKind::Op
+    })
 }
 
 /// Whether a caught panic's payload is an MPS error message (see [`is_mps_error`]).
@@ -82,7 +171,7 @@ fn message_proper(message: &str) -> &str {
 }
 
 /// NVIDIA's Multi-Process Service, which shares the name and nothing else.
-fn is_cuda_mps(message: &str) -> bool {
+fn is_cuda_mps(message: &[u8]) -> bool {
     const MARKERS: [&[u8]; 5] = [
         b"control daemon",
         b"mps server",
@@ -92,10 +181,13 @@ fn is_cuda_mps(message: &str) -> bool {
     ];
     MARKERS
         .iter()
-        .any(|marker| contains_ignore_ascii_case(message.as_bytes(), marker))
+        .any(|marker| contains_ignore_ascii_case(message, marker))
 }
 
 fn contains_ignore_ascii_case(haystack: &[u8], needle: &[u8]) -> bool {
+    if needle.len() > haystack.len() {
+        return false;
+    }
     // `needle` is a few bytes long, so this stays linear in `haystack`.
     haystack
         .windows(needle.len())
@@ -108,22 +200,42 @@ fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || !b.is_ascii()
 }
 
-/// `mps` in any case as a word of its own, or `MPS` opening a CamelCase name.
-fn has_mps_word(text: &[u8]) -> bool {
-    text.windows(3).enumerate().any(|(i, w)| {
-        if !w.eq_ignore_ascii_case(b"mps") {
+/// Whether the text names MPS or Metal.
+fn names_mps(text: &[u8]) -> bool {
+    // MPSGraph, MPSNDArray, MPSAllocator: Apple's MPS classes.
+    has_word(text, b"mps", true, b"MPS")
+        // Metal itself, and its classes: MTLGPUFamilyMac2, MTLBuffer.
+        || has_word(text, b"Metal", false, b"")
+        || has_word(text, b"MTL", false, b"MTL")
+}
+
+/// `word` standing alone (in any ASCII case when `any_case`), or spelled as
+/// `camel` and opening a CamelCase name (followed by a capital letter).
+fn has_word(text: &[u8], word: &[u8], any_case: bool, camel: &[u8]) -> bool {
+    let n = word.len();
+    text.windows(n).enumerate().any(|(i, w)| {
+        let same = if any_case {
+            w.eq_ignore_ascii_case(word)
+        } else {
+            w == word
+        };
+        if !same {
             return false;
         }
         let before_ok = i == 0 || !is_word_byte(text[i - 1]);
-        let after = text.get(i + 3).copied();
-        let after_ok = match after {
+        let after_ok = match text.get(i + n).copied() {
             None => true,
             Some(c) if !is_word_byte(c) => true,
-            // MPSGraph, MPSNDArray, MPSAllocator: Apple's MPS classes.
-            Some(c) => w == b"MPS" && c.is_ascii_uppercase(),
+            Some(c) => !camel.is_empty() && w == camel && c.is_ascii_uppercase(),
         };
         before_ok && after_ok
     })
+}
+
+/// `mps` in any case as a word of its own, or `MPS` opening a CamelCase name.
+#[cfg(test)]
+fn has_mps_word(text: &[u8]) -> bool {
+    has_word(text, b"mps", true, b"MPS")
 }
 
 #[cfg(test)]
@@ -142,6 +254,26 @@ mod tests {
         assert!(!has_mps_word(b"timestamps"));
         assert!(!has_mps_word(b"mp"));
         assert!(!has_mps_word(b""));
+    }
+
+    #[test]
+    fn metal_by_name_and_by_class() {
+        assert!(names_mps(b"Missing Metal support for MTLGPUFamilyMac2"));
+        assert!(names_mps(b"MTLBuffer could not be created"));
+        assert!(!names_mps(b"heavy metal"), "Metal is a proper name");
+        assert!(!names_mps(b"Metallic paint"));
+        assert!(!names_mps(b"HTML"));
+        assert!(!names_mps(b"MTLx"));
+    }
+
+    #[test]
+    fn kinds() {
+        use MpsErrorKind::{Device, Op};
+        assert_eq!(mps_error_kind("mps: op foo unsupported"), Some(Op));
+        assert_eq!(mps_error_kind("MPS backend out of memory"), Some(Device));
+        assert_eq!(mps_error_kind("Invalid buffer size: 3 GB"), Some(Device));
+        assert_eq!(mps_error_kind("out of memory"), None, "names no MPS");
+        assert_eq!(mps_error_kind("CUDA MPS server out of memory"), None);
     }
 
     #[test]

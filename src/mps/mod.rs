@@ -1,30 +1,50 @@
 //! MPS errors, the fallback registry, and (with the `tch` feature) moving
 //! tensors to CPU: everything `safe_mps!` stands on.
 //!
-//! The registry is process-wide: it counts MPS errors and CPU fallbacks, and
-//! disables MPS after repeated failures (a circuit breaker: enabled,
-//! disabled, probing), so that a broken MPS device does not make every call
-//! fail first and fall back second. See [`stats`], [`reset`],
+//! The registry is process-wide and remembers two things, so that MPS
+//! trouble costs one failure and not one per call:
+//!
+//! - **Call sites** that hit an op-level MPS error (an operator, dtype or
+//!   layout MPS does not support: see [`MpsErrorKind`]) are pinned to CPU:
+//!   their next calls go straight there, with no MPS attempt and no warning,
+//!   while every other call site keeps using MPS. After the cool-down one
+//!   call at the site tries MPS again.
+//! - **MPS as a whole** is disabled after repeated device-level errors (MPS
+//!   missing, out of memory, ...): a circuit breaker, enabled, disabled,
+//!   probing. While it is disabled every call goes straight to CPU; after the
+//!   cool-down one trial call tries MPS again.
+//!
+//! Only work that ran on MPS moves either of them. [`stats`] reads the
+//! counters, in total and per call site. See also [`reset`],
 //! [`set_failure_threshold`], [`set_cooldown`], [`set_safe_mps_enabled`] and
 //! [`inject_mps_failures`].
 
-// Without `tch` nothing drives the breaker yet; its tests still run.
+// Without `tch` nothing calls the steps; their unit tests still run.
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
 mod breaker;
+#[cfg_attr(not(feature = "tch"), allow(dead_code, unreachable_pub))]
+pub(crate) mod call;
 mod classify;
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
+mod gate;
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+mod quiet;
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
 mod registry;
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+mod report;
+#[cfg_attr(not(feature = "tch"), allow(dead_code, unreachable_pub))]
+pub(crate) mod site;
 
-#[cfg(feature = "tch")]
-pub(crate) mod guard;
 #[cfg(feature = "tch")]
 mod tensors;
 
 pub use breaker::MpsState;
-pub use classify::{is_mps_error, is_mps_panic};
+pub use classify::{MpsErrorKind, is_mps_error, is_mps_panic, mps_error_kind};
 pub use registry::{
     DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, MpsStats, inject_mps_failures, reset,
     safe_mps_enabled, set_cooldown, set_failure_threshold, set_safe_mps_enabled, stats,
 };
+pub use site::MpsSiteStats;
 #[cfg(feature = "tch")]
 pub use tensors::{MoveToCpu, is_mps_tch_error};

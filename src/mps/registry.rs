@@ -1,10 +1,10 @@
-//! The process-wide fallback registry: counters, the breaker, settings, the
-//! kill switch and fault injection, shared by every `safe_mps!`.
+//! The process-wide fallback registry: settings, the breaker, the call sites,
+//! the kill switch and fault injection, shared by every `safe_mps!`.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `OPGUARD_MPS_FAILURE_THRESHOLD` | consecutive MPS failures that disable MPS (>= 1) | `3` |
-//! | `OPGUARD_MPS_COOLDOWN_SECS` | seconds MPS stays disabled before one trial call | `60` |
+//! | `OPGUARD_MPS_FAILURE_THRESHOLD` | consecutive device-level MPS failures that disable MPS (>= 1) | `3` |
+//! | `OPGUARD_MPS_COOLDOWN_SECS` | seconds MPS stays disabled, or a call site pinned, before one trial call | `60` |
 //! | `OPGUARD_SAFE_MPS_DISABLE` | `1`/`true`/`yes`/`on`: `safe_mps!` runs the op once and propagates errors | off |
 //! | `OPGUARD_DISABLE` | the same for every opguard macro | off |
 //!
@@ -15,31 +15,41 @@
 //! Counters are independent event counts, read for reports: `Relaxed`. The
 //! injection budget is claimed with `fetch_update`, so each injected failure
 //! is handed to exactly one call; nothing else is published through it:
-//! `Relaxed`. The breaker documents its own orderings.
+//! `Relaxed`. The settings are single values: `Relaxed`. The breakers
+//! document their own orderings.
 
-use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
 
-use super::breaker::{Admit, Breaker, MpsState, Transition};
-use crate::alert::{self, AlertKind};
+use super::breaker::{Breaker, MpsState, Transition};
+use super::classify::MpsErrorKind;
+use super::gate::{self, Admission, Verdict};
+use super::report;
+use super::site::{Event, MpsSite, MpsSiteStats};
 use crate::clock::{now_nanos as now, saturating_nanos};
 use crate::config::{self, Switch};
 use crate::duration::{IntoTimeout, InvalidTimeout};
-use crate::site::Site;
 
-/// The default number of consecutive MPS failures that disable MPS.
+/// The default number of consecutive device-level MPS failures that disable MPS.
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
-/// The default time MPS stays disabled before a trial call.
+/// The default time MPS stays disabled, or a call site pinned to CPU, before a trial call.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(60);
 
 const ENV_THRESHOLD: &str = "OPGUARD_MPS_FAILURE_THRESHOLD";
 const ENV_COOLDOWN: &str = "OPGUARD_MPS_COOLDOWN_SECS";
 const ENV_SAFE_MPS_DISABLE: &str = "OPGUARD_SAFE_MPS_DISABLE";
 
-static BREAKER: Lazy<Breaker> = Lazy::new(|| {
+/// The text that stands for an injected failure in logs.
+pub(crate) const INJECTED_MESSAGE: &str = "injected MPS failure (opguard fault injection)";
+
+struct Settings {
+    threshold: AtomicU32,
+    cooldown: AtomicU64,
+}
+
+static SETTINGS: Lazy<Settings> = Lazy::new(|| {
     let threshold = config::env_parse(ENV_THRESHOLD, "a whole number >= 1", |raw| {
         raw.parse::<u32>().ok().filter(|&n| n >= 1)
     })
@@ -48,84 +58,112 @@ static BREAKER: Lazy<Breaker> = Lazy::new(|| {
         raw.parse::<f64>().ok()?.into_timeout().ok()
     })
     .unwrap_or(DEFAULT_COOLDOWN);
-    Breaker::new(threshold, saturating_nanos(cooldown))
+    Settings {
+        threshold: AtomicU32::new(threshold),
+        cooldown: AtomicU64::new(saturating_nanos(cooldown)),
+    }
 });
+static BREAKER: Lazy<Breaker> = Lazy::new(Breaker::new);
 static GUARD: Switch = Switch::new(|| config::enabled_by_env(ENV_SAFE_MPS_DISABLE));
 
-static MPS_ERRORS: AtomicU64 = AtomicU64::new(0);
-static FALLBACKS: AtomicU64 = AtomicU64::new(0);
-static FAILED_FALLBACKS: AtomicU64 = AtomicU64::new(0);
-static SKIPPED: AtomicU64 = AtomicU64::new(0);
 static TIMES_DISABLED: AtomicU64 = AtomicU64::new(0);
 static INJECTED: AtomicU32 = AtomicU32::new(0);
 
 /// A snapshot of the fallback registry, from [`stats`].
+///
+/// The totals add up the call sites' counters ([`sites`](Self::sites)).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MpsStats {
-    /// Whether MPS is enabled, disabled, or on trial.
+    /// Whether MPS is enabled, disabled, or on trial, for the whole process.
     pub state: MpsState,
-    /// MPS failures in a row, so far.
+    /// Device-level MPS failures in a row, so far.
     pub consecutive_failures: u32,
-    /// MPS attempts that failed with an MPS error (injected ones included).
+    /// Calls that tried MPS (injected failures included).
+    pub mps_attempts: u64,
+    /// MPS attempts that failed with an MPS error of either kind.
     pub mps_errors: u64,
+    /// MPS attempts that failed with an op-level MPS error.
+    pub op_errors: u64,
+    /// MPS attempts that failed with a device-level MPS error (injected ones included).
+    pub device_errors: u64,
     /// CPU retries that succeeded.
     pub fallbacks: u64,
     /// CPU retries that failed as well.
     pub failed_fallbacks: u64,
-    /// Calls sent straight to CPU because MPS was disabled.
+    /// Calls sent straight to CPU because their call site was pinned or MPS was disabled.
     pub skipped: u64,
-    /// How often MPS has been disabled.
+    /// How often MPS has been disabled for the whole process.
     pub times_disabled: u64,
+    /// Call sites that op-level MPS errors keep on CPU now.
+    pub pinned_sites: usize,
     /// Injected failures not yet used.
     pub injected_pending: u32,
-    /// The consecutive failures that disable MPS.
+    /// The consecutive device-level failures that disable MPS.
     pub failure_threshold: u32,
-    /// How long MPS stays disabled before a trial.
+    /// How long MPS stays disabled, or a site pinned, before a trial.
     pub cooldown: Duration,
+    /// Every `safe_mps!` call site that has run since the process started,
+    /// newest first.
+    pub sites: Vec<MpsSiteStats>,
+}
+
+impl MpsStats {
+    /// The first call site with this label, if any.
+    ///
+    /// ```
+    /// assert!(opguard::mps::stats().site("never_used").is_none());
+    /// ```
+    pub fn site(&self, label: &str) -> Option<&MpsSiteStats> {
+        self.sites.iter().find(|s| s.label == Some(label))
+    }
 }
 
 /// Reads the registry.
 pub fn stats() -> MpsStats {
+    let sites: Vec<MpsSiteStats> = MpsSite::all().map(MpsSite::stats).collect();
+    let sum = |f: fn(&MpsSiteStats) -> u64| sites.iter().map(f).sum::<u64>();
+    let settings = &*SETTINGS;
     MpsStats {
         state: BREAKER.state(),
         consecutive_failures: BREAKER.streak(),
-        mps_errors: MPS_ERRORS.load(Ordering::Relaxed),
-        fallbacks: FALLBACKS.load(Ordering::Relaxed),
-        failed_fallbacks: FAILED_FALLBACKS.load(Ordering::Relaxed),
-        skipped: SKIPPED.load(Ordering::Relaxed),
+        mps_attempts: sum(|s| s.mps_attempts),
+        mps_errors: sum(MpsSiteStats::mps_errors),
+        op_errors: sum(|s| s.op_errors),
+        device_errors: sum(|s| s.device_errors),
+        fallbacks: sum(|s| s.fallbacks),
+        failed_fallbacks: sum(|s| s.failed_fallbacks),
+        skipped: sum(|s| s.skipped),
         times_disabled: TIMES_DISABLED.load(Ordering::Relaxed),
+        pinned_sites: sites.iter().filter(|s| s.pinned).count(),
         injected_pending: INJECTED.load(Ordering::Relaxed),
-        failure_threshold: BREAKER.threshold(),
-        cooldown: Duration::from_nanos(BREAKER.cooldown()),
+        failure_threshold: settings.threshold.load(Ordering::Relaxed),
+        cooldown: Duration::from_nanos(settings.cooldown.load(Ordering::Relaxed)),
+        sites,
     }
 }
 
-/// Enables MPS again and sets every counter and injection to zero (for tests).
+/// Enables MPS again, unpins every call site, and sets every counter and
+/// injection to zero (for tests).
 ///
 /// The threshold, cool-down and kill switch keep their settings.
 pub fn reset() {
     BREAKER.reset();
-    for c in [
-        &MPS_ERRORS,
-        &FALLBACKS,
-        &FAILED_FALLBACKS,
-        &SKIPPED,
-        &TIMES_DISABLED,
-    ] {
-        c.store(0, Ordering::Relaxed);
-    }
+    MpsSite::all().for_each(MpsSite::reset);
+    TIMES_DISABLED.store(0, Ordering::Relaxed);
     INJECTED.store(0, Ordering::Relaxed);
 }
 
-/// Sets how many consecutive MPS failures disable MPS (at least 1).
+/// Sets how many consecutive device-level MPS failures disable MPS (at least 1).
 pub fn set_failure_threshold(failures: u32) {
-    BREAKER.set_threshold(failures);
+    SETTINGS.threshold.store(failures.max(1), Ordering::Relaxed);
 }
 
-/// Sets how long MPS stays disabled before one trial call; seconds or a `Duration`.
+/// Sets how long MPS stays disabled, or a call site pinned to CPU, before one
+/// trial call; seconds or a `Duration`.
 pub fn set_cooldown(cooldown: impl IntoTimeout) -> Result<(), InvalidTimeout> {
-    BREAKER.set_cooldown(saturating_nanos(cooldown.into_timeout()?));
+    let nanos = saturating_nanos(cooldown.into_timeout()?);
+    SETTINGS.cooldown.store(nanos, Ordering::Relaxed);
     Ok(())
 }
 
@@ -141,13 +179,14 @@ pub fn safe_mps_enabled() -> bool {
     GUARD.enabled()
 }
 
-/// Makes the next `n` guarded MPS attempts fail with an MPS error, without
-/// running them, so that the fallback path can be tested on machines without
-/// MPS. Adds to any injections still pending.
+/// Makes the next `n` guarded MPS attempts fail with a device-level MPS
+/// error, without running them, so that the fallback path can be tested on
+/// machines without MPS. Adds to any injections still pending.
 ///
 /// While injections are pending, `safe_mps!` attempts MPS even where the
-/// device would otherwise be CPU; each injected failure counts as an MPS
-/// error, disables MPS like a real one, and is followed by the CPU retry.
+/// device would otherwise be CPU; each injected failure counts as a
+/// device-level MPS error, counts toward disabling MPS like a real one, and
+/// is followed by the CPU retry.
 pub fn inject_mps_failures(n: u32) {
     INJECTED
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
@@ -171,87 +210,105 @@ pub(crate) fn take_injected() -> bool {
             .is_ok()
 }
 
-/// May this call try MPS?
-#[inline]
-pub(crate) fn admit() -> Admit {
-    BREAKER.admit(now())
+/// The cool-down, in nanoseconds.
+fn cooldown() -> u64 {
+    SETTINGS.cooldown.load(Ordering::Relaxed)
 }
 
-pub(crate) fn record_skip() {
-    SKIPPED.fetch_add(1, Ordering::Relaxed);
-}
-
+/// May a call at `site` that would run on MPS try it? `None`: straight to
+/// CPU, counted as skipped.
 #[inline]
-pub(crate) fn record_success(trial: bool) {
-    if let Some(t) = BREAKER.on_success(trial) {
-        log_transition(t);
+pub(crate) fn admit(site: &'static MpsSite) -> Option<Admission> {
+    site.list();
+    let admission = gate::admit(&BREAKER, &site.pin, cooldown(), now);
+    match admission {
+        Some(_) => {
+            site.count(Event::Attempt);
+            #[cfg(feature = "metrics")]
+            crate::export::mps_attempt(site);
+        }
+        None => site.count(Event::Skipped),
     }
+    admission
 }
 
-/// An MPS failure at `site`; logs it with the message's first line.
-#[cold]
-pub(crate) fn record_failure(site: &'static Site, trial: bool, message: &str) {
-    MPS_ERRORS.fetch_add(1, Ordering::Relaxed);
-    let first_line = message.lines().next().unwrap_or("").trim();
-    log::warn!(
-        target: "opguard",
-        "{}MPS error at {site}: {first_line}; retrying on CPU",
-        Labelled(site)
+/// The admitted attempt at `site` did not fail with an MPS error.
+#[inline]
+pub(crate) fn worked(site: &'static MpsSite, admission: Admission) {
+    let t = gate::settle(
+        &BREAKER,
+        &site.pin,
+        admission,
+        Verdict::Worked,
+        now,
+        threshold(),
     );
-    if let Some(t) = BREAKER.on_failure(trial, now()) {
-        log_transition(t);
+    if t.site.is_some() || t.global.is_some() {
+        transitions(site, t);
     }
+}
+
+/// The admitted attempt at `site` failed with an MPS error of `kind`.
+#[cold]
+pub(crate) fn failed(
+    site: &'static MpsSite,
+    admission: Admission,
+    kind: MpsErrorKind,
+    message: &str,
+) {
+    site.count(match kind {
+        MpsErrorKind::Op => Event::OpError,
+        _ => Event::DeviceError,
+    });
+    let t = gate::settle(
+        &BREAKER,
+        &site.pin,
+        admission,
+        Verdict::Failed(kind),
+        now,
+        threshold(),
+    );
+    report::mps_error(site, kind, message, t.site, cooldown_duration());
+    transitions(site, t);
 }
 
 /// The CPU retry at `site` ended; `ok` when it did not fail too.
 #[cold]
-pub(crate) fn record_fallback(site: &'static Site, ok: bool) {
-    if ok {
-        FALLBACKS.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn fell_back(site: &'static MpsSite, ok: bool) {
+    site.count(if ok {
+        Event::Fallback
     } else {
-        FAILED_FALLBACKS.fetch_add(1, Ordering::Relaxed);
-        log::warn!(target: "opguard", "{}CPU retry at {site} failed too", Labelled(site));
+        Event::FailedFallback
+    });
+    report::fallback(site, ok);
+}
+
+/// The admitted attempt was dropped before its outcome was known.
+#[cold]
+pub(crate) fn abandoned(site: &'static MpsSite, admission: Admission) {
+    gate::abandon(&BREAKER, &site.pin, admission, now());
+}
+
+fn threshold() -> u32 {
+    SETTINGS.threshold.load(Ordering::Relaxed)
+}
+
+fn cooldown_duration() -> Duration {
+    Duration::from_nanos(cooldown())
+}
+
+#[cold]
+fn transitions(site: &'static MpsSite, t: gate::Transitions) {
+    if let Some(t) = t.site {
+        if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
+            site.count(Event::Pinned);
+        }
+        report::site_transition(site, t, cooldown_duration());
     }
-    #[cfg(feature = "metrics")]
-    crate::export::fallback(site.label(), ok);
-    alert::count(AlertKind::MpsFallbacks, site.label(), site);
-}
-
-pub(crate) fn abandon_trial() {
-    BREAKER.abandon_trial(now());
-}
-
-fn log_transition(t: Transition) {
-    let cooldown = Duration::from_nanos(BREAKER.cooldown());
-    match t {
-        Transition::Disabled { failures } => {
+    if let Some(t) = t.global {
+        if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
             TIMES_DISABLED.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                target: "opguard",
-                "MPS disabled after {failures} consecutive MPS failures; safe_mps! runs on CPU for {cooldown:?}, then tries MPS once"
-            );
         }
-        Transition::TrialFailed => {
-            TIMES_DISABLED.fetch_add(1, Ordering::Relaxed);
-            log::warn!(
-                target: "opguard",
-                "MPS trial failed; MPS stays disabled for another {cooldown:?}"
-            );
-        }
-        Transition::Enabled => {
-            log::info!(target: "opguard", "MPS trial succeeded; MPS is enabled again");
-        }
-    }
-}
-
-/// `'label' ` when the site has a label, else nothing.
-struct Labelled(&'static Site);
-
-impl fmt::Display for Labelled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.label() {
-            Some(label) => write!(f, "'{label}': "),
-            None => Ok(()),
-        }
+        report::process_transition(t, cooldown_duration());
     }
 }

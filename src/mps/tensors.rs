@@ -1,14 +1,36 @@
-//! Moving tensors, nested ones and a model's parameters, from MPS to CPU.
+//! Moving tensors, nested ones and a model's parameters, from MPS to CPU,
+//! and telling whether any of them is on MPS.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 
+use once_cell::sync::Lazy;
 use tch::{Device, TchError, Tensor};
 
+use super::call::Dev;
 use super::classify::is_mps_error;
 
+static HAS_MPS: Lazy<bool> = Lazy::new(tch::utils::has_mps);
+
+impl Dev for Device {
+    #[inline]
+    fn cpu() -> Self {
+        Device::Cpu
+    }
+
+    #[inline]
+    fn is_mps(self) -> bool {
+        self == Device::Mps
+    }
+
+    #[inline]
+    fn preferred() -> Self {
+        if *HAS_MPS { Device::Mps } else { Device::Cpu }
+    }
+}
+
 /// A value whose tensors can be moved to CPU in place, as `safe_mps!` does
-/// with the tensors named in `[..] =>` before its CPU retry.
+/// with the values named in `[..] =>` before its CPU retry.
 ///
 /// Implemented for [`Tensor`] and `&Tensor`, for a model's parameters
 /// ([`tch::nn::VarStore`]), and recursively for `Option`, `Vec`, `VecDeque`,
@@ -30,6 +52,10 @@ use super::classify::is_mps_error;
 ///         self.features.move_to_cpu();
 ///         self.labels.move_to_cpu();
 ///     }
+///
+///     fn is_on_mps(&self) -> bool {
+///         self.features.is_on_mps() || self.labels.is_on_mps()
+///     }
 /// }
 /// ```
 ///
@@ -40,31 +66,58 @@ use super::classify::is_mps_error;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be moved to CPU by `safe_mps!`",
     label = "named in `[..] =>`, so its tensors move to CPU before the retry",
-    note = "implement `opguard::MoveToCpu` for it, calling `move_to_cpu` on each of its tensor fields"
+    note = "implement `opguard::MoveToCpu` for it, calling `move_to_cpu` and `is_on_mps` on each of its tensor fields"
 )]
 pub trait MoveToCpu {
     /// Moves every tensor in `self` to CPU, in place.
     fn move_to_cpu(&mut self);
+
+    /// Whether any tensor in `self` is on MPS.
+    ///
+    /// `safe_mps!` asks this of the named values when the call's device is
+    /// not MPS: work whose tensors are all elsewhere runs once, untouched by
+    /// the registry, since it cannot tell anything about MPS.
+    fn is_on_mps(&self) -> bool;
 }
 
-/// Moves `t`'s data to CPU in place, so that every handle to it follows.
+fn on_mps(t: &Tensor) -> bool {
+    t.defined() && t.device() == Device::Mps
+}
+
+/// Moves `t`'s data to CPU in place, so that every handle to it follows; a
+/// gradient it has goes along, so that the next backward pass on CPU can
+/// accumulate into it.
 fn move_data(t: &Tensor) {
-    if t.device() == Device::Cpu || !t.defined() {
+    if !t.defined() || t.device() == Device::Cpu {
         return;
     }
-    let mut handle = t.shallow_clone();
+    let from = t.device();
     let moved = tch::no_grad(|| {
-        let cpu = handle.f_to_device(Device::Cpu)?;
-        handle.f_set_data(&cpu)
+        set_data_to_cpu(t)?;
+        let grad = t.grad();
+        if grad.defined() && grad.device() != Device::Cpu {
+            set_data_to_cpu(&grad)?;
+        }
+        Ok::<_, TchError>(())
     });
     if let Err(err) = moved {
-        log::warn!(target: "opguard", "could not move a {:?} tensor to CPU: {err}", t.device());
+        log::warn!(target: "opguard", "could not move a {from:?} tensor to CPU: {err}");
     }
+}
+
+fn set_data_to_cpu(t: &Tensor) -> Result<(), TchError> {
+    let mut handle = t.shallow_clone();
+    let cpu = handle.f_to_device(Device::Cpu)?;
+    handle.f_set_data(&cpu)
 }
 
 impl MoveToCpu for Tensor {
     fn move_to_cpu(&mut self) {
         move_data(self);
+    }
+
+    fn is_on_mps(&self) -> bool {
+        on_mps(self)
     }
 }
 
@@ -72,13 +125,42 @@ impl MoveToCpu for &Tensor {
     fn move_to_cpu(&mut self) {
         move_data(self);
     }
+
+    fn is_on_mps(&self) -> bool {
+        on_mps(self)
+    }
 }
 
+/// A model's parameters. Each variable is judged by its own device, not by
+/// `VarStore::device()`, which a move that failed half-way leaves wrong.
+///
+/// tch's `VarStore::set_device` panics on an MPS error while it holds the
+/// store's lock, which poisons it: every later use of the store, and of an
+/// optimizer built on it, would panic. Moving the store clears that poison
+/// first (the variables themselves are whole: each move is one `set_data`),
+/// so that a model whose `vs.set_device(dev)` failed inside `safe_mps!`
+/// trains on CPU afterwards.
 impl MoveToCpu for tch::nn::VarStore {
     fn move_to_cpu(&mut self) {
-        if self.device() != Device::Cpu {
+        self.variables_.clear_poison();
+        let all_moved = {
+            let variables = self.variables_.lock().unwrap_or_else(|p| p.into_inner());
+            variables.named_variables.values().for_each(move_data);
+            variables
+                .named_variables
+                .values()
+                .all(|t| !t.defined() || t.device() == Device::Cpu)
+        };
+        // Now a no-op for the data; it makes `device()` say CPU, so that
+        // variables added later are made there.
+        if all_moved {
             tch::no_grad(|| self.set_device(Device::Cpu));
         }
+    }
+
+    fn is_on_mps(&self) -> bool {
+        let variables = self.variables_.lock().unwrap_or_else(|p| p.into_inner());
+        variables.named_variables.values().any(on_mps)
     }
 }
 
@@ -86,11 +168,19 @@ impl<T: MoveToCpu + ?Sized> MoveToCpu for &mut T {
     fn move_to_cpu(&mut self) {
         (**self).move_to_cpu();
     }
+
+    fn is_on_mps(&self) -> bool {
+        (**self).is_on_mps()
+    }
 }
 
 impl<T: MoveToCpu + ?Sized> MoveToCpu for Box<T> {
     fn move_to_cpu(&mut self) {
         (**self).move_to_cpu();
+    }
+
+    fn is_on_mps(&self) -> bool {
+        (**self).is_on_mps()
     }
 }
 
@@ -100,11 +190,19 @@ impl<T: MoveToCpu> MoveToCpu for Option<T> {
             v.move_to_cpu();
         }
     }
+
+    fn is_on_mps(&self) -> bool {
+        self.as_ref().is_some_and(MoveToCpu::is_on_mps)
+    }
 }
 
 impl<T: MoveToCpu> MoveToCpu for [T] {
     fn move_to_cpu(&mut self) {
         self.iter_mut().for_each(MoveToCpu::move_to_cpu);
+    }
+
+    fn is_on_mps(&self) -> bool {
+        self.iter().any(MoveToCpu::is_on_mps)
     }
 }
 
@@ -112,11 +210,19 @@ impl<T: MoveToCpu, const N: usize> MoveToCpu for [T; N] {
     fn move_to_cpu(&mut self) {
         self.as_mut_slice().move_to_cpu();
     }
+
+    fn is_on_mps(&self) -> bool {
+        self.as_slice().is_on_mps()
+    }
 }
 
 impl<T: MoveToCpu> MoveToCpu for Vec<T> {
     fn move_to_cpu(&mut self) {
         self.as_mut_slice().move_to_cpu();
+    }
+
+    fn is_on_mps(&self) -> bool {
+        self.as_slice().is_on_mps()
     }
 }
 
@@ -124,17 +230,29 @@ impl<T: MoveToCpu> MoveToCpu for VecDeque<T> {
     fn move_to_cpu(&mut self) {
         self.iter_mut().for_each(MoveToCpu::move_to_cpu);
     }
+
+    fn is_on_mps(&self) -> bool {
+        self.iter().any(MoveToCpu::is_on_mps)
+    }
 }
 
 impl<K, V: MoveToCpu, S: BuildHasher> MoveToCpu for HashMap<K, V, S> {
     fn move_to_cpu(&mut self) {
         self.values_mut().for_each(MoveToCpu::move_to_cpu);
     }
+
+    fn is_on_mps(&self) -> bool {
+        self.values().any(MoveToCpu::is_on_mps)
+    }
 }
 
 impl<K, V: MoveToCpu> MoveToCpu for BTreeMap<K, V> {
     fn move_to_cpu(&mut self) {
         self.values_mut().for_each(MoveToCpu::move_to_cpu);
+    }
+
+    fn is_on_mps(&self) -> bool {
+        self.values().any(MoveToCpu::is_on_mps)
     }
 }
 
@@ -143,6 +261,10 @@ macro_rules! tuples {
         impl<$($name: MoveToCpu),+> MoveToCpu for ($($name,)+) {
             fn move_to_cpu(&mut self) {
                 $( self.$i.move_to_cpu(); )+
+            }
+
+            fn is_on_mps(&self) -> bool {
+                false $( || self.$i.is_on_mps() )+
             }
         }
     )*};

@@ -11,6 +11,12 @@ pub fn captured_logs() -> Vec<String> {
     LOGS.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// Forgets the records captured so far (for tests that hold their own lock
+/// on the process-wide state and read only their own lines).
+pub fn clear_logs() {
+    LOGS.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
 /// Installs the capturing logger (once per process).
 pub fn capture_logs() {
     static INIT: Once = Once::new();

@@ -1,0 +1,818 @@
+//! The steps of one `safe_mps!` call, in order: decide where the work runs,
+//! run it, judge the outcome, move the named tensors, retry once on CPU,
+//! report.
+//!
+//! The macro hands [`run`] (or [`run_async`]) one closure, the *work*, that
+//! answers three [`Step`]s: run on a device, say whether a named value is on
+//! MPS, move the named values to CPU. So the user's body is expanded once,
+//! and the order of the steps lives here, in plain code that the unit tests
+//! below drive with a fake device and a fake work.
+//!
+//! Nothing here needs `tch`: the device is any [`Dev`], which the `tch`
+//! feature implements for `tch::Device`.
+
+use std::cell::Cell;
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::pin;
+
+use futures::FutureExt;
+
+use super::classify::{MpsErrorKind, mps_error_kind, panic_message};
+use super::gate::Admission;
+use super::quiet::{self, Payload};
+use super::registry;
+use super::site::MpsSite;
+
+/// A device, as `safe_mps!` needs to know it.
+pub trait Dev: Copy {
+    /// The CPU.
+    fn cpu() -> Self;
+    /// Whether this is Apple's MPS.
+    fn is_mps(self) -> bool;
+    /// Where work runs when the call names no device: MPS where the machine
+    /// has it, else CPU.
+    fn preferred() -> Self;
+}
+
+/// What the work is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step<D> {
+    /// Run the body with `dev` = this device.
+    Run(D),
+    /// Say whether any named value is on MPS.
+    Probe,
+    /// Move every named value to CPU.
+    MoveToCpu,
+}
+
+/// The work's answer to a [`Step`].
+#[derive(Debug)]
+pub enum Reply<R> {
+    /// The body's value, for [`Step::Run`].
+    Value(R),
+    /// For [`Step::Probe`].
+    OnMps(bool),
+    /// For [`Step::MoveToCpu`].
+    Moved,
+}
+
+impl<R> Reply<R> {
+    #[inline]
+    fn value(self) -> R {
+        match self {
+            Reply::Value(value) => value,
+            _ => unreachable!("opguard: the work answered Step::Run without a value"),
+        }
+    }
+
+    #[inline]
+    fn on_mps(self) -> bool {
+        matches!(self, Reply::OnMps(true))
+    }
+}
+
+thread_local! {
+    /// Set while a CPU retry runs on this thread: nested calls never fall back.
+    static IN_FALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as running a CPU retry until dropped.
+struct FallbackScope(bool);
+
+impl FallbackScope {
+    fn enter() -> Self {
+        FallbackScope(IN_FALLBACK.replace(true))
+    }
+}
+
+impl Drop for FallbackScope {
+    fn drop(&mut self) {
+        IN_FALLBACK.set(self.0);
+    }
+}
+
+/// How the call runs.
+enum Plan<D> {
+    /// Once on `device`, errors propagate; the named values go to CPU first
+    /// when `move_first`.
+    Once { device: D, move_first: bool },
+    /// Tried on MPS; an MPS error leads to one CPU retry.
+    Guarded(Call<D>),
+}
+
+/// The first decision, before the named values are looked at.
+enum Start<D> {
+    Decided(Plan<D>),
+    /// Work on `D` that would run on MPS: ask the registry.
+    OnMps(D),
+    /// Work on `D`, which is not MPS: on MPS only if a named value is.
+    Probe(D),
+}
+
+#[inline]
+fn start<D: Dev>(forced: Option<D>) -> Start<D> {
+    let device = forced.unwrap_or_else(D::preferred);
+    if !registry::safe_mps_enabled() {
+        return Start::Decided(Plan::Once {
+            device,
+            move_first: false,
+        });
+    }
+    if IN_FALLBACK.get() {
+        return Start::Decided(Plan::Once {
+            device: D::cpu(),
+            move_first: true,
+        });
+    }
+    if device.is_mps() || registry::injection_pending() {
+        Start::OnMps(device)
+    } else {
+        Start::Probe(device)
+    }
+}
+
+/// The plan for work on `device` that touches MPS when `on_mps`.
+#[inline]
+fn plan<D: Dev>(site: &'static MpsSite, device: D, on_mps: bool) -> Plan<D> {
+    if !on_mps {
+        // Nothing on MPS: no attempt to count, no fallback to make.
+        return Plan::Once {
+            device,
+            move_first: false,
+        };
+    }
+    match registry::admit(site) {
+        None => Plan::Once {
+            device: D::cpu(),
+            move_first: true,
+        },
+        Some(admission) => Plan::Guarded(Call {
+            site,
+            admission: Some(admission),
+            device,
+            injected: registry::take_injected(),
+        }),
+    }
+}
+
+/// Proof that the first attempt failed with an MPS error: the retry needs one.
+struct Fallback(());
+
+/// A guarded call in progress.
+struct Call<D> {
+    site: &'static MpsSite,
+    /// Until the first attempt's outcome is reported.
+    admission: Option<Admission>,
+    device: D,
+    /// An injected failure stands for the first attempt.
+    injected: bool,
+}
+
+impl<D> Call<D> {
+    /// Judges the first attempt (`None`: injected): its value, a fallback,
+    /// or a panic that goes on unchanged.
+    fn judge<R>(
+        &mut self,
+        out: Option<Result<R, Payload>>,
+        error_text: impl FnOnce(&R) -> Option<String>,
+    ) -> Result<R, Fallback> {
+        let Some(out) = out else {
+            return Err(self.failed(MpsErrorKind::Device, registry::INJECTED_MESSAGE));
+        };
+        match out {
+            Ok(value) => match error_text(&value) {
+                Some(message) => match mps_error_kind(&message) {
+                    Some(kind) => Err(self.failed(kind, &message)),
+                    None => {
+                        self.worked();
+                        Ok(value)
+                    }
+                },
+                None => {
+                    self.worked();
+                    Ok(value)
+                }
+            },
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                match message.and_then(mps_error_kind) {
+                    Some(kind) => Err(self.failed(kind, message.unwrap_or(""))),
+                    None => {
+                        // Not MPS's fault: MPS worked, and the panic goes on.
+                        self.worked();
+                        resume_unwind(payload)
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn worked(&mut self) {
+        if let Some(admission) = self.admission.take() {
+            registry::worked(self.site, admission);
+        }
+    }
+
+    #[cold]
+    fn failed(&mut self, kind: MpsErrorKind, message: &str) -> Fallback {
+        if let Some(admission) = self.admission.take() {
+            registry::failed(self.site, admission, kind, message);
+        }
+        Fallback(())
+    }
+
+    /// Ends the call with the retry's outcome; its panic goes on unchanged.
+    fn finish<R>(
+        &self,
+        _: Fallback,
+        out: Result<R, Payload>,
+        error_text: impl FnOnce(&R) -> Option<String>,
+    ) -> R {
+        match out {
+            Ok(value) => {
+                registry::fell_back(self.site, error_text(&value).is_none());
+                value
+            }
+            Err(payload) => {
+                registry::fell_back(self.site, false);
+                resume_unwind(payload)
+            }
+        }
+    }
+}
+
+impl<D> Drop for Call<D> {
+    fn drop(&mut self) {
+        // The first attempt was dropped (its future cancelled) or its work
+        // panicked outside the attempt before an outcome was known.
+        if let Some(admission) = self.admission.take() {
+            registry::abandoned(self.site, admission);
+        }
+    }
+}
+
+/// Runs one `safe_mps!` call: `work` answers the steps, `error_text` gives
+/// the text of a value that is an error.
+#[inline]
+pub fn run<D: Dev, R>(
+    site: &'static MpsSite,
+    forced: Option<D>,
+    mut work: impl FnMut(Step<D>) -> Reply<R>,
+    error_text: impl Fn(&R) -> Option<String>,
+) -> R {
+    let plan = match start(forced) {
+        Start::Decided(plan) => plan,
+        Start::OnMps(device) => plan(site, device, true),
+        Start::Probe(device) => plan(site, device, work(Step::Probe).on_mps()),
+    };
+    let mut call = match plan {
+        Plan::Once { device, move_first } => {
+            if move_first {
+                work(Step::MoveToCpu);
+            }
+            return work(Step::Run(device)).value();
+        }
+        Plan::Guarded(call) => call,
+    };
+    let first = (!call.injected).then(|| quiet::attempt(|| work(Step::Run(call.device)).value()));
+    match call.judge(first, &error_text) {
+        Ok(value) => value,
+        Err(fallback) => {
+            work(Step::MoveToCpu);
+            let out = {
+                let _scope = FallbackScope::enter();
+                catch_unwind(AssertUnwindSafe(|| work(Step::Run(D::cpu())).value()))
+            };
+            call.finish(fallback, out, &error_text)
+        }
+    }
+}
+
+/// The async twin of [`run`]: the same steps, with a work that may await.
+pub async fn run_async<D: Dev, R>(
+    site: &'static MpsSite,
+    forced: Option<D>,
+    mut work: impl AsyncFnMut(Step<D>) -> Reply<R>,
+    error_text: impl Fn(&R) -> Option<String>,
+) -> R {
+    let plan = match start(forced) {
+        Start::Decided(plan) => plan,
+        Start::OnMps(device) => plan(site, device, true),
+        Start::Probe(device) => plan(site, device, work(Step::Probe).await.on_mps()),
+    };
+    let mut call = match plan {
+        Plan::Once { device, move_first } => {
+            if move_first {
+                work(Step::MoveToCpu).await;
+            }
+            return work(Step::Run(device)).await.value();
+        }
+        Plan::Guarded(call) => call,
+    };
+    let first = if call.injected {
+        None
+    } else {
+        let out = quiet::attempt_async(work(Step::Run(call.device))).await;
+        Some(out.map(Reply::value))
+    };
+    match call.judge(first, &error_text) {
+        Ok(value) => value,
+        Err(fallback) => {
+            work(Step::MoveToCpu).await;
+            let out = retry_async(work(Step::Run(D::cpu()))).await;
+            call.finish(fallback, out.map(Reply::value), &error_text)
+        }
+    }
+}
+
+/// The async CPU retry, catching its panic; the nesting rule holds on every poll.
+async fn retry_async<F: Future>(fut: F) -> Result<F::Output, Payload> {
+    let mut fut = pin!(AssertUnwindSafe(fut).catch_unwind());
+    poll_fn(|cx| {
+        let _scope = FallbackScope::enter();
+        fut.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// The steps through every path, with a fake device, a fake tensor and a
+/// fake work; the registry is the real one (each test has its own call
+/// site, and the tests take turns with the process-wide state).
+#[cfg(all(test, not(opguard_loom)))]
+mod tests {
+    use super::*;
+    use crate::mps::{self, MpsSiteStats, MpsState};
+    use std::cell::{Cell, RefCell};
+    use std::panic::panic_any;
+    use std::sync::{Mutex, MutexGuard};
+    use std::time::Duration;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Fake {
+        Cpu,
+        Mps,
+    }
+    use Fake::{Cpu, Mps};
+
+    impl Dev for Fake {
+        fn cpu() -> Self {
+            Cpu
+        }
+        fn is_mps(self) -> bool {
+            self == Mps
+        }
+        fn preferred() -> Self {
+            Cpu // like a machine without MPS
+        }
+    }
+
+    /// What the fake body does on a device.
+    #[derive(Clone, Copy)]
+    enum Out {
+        Value(u32),
+        Error(&'static str),
+        Panic(&'static str),
+    }
+
+    const OP: &str =
+        "The operator 'aten::_fft_r2c' is not currently implemented for the MPS device.";
+    const DEVICE: &str = "PyTorch is not linked with support for mps devices";
+    const OTHER: &str = "mat1 and mat2 shapes cannot be multiplied (2x3 and 4x5)";
+
+    type Value = Result<u32, String>;
+
+    /// A fake tensor: where it is.
+    struct Tensor(Cell<Fake>);
+
+    /// Runs one call of the sync steps; returns its outcome and the steps the
+    /// work was asked to do.
+    fn call(
+        site: &'static MpsSite,
+        forced: Option<Fake>,
+        tensor: &Tensor,
+        body: impl Fn(Fake) -> Out,
+    ) -> (Result<Value, Payload>, Vec<Step<Fake>>) {
+        let steps = RefCell::new(Vec::new());
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            run(
+                site,
+                forced,
+                |step| {
+                    steps.borrow_mut().push(step);
+                    answer(step, tensor, &body)
+                },
+                |v: &Value| v.as_ref().err().cloned(),
+            )
+        }));
+        (out, steps.into_inner())
+    }
+
+    fn answer(step: Step<Fake>, tensor: &Tensor, body: impl Fn(Fake) -> Out) -> Reply<Value> {
+        match step {
+            Step::Run(dev) => Reply::Value(match body(dev) {
+                Out::Value(v) => Ok(v),
+                Out::Error(e) => Err(e.to_string()),
+                Out::Panic(p) => panic_any(p.to_string()),
+            }),
+            Step::Probe => Reply::OnMps(tensor.0.get() == Mps),
+            Step::MoveToCpu => {
+                tensor.0.set(Cpu);
+                Reply::Moved
+            }
+        }
+    }
+
+    /// The async twin of [`call`], on `futures`' `block_on`.
+    fn call_async(
+        site: &'static MpsSite,
+        forced: Option<Fake>,
+        tensor: &Tensor,
+        body: impl Fn(Fake) -> Out,
+    ) -> (Result<Value, Payload>, Vec<Step<Fake>>) {
+        let steps = RefCell::new(Vec::new());
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            futures::executor::block_on(run_async(
+                site,
+                forced,
+                async |step| {
+                    steps.borrow_mut().push(step);
+                    // Every step yields once, as real async work would.
+                    yield_once().await;
+                    answer(step, tensor, &body)
+                },
+                |v: &Value| v.as_ref().err().cloned(),
+            ))
+        }));
+        (out, steps.into_inner())
+    }
+
+    async fn yield_once() {
+        let mut yielded = false;
+        poll_fn(|cx| {
+            if yielded {
+                std::task::Poll::Ready(())
+            } else {
+                yielded = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
+
+    macro_rules! site {
+        () => {{
+            static SITE: MpsSite = MpsSite::new(Some("unit"), file!(), line!(), column!());
+            &SITE
+        }};
+    }
+
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// Takes the process-wide registry, at its defaults, with a long cool-down.
+    fn fresh() -> MutexGuard<'static, ()> {
+        let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        mps::set_safe_mps_enabled(true);
+        mps::set_failure_threshold(3);
+        mps::set_cooldown(Duration::from_secs(3600)).unwrap();
+        mps::reset();
+        guard
+    }
+
+    fn stats(site: &MpsSite) -> MpsSiteStats {
+        site.stats()
+    }
+
+    fn on(dev: Fake) -> Tensor {
+        Tensor(Cell::new(dev))
+    }
+
+    fn value(out: Result<Value, Payload>) -> Value {
+        out.unwrap_or_else(|p| resume_unwind(p))
+    }
+
+    fn payload_text(out: Result<Value, Payload>) -> String {
+        let p = out.expect_err("a panic");
+        panic_message(p.as_ref()).unwrap().to_string()
+    }
+
+    #[test]
+    fn work_with_nothing_on_mps_runs_once_and_is_not_counted() {
+        let _g = fresh();
+        let site = site!();
+        let t = on(Cpu);
+        let (out, steps) = call(site, None, &t, |_| Out::Error(DEVICE));
+        assert_eq!(value(out), Err(DEVICE.to_string()), "no fallback");
+        assert_eq!(steps, [Step::Probe, Step::Run(Cpu)]);
+        assert_eq!(stats(site).mps_attempts, 0);
+        assert_eq!(mps::stats().consecutive_failures, 0);
+    }
+
+    #[test]
+    fn mps_work_that_succeeds_runs_once_and_counts_an_attempt() {
+        let _g = fresh();
+        let site = site!();
+        let (out, steps) = call(site, Some(Mps), &on(Cpu), |_| Out::Value(7));
+        assert_eq!(value(out), Ok(7));
+        assert_eq!(steps, [Step::Run(Mps)], "no probe: the device says MPS");
+        let s = stats(site);
+        assert_eq!((s.mps_attempts, s.mps_errors(), s.fallbacks), (1, 0, 0));
+    }
+
+    #[test]
+    fn a_named_value_on_mps_makes_cpu_work_guarded() {
+        let _g = fresh();
+        let site = site!();
+        let t = on(Mps);
+        let (out, steps) = call(site, None, &t, |_| match t.0.get() {
+            Mps => Out::Error(DEVICE),
+            Cpu => Out::Value(1),
+        });
+        assert_eq!(value(out), Ok(1));
+        use Step::{MoveToCpu, Probe, Run};
+        assert_eq!(steps, [Probe, Run(Cpu), MoveToCpu, Run(Cpu)]);
+        assert_eq!(t.0.get(), Cpu);
+        assert_eq!(stats(site).device_errors, 1);
+    }
+
+    #[test]
+    fn an_mps_error_value_moves_the_tensors_and_retries_once_on_cpu() {
+        let _g = fresh();
+        let site = site!();
+        let t = on(Mps);
+        let (out, steps) = call(site, Some(Mps), &t, |dev| match dev {
+            Mps => Out::Error(DEVICE),
+            Cpu => Out::Value(2),
+        });
+        assert_eq!(value(out), Ok(2));
+        assert_eq!(steps, [Step::Run(Mps), Step::MoveToCpu, Step::Run(Cpu)]);
+        assert_eq!(t.0.get(), Cpu);
+        let s = stats(site);
+        assert_eq!((s.device_errors, s.op_errors, s.fallbacks), (1, 0, 1));
+        assert!(!s.pinned);
+        assert_eq!(mps::stats().consecutive_failures, 1);
+    }
+
+    #[test]
+    fn an_op_error_pins_its_site_and_the_next_call_goes_straight_to_cpu() {
+        let _g = fresh();
+        let (site, other) = (site!(), site!());
+        let body = |dev| match dev {
+            Mps => Out::Error(OP),
+            Cpu => Out::Value(3),
+        };
+        let (out, steps) = call(site, Some(Mps), &on(Mps), body);
+        assert_eq!(value(out), Ok(3));
+        assert_eq!(steps, [Step::Run(Mps), Step::MoveToCpu, Step::Run(Cpu)]);
+        let (out, steps) = call(site, Some(Mps), &on(Mps), body);
+        assert_eq!(value(out), Ok(3));
+        assert_eq!(steps, [Step::MoveToCpu, Step::Run(Cpu)], "no MPS attempt");
+        let s = stats(site);
+        assert_eq!((s.mps_attempts, s.op_errors, s.skipped), (1, 1, 1));
+        assert_eq!((s.pinned, s.times_pinned), (true, 1));
+        // Other sites and MPS as a whole are untouched.
+        let (_, steps) = call(other, Some(Mps), &on(Cpu), |_| Out::Value(0));
+        assert_eq!(steps, [Step::Run(Mps)]);
+        let g = mps::stats();
+        assert_eq!((g.state, g.consecutive_failures), (MpsState::Enabled, 0));
+    }
+
+    #[test]
+    fn a_pinned_site_tries_mps_once_after_the_cooldown_and_is_unpinned_when_it_works() {
+        let _g = fresh();
+        let site = site!();
+        let broken = Cell::new(true);
+        let body = |dev| match (dev, broken.get()) {
+            (Mps, true) => Out::Error(OP),
+            _ => Out::Value(4),
+        };
+        let _ = call(site, Some(Mps), &on(Cpu), body);
+        assert!(stats(site).pinned);
+        mps::set_cooldown(0).unwrap();
+        // The trial fails: pinned again.
+        let (_, steps) = call(site, Some(Mps), &on(Cpu), body);
+        assert_eq!(steps, [Step::Run(Mps), Step::MoveToCpu, Step::Run(Cpu)]);
+        assert_eq!(stats(site).times_pinned, 2);
+        // The next trial works: MPS again from then on.
+        broken.set(false);
+        let (_, steps) = call(site, Some(Mps), &on(Cpu), body);
+        assert_eq!(steps, [Step::Run(Mps)]);
+        let s = stats(site);
+        assert_eq!((s.pinned, s.mps_attempts, s.op_errors), (false, 3, 2));
+    }
+
+    #[test]
+    fn an_injected_failure_replaces_the_first_attempt() {
+        let _g = fresh();
+        let site = site!();
+        mps::inject_mps_failures(1);
+        // Preferred CPU and nothing on MPS: the injection makes it an MPS call.
+        let (out, steps) = call(site, None, &on(Cpu), |_| Out::Value(5));
+        assert_eq!(value(out), Ok(5));
+        assert_eq!(steps, [Step::MoveToCpu, Step::Run(Cpu)]);
+        let s = stats(site);
+        assert_eq!((s.mps_attempts, s.device_errors, s.fallbacks), (1, 1, 1));
+        assert_eq!(mps::stats().injected_pending, 0);
+    }
+
+    #[test]
+    fn device_errors_disable_mps_and_later_calls_everywhere_go_to_cpu() {
+        let _g = fresh();
+        mps::set_failure_threshold(2);
+        let (site, other) = (site!(), site!());
+        for _ in 0..2 {
+            let _ = call(site, Some(Mps), &on(Cpu), |dev| match dev {
+                Mps => Out::Error(DEVICE),
+                Cpu => Out::Value(6),
+            });
+        }
+        assert_eq!(mps::stats().state, MpsState::Disabled);
+        let (out, steps) = call(other, Some(Mps), &on(Mps), |_| Out::Value(6));
+        assert_eq!(value(out), Ok(6));
+        assert_eq!(steps, [Step::MoveToCpu, Step::Run(Cpu)]);
+        assert_eq!((stats(other).skipped, stats(other).mps_attempts), (1, 0));
+        assert!(!stats(site).pinned, "device errors never pin a site");
+    }
+
+    #[test]
+    fn cpu_only_work_never_takes_the_trial_nor_resets_the_streak() {
+        let _g = fresh();
+        let site = site!();
+        let failing = |dev| match dev {
+            Mps => Out::Error(DEVICE),
+            Cpu => Out::Value(0),
+        };
+        let _ = call(site, Some(Mps), &on(Cpu), failing);
+        // A CPU-only success between two failures does not break the streak.
+        let _ = call(site!(), None, &on(Cpu), |_| Out::Value(0));
+        assert_eq!(mps::stats().consecutive_failures, 1);
+        mps::set_failure_threshold(2);
+        let _ = call(site, Some(Mps), &on(Cpu), failing);
+        assert_eq!(mps::stats().state, MpsState::Disabled);
+        // Past the cool-down, CPU-only work runs without taking the trial.
+        mps::set_cooldown(0).unwrap();
+        let (_, steps) = call(site!(), None, &on(Cpu), |_| Out::Value(0));
+        assert_eq!(steps, [Step::Probe, Step::Run(Cpu)]);
+        assert_eq!(mps::stats().state, MpsState::Disabled, "still no trial");
+        // MPS work does take it.
+        let (_, steps) = call(site!(), Some(Mps), &on(Cpu), |_| Out::Value(0));
+        assert_eq!(steps, [Step::Run(Mps)]);
+        assert_eq!(mps::stats().state, MpsState::Enabled);
+    }
+
+    #[test]
+    fn a_failing_retry_returns_its_own_error_and_never_retries_again() {
+        let _g = fresh();
+        let site = site!();
+        let (out, steps) = call(site, Some(Mps), &on(Cpu), |dev| match dev {
+            Mps => Out::Error(DEVICE),
+            Cpu => Out::Error(OTHER),
+        });
+        assert_eq!(value(out), Err(OTHER.to_string()));
+        assert_eq!(steps.len(), 3);
+        let s = stats(site);
+        assert_eq!((s.fallbacks, s.failed_fallbacks), (0, 1));
+    }
+
+    #[test]
+    fn an_mps_panic_falls_back_like_an_mps_error() {
+        let _g = fresh();
+        let site = site!();
+        let (out, steps) = call(site, Some(Mps), &on(Mps), |dev| match dev {
+            Mps => Out::Panic(OP),
+            Cpu => Out::Value(8),
+        });
+        assert_eq!(value(out), Ok(8));
+        assert_eq!(steps, [Step::Run(Mps), Step::MoveToCpu, Step::Run(Cpu)]);
+        assert!(stats(site).pinned, "judged op-level from the panic's text");
+    }
+
+    #[test]
+    fn another_panic_goes_on_unchanged_after_one_attempt() {
+        let _g = fresh();
+        let site = site!();
+        let (out, steps) = call(site, Some(Mps), &on(Cpu), |_| Out::Panic(OTHER));
+        assert_eq!(payload_text(out), OTHER);
+        assert_eq!(steps, [Step::Run(Mps)]);
+        let s = stats(site);
+        assert_eq!((s.mps_attempts, s.mps_errors()), (1, 0));
+    }
+
+    #[test]
+    fn a_panicking_retry_goes_on_unchanged_and_counts_as_failed() {
+        let _g = fresh();
+        let site = site!();
+        let (out, steps) = call(site, Some(Mps), &on(Cpu), |dev| match dev {
+            Mps => Out::Error(DEVICE),
+            Cpu => Out::Panic(OTHER),
+        });
+        assert_eq!(payload_text(out), OTHER);
+        assert_eq!(steps.len(), 3);
+        assert_eq!(stats(site).failed_fallbacks, 1);
+    }
+
+    #[test]
+    fn a_panic_of_a_run_once_call_goes_on_and_nothing_is_counted() {
+        let _g = fresh();
+        let site = site!();
+        let (out, steps) = call(site, None, &on(Cpu), |_| Out::Panic(DEVICE));
+        assert_eq!(payload_text(out), DEVICE);
+        assert_eq!(steps, [Step::Probe, Step::Run(Cpu)]);
+        assert_eq!(stats(site).mps_errors(), 0);
+    }
+
+    #[test]
+    fn with_the_kill_switch_off_the_work_runs_once_where_it_was_asked() {
+        let _g = fresh();
+        mps::set_safe_mps_enabled(false);
+        let site = site!();
+        let (out, steps) = call(site, Some(Mps), &on(Mps), |_| Out::Error(DEVICE));
+        mps::set_safe_mps_enabled(true);
+        assert_eq!(value(out), Err(DEVICE.to_string()));
+        assert_eq!(steps, [Step::Run(Mps)]);
+        assert_eq!(stats(site).mps_attempts, 0);
+    }
+
+    #[test]
+    fn a_call_inside_a_retry_runs_once_on_cpu() {
+        let _g = fresh();
+        let (outer, inner) = (site!(), site!());
+        let inner_steps = RefCell::new(Vec::new());
+        let (out, _) = call(outer, Some(Mps), &on(Cpu), |dev| {
+            let (out, steps) = call(inner, Some(Mps), &on(Mps), |d| match d {
+                Mps => Out::Error(DEVICE),
+                Cpu => Out::Value(9),
+            });
+            inner_steps.borrow_mut().push(steps);
+            match (dev, value(out)) {
+                (Mps, _) => Out::Error(DEVICE),
+                (Cpu, v) => Out::Value(v.unwrap()),
+            }
+        });
+        assert_eq!(value(out), Ok(9));
+        use Step::{MoveToCpu, Run};
+        assert_eq!(
+            inner_steps.into_inner(),
+            [
+                vec![Run(Mps), MoveToCpu, Run(Cpu)], // in the outer first attempt
+                vec![MoveToCpu, Run(Cpu)],           // in the outer retry
+            ]
+        );
+        assert_eq!(stats(inner).mps_attempts, 1);
+    }
+
+    #[test]
+    fn async_steps_follow_the_same_paths() {
+        let _g = fresh();
+        let (site, pinned) = (site!(), site!());
+        let t = on(Mps);
+        let (out, steps) = call_async(site, None, &t, |dev| match dev {
+            Mps => Out::Value(0),
+            Cpu if t.0.get() == Mps => Out::Error(DEVICE),
+            Cpu => Out::Value(10),
+        });
+        assert_eq!(value(out), Ok(10));
+        use Step::{MoveToCpu, Probe, Run};
+        assert_eq!(steps, [Probe, Run(Cpu), MoveToCpu, Run(Cpu)]);
+        let op = |dev| match dev {
+            Mps => Out::Panic(OP),
+            Cpu => Out::Value(11),
+        };
+        let _ = call_async(pinned, Some(Mps), &on(Cpu), op);
+        let (out, steps) = call_async(pinned, Some(Mps), &on(Cpu), op);
+        assert_eq!(value(out), Ok(11));
+        assert_eq!(steps, [MoveToCpu, Run(Cpu)]);
+        let (out, _) = call_async(site!(), Some(Mps), &on(Cpu), |_| Out::Panic(OTHER));
+        assert_eq!(payload_text(out), OTHER);
+    }
+
+    #[test]
+    fn a_trial_whose_future_is_dropped_starts_another_cooldown() {
+        let _g = fresh();
+        let site = site!();
+        let _ = call(site, Some(Mps), &on(Cpu), |_| Out::Error(OP));
+        mps::set_cooldown(0).unwrap();
+        // The trial starts, pends for ever, and is dropped.
+        let mut fut = Box::pin(run_async(
+            site,
+            Some(Mps),
+            async |step| match step {
+                Step::Run(_) => std::future::pending::<Reply<Value>>().await,
+                _ => Reply::Moved,
+            },
+            |v: &Value| v.as_ref().err().cloned(),
+        ));
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(stats(site).mps_attempts, 2, "the trial ran");
+        assert_eq!(site.pin.state(), MpsState::Probing);
+        mps::set_cooldown(Duration::from_secs(3600)).unwrap();
+        drop(fut);
+        assert_eq!(site.pin.state(), MpsState::Disabled, "abandoned");
+        let (_, steps) = call(site, Some(Mps), &on(Cpu), |_| Out::Value(0));
+        assert_eq!(steps, [Step::MoveToCpu, Step::Run(Cpu)], "pinned again");
+    }
+}
