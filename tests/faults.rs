@@ -14,26 +14,16 @@ mod training_loop;
 
 use std::future::{Future, pending};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
+use common::mps::fresh;
 use futures::FutureExt;
 use futures::executor::block_on;
 use opguard::mps;
 use opguard::{alert, safe_mps, stats, timeout_async};
 use tch::{Device, Kind, Tensor};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn fresh() -> MutexGuard<'static, ()> {
-    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    mps::set_safe_mps_enabled(true);
-    mps::set_failure_threshold(mps::DEFAULT_FAILURE_THRESHOLD);
-    mps::set_cooldown(mps::DEFAULT_COOLDOWN).unwrap();
-    mps::reset();
-    guard
-}
 
 #[test]
 fn injected_mps_errors_during_the_training_loop_example() {

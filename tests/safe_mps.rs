@@ -8,7 +8,9 @@ mod common;
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
+
+use common::mps::{fresh, logs_containing};
 use std::time::Duration;
 
 use futures::executor::block_on;
@@ -16,27 +18,6 @@ use opguard::alert::{self, AlertKind, AlertPolicy};
 use opguard::mps::{self, MpsState};
 use opguard::safe_mps;
 use tch::{Device, Kind, TchError, Tensor};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Serialises the test and resets the registry to its defaults.
-fn fresh() -> MutexGuard<'static, ()> {
-    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    common::capture_logs();
-    common::clear_logs();
-    mps::set_safe_mps_enabled(true);
-    mps::set_failure_threshold(mps::DEFAULT_FAILURE_THRESHOLD);
-    mps::set_cooldown(mps::DEFAULT_COOLDOWN).unwrap();
-    mps::reset();
-    guard
-}
-
-fn logs_containing(needle: &str) -> Vec<String> {
-    common::captured_logs()
-        .into_iter()
-        .filter(|l| l.contains(needle))
-        .collect()
-}
 
 fn ones(dev: Device) -> Result<Tensor, TchError> {
     Tensor::f_ones([2, 2], (Kind::Float, dev))

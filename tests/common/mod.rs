@@ -3,6 +3,7 @@
 
 pub mod cases;
 pub mod executors;
+pub mod mps;
 
 use std::sync::{Mutex, Once};
 
@@ -48,9 +49,26 @@ impl log::Log for Capture {
 /// (after asserting the child passed) and `false` in the child, which then
 /// runs the test body.
 pub fn rerun_in_child(name: &str, envs: &[(&str, &str)]) -> bool {
+    match child_output(name, envs) {
+        None => false,
+        Some(out) => {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "child run of {name} with {envs:?} failed:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+    }
+}
+
+/// In the parent: runs test `name` in a child process with `envs` set and
+/// output not captured, and returns what it printed. In the child: `None`.
+pub fn child_output(name: &str, envs: &[(&str, &str)]) -> Option<std::process::Output> {
     const MARK: &str = "OPGUARD_TEST_CHILD";
     if std::env::var(MARK).as_deref() == Ok(name) {
-        return false;
+        return None;
     }
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
     cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
@@ -62,16 +80,10 @@ pub fn rerun_in_child(name: &str, envs: &[(&str, &str)]) -> bool {
         "OPGUARD_SAFE_MPS_DISABLE",
         "OPGUARD_MPS_FAILURE_THRESHOLD",
         "OPGUARD_MPS_COOLDOWN_SECS",
+        "RUST_BACKTRACE",
     ] {
         cmd.env_remove(var);
     }
     cmd.envs(envs.iter().copied());
-    let out = cmd.output().expect("the test binary runs again");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child run of {name} with {envs:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
+    Some(cmd.output().expect("the test binary runs again"))
 }
