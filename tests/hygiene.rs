@@ -186,3 +186,73 @@ fn returns_and_tails_get_coercions() {
         "two"
     );
 }
+
+/// Every form of `safe_mps!`, each with and without a trailing comma, with
+/// `Ok`, `Some`, `None`, `Result` and `Option` shadowed around it.
+#[cfg(feature = "tch")]
+#[test]
+fn every_safe_mps_form_with_and_without_trailing_comma() {
+    use opguard::safe_mps;
+    use tch::{Device, Kind, Tensor};
+
+    let cpu = Device::Cpu;
+    let mut xs = Tensor::ones([2], (Kind::Float, cpu));
+    let sum = |t: Tensor| t.sum(Kind::Float).double_value(&[]);
+    let forms = [
+        sum(safe_mps!(|dev| xs.to_device(dev))),
+        sum(safe_mps!(|dev| xs.to_device(dev),)),
+        sum(safe_mps!(|dev| -> Tensor { xs.to_device(dev) })),
+        sum(safe_mps!(|dev| -> Tensor { xs.to_device(dev) },)),
+        sum(safe_mps!([xs] => xs.shallow_clone())),
+        sum(safe_mps!([xs] => xs.shallow_clone(),)),
+        sum(safe_mps!([xs,] => xs.shallow_clone())),
+        sum(safe_mps!([xs] => |dev| xs.to_device(dev))),
+        sum(safe_mps!([xs] => |dev| xs.to_device(dev),)),
+        sum(safe_mps!(label = "h", |dev| xs.to_device(dev))),
+        sum(safe_mps!(label = "h", |dev| xs.to_device(dev),)),
+        sum(safe_mps!(device = cpu, |dev| xs.to_device(dev))),
+        sum(safe_mps!(device = cpu, |dev| xs.to_device(dev),)),
+        sum(safe_mps!(label = "h", device = cpu, [xs] => |dev| xs.to_device(dev))),
+        sum(safe_mps!(label = "h", device = cpu, [xs] => |dev| xs.to_device(dev),)),
+        sum(block_on(safe_mps!(async |dev| xs.to_device(dev)))),
+        sum(block_on(safe_mps!(async |dev| xs.to_device(dev),))),
+        sum(block_on(safe_mps!(async |dev| -> Tensor {
+            xs.to_device(dev)
+        },))),
+        sum(block_on(safe_mps!([xs] => async xs.shallow_clone()))),
+        sum(block_on(safe_mps!([xs] => async xs.shallow_clone(),))),
+        sum(block_on(safe_mps!([xs] => async |dev| xs.to_device(dev),))),
+        sum(block_on(
+            safe_mps!(label = "h", device = cpu, [xs] => async |dev| xs.to_device(dev),),
+        )),
+    ];
+    assert_eq!(forms, [2.0; 22]);
+
+    safe_mps! { fn bare(xs: &Tensor) -> Tensor { xs * 2 } }
+    safe_mps! { #[safe_mps] fn plain(xs: &Tensor) -> Tensor { xs * 2 } }
+    safe_mps! { #[safe_mps(label = "h",)] fn labelled(xs: &Tensor) -> Tensor { xs * 2 } }
+    safe_mps! { #[safe_mps(device = Device::Cpu)] fn on_cpu(xs: &Tensor) -> Tensor { xs * 2 } }
+    safe_mps! { #[safe_mps(device = Device::Cpu,)] fn on_cpu_comma(xs: &Tensor) -> Tensor { xs * 2 } }
+    safe_mps! { #[safe_mps([xs])] fn listed(xs: &Tensor) -> Tensor { xs * 2 } }
+    safe_mps! { #[safe_mps([xs],)] fn listed_comma(xs: &Tensor) -> Tensor { xs * 2 } }
+    safe_mps! {
+        #[safe_mps(label = "h", device = Device::Cpu, [xs, ys,],)]
+        fn everything(xs: &Tensor, ys: &Tensor) -> Tensor { xs + ys }
+    }
+    safe_mps! {
+        #[safe_mps(label = "h", device = Device::Cpu, [xs])]
+        async fn everything_async(xs: &Tensor) -> Tensor { xs * 2 }
+    }
+    let items = [
+        bare(&xs),
+        plain(&xs),
+        labelled(&xs),
+        on_cpu(&xs),
+        on_cpu_comma(&xs),
+        listed(&xs),
+        listed_comma(&xs),
+        everything(&xs, &xs),
+        block_on(everything_async(&xs)),
+    ];
+    assert!(items.into_iter().all(|t| sum(t) == 4.0));
+}

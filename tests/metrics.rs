@@ -30,3 +30,97 @@ fn timeouts_are_recorded_with_their_label() {
     let (_, _, value) = snapshot.get(&key).expect("the counter was recorded");
     assert_eq!(value, &DebugValue::Counter(2));
 }
+
+/// MPS attempts, errors by kind, fallbacks and pinned sites, per call site.
+#[cfg(feature = "tch")]
+#[test]
+fn mps_events_are_recorded_per_site_and_kind() {
+    use metrics::{Key, Label};
+    use opguard::safe_mps;
+    use tch::{Device, Kind, TchError, Tensor};
+
+    const OP: &str =
+        "The operator 'aten::_fft_r2c' is not currently implemented for the MPS device.";
+    opguard::mps::set_failure_threshold(100);
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let (op_line, device_line) = (line!() + 4, line!() + 11);
+    metrics::with_local_recorder(&recorder, || {
+        for _ in 0..3 {
+            // Pinned after its first op-level error: one attempt in all.
+            let _ = safe_mps!(label = "fft", device = Device::Mps, |dev| match dev {
+                Device::Mps => Err(TchError::Torch(OP.into())),
+                _ => Tensor::f_ones([2], (Kind::Float, dev)),
+            });
+        }
+        for _ in 0..2 {
+            // A real device-level error each time.
+            let _ = safe_mps!(label = "alloc", device = Device::Mps, |dev| {
+                Tensor::f_ones([2], (Kind::Float, dev))
+            });
+        }
+    });
+    let snapshot = snapshotter.snapshot().into_hashmap();
+    let value = |kind, name: &'static str, labels: Vec<Label>| {
+        let key = CompositeKey::new(kind, Key::from_parts(name, labels));
+        snapshot
+            .get(&key)
+            .map(|(_, _, v)| v)
+            .unwrap_or_else(|| panic!("{name} not recorded: {:?}", snapshot.keys()))
+    };
+    let site = |label: &'static str, line: u32| {
+        vec![
+            Label::new("label", label),
+            Label::new("site", format!("tests/metrics.rs:{line}:21")),
+        ]
+    };
+    let with = |mut labels: Vec<Label>, k: &'static str, v: &'static str| {
+        labels.push(Label::new(k, v));
+        labels
+    };
+    let counter = MetricKind::Counter;
+    assert_eq!(
+        value(counter, "opguard_mps_attempts_total", site("fft", op_line)),
+        &DebugValue::Counter(1)
+    );
+    assert_eq!(
+        value(
+            counter,
+            "opguard_mps_errors_total",
+            with(site("fft", op_line), "kind", "op")
+        ),
+        &DebugValue::Counter(1)
+    );
+    assert_eq!(
+        value(
+            counter,
+            "opguard_mps_fallbacks_total",
+            with(site("fft", op_line), "outcome", "ok")
+        ),
+        &DebugValue::Counter(1)
+    );
+    assert_eq!(
+        value(
+            MetricKind::Gauge,
+            "opguard_mps_site_pinned",
+            site("fft", op_line)
+        ),
+        &DebugValue::Gauge(1.0.into())
+    );
+    assert_eq!(
+        value(
+            counter,
+            "opguard_mps_errors_total",
+            with(site("alloc", device_line), "kind", "device")
+        ),
+        &DebugValue::Counter(2)
+    );
+    assert_eq!(
+        value(
+            counter,
+            "opguard_mps_attempts_total",
+            site("alloc", device_line)
+        ),
+        &DebugValue::Counter(2)
+    );
+}
