@@ -13,7 +13,7 @@ echo "== examples"
 for example in quickstart trading_loops api_calls; do
     cargo run --quiet --example "$example" >/dev/null
 done
-for example in training_loop a3c feature_engineering data_preprocessing; do
+for example in training_loop a3c feature_engineering data_preprocessing async_tensors; do
     cargo run --quiet --features tch --example "$example" >/dev/null
 done
 echo "all examples ran"

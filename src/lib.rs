@@ -81,12 +81,11 @@ pub mod __private {
     pub use crate::site::Site;
     pub use crate::timeout::{timeout, timeout_default};
 
-    #[cfg(feature = "tch")]
-    pub use crate::mps::call::{Reply, Step, run, run_async};
-    #[cfg(feature = "tch")]
+    pub use crate::mps::call::{Action, Driver, attempt_async};
     pub use crate::mps::site::MpsSite;
     #[cfg(feature = "tch")]
-    pub use crate::safe_mps_macro::{Classify, ErrorOfOther, ErrorOfResult, MoveNamed};
+    pub use crate::safe_mps_macro::MoveNamed;
+    pub use crate::safe_mps_macro::{Classify, ErrorOfOther, ErrorOfResult};
     #[cfg(feature = "tch")]
     pub use tch::Device;
 

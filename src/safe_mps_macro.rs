@@ -212,59 +212,52 @@ macro_rules! __opguard_safe_mps {
         ) }
     };
 
-    // Synchronous: one closure answers the steps of `run`; the body is
-    // expanded once, in the `Run` arm.
+    // Synchronous: the loop of `mps::call`, with the body expanded once, in
+    // a closure of its own (where `?` and `return` land).
     (@sync [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
         #[allow(unused_imports)]
-        use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveNamed as _};
-        $crate::__private::run(
-            $crate::__opguard_site!(@ MpsSite $($label)?),
-            $crate::__opguard_safe_mps!(@device $($device)?),
-            |__opguard_step| match __opguard_step {
-                $crate::__private::Step::Run(__opguard_device) => {
-                    #[allow(clippy::redundant_closure_call)]
-                    let __opguard_value = (|| $(-> $ret)? {
-                        let $dev = __opguard_device;
-                        $body
-                    })();
-                    $crate::__private::Reply::Value(__opguard_value)
-                }
-                $crate::__private::Step::Probe => $crate::__opguard_safe_mps!(@probe $($t),*),
-                $crate::__private::Step::MoveToCpu => $crate::__opguard_safe_mps!(@move $($t),*),
-            },
-            |__opguard_value| (&$crate::__private::Classify(__opguard_value)).error_message(),
+        use $crate::__private::MoveNamed as _;
+        $crate::__opguard_drive!(
+            $crate::__private::Driver::new(
+                $crate::__opguard_site!(@ MpsSite $($label)?),
+                $crate::__opguard_safe_mps!(@device $($device)?),
+            ),
+            probe: false $(|| $t.__opguard_is_on_mps())*,
+            move_to_cpu: { $( $t.__opguard_move_to_cpu(); )* },
+            run: |__opguard_driver, __opguard_device| __opguard_driver.attempt(|| $(-> $ret)? {
+                let $dev = __opguard_device;
+                $body
+            }),
         )
     }};
-    // Asynchronous: the same with an async closure, whose `Run` arm awaits
-    // the body in an async block of its own (where `?` and `return` land).
-    (@async [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
-        #[allow(unused_imports)]
-        use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _, MoveNamed as _};
-        $crate::__private::run_async(
-            $crate::__opguard_site!(@ MpsSite $($label)?),
-            $crate::__opguard_safe_mps!(@device $($device)?),
-            async |__opguard_step| match __opguard_step {
-                $crate::__private::Step::Run(__opguard_device) => $crate::__private::Reply::Value(
-                    $crate::__opguard_safe_mps!(@block [$($ret)?] {
-                        let $dev = __opguard_device;
-                        $body
-                    })
-                    .await,
+    // Asynchronous: the same loop in an async block; the body is an async
+    // block of its own, awaited in place.
+    (@async [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {
+        async {
+            #[allow(unused_imports)]
+            use $crate::__private::MoveNamed as _;
+            $crate::__opguard_drive!(
+                $crate::__private::Driver::new(
+                    $crate::__opguard_site!(@ MpsSite $($label)?),
+                    $crate::__opguard_safe_mps!(@device $($device)?),
                 ),
-                $crate::__private::Step::Probe => $crate::__opguard_safe_mps!(@probe $($t),*),
-                $crate::__private::Step::MoveToCpu => $crate::__opguard_safe_mps!(@move $($t),*),
-            },
-            |__opguard_value| (&$crate::__private::Classify(__opguard_value)).error_message(),
-        )
-    }};
-
-    (@probe $($t:expr),*) => {
-        $crate::__private::Reply::OnMps(false $(|| $t.__opguard_is_on_mps())*)
+                probe: false $(|| $t.__opguard_is_on_mps())*,
+                move_to_cpu: { $( $t.__opguard_move_to_cpu(); )* },
+                run: |__opguard_driver, __opguard_device| $crate::__private::attempt_async(
+                    __opguard_driver.mode(),
+                    $crate::__opguard_safe_mps!(@block [$($ret)?] {
+                        // Borrow the named values mutably, so that the body's
+                        // future holds `&mut` (Send for a tensor), not `&`.
+                        $( $t.__opguard_hold(); )*
+                        let $dev = __opguard_device;
+                        $body
+                    }),
+                )
+                .await,
+            )
+        }
     };
-    (@move $($t:expr),*) => {{
-        $( $t.__opguard_move_to_cpu(); )*
-        $crate::__private::Reply::Moved
-    }};
+
     (@block [] $block:block) => { async $block };
     (@block [$ret:ty] $block:block) => { $crate::__private::returning::<$ret, _>(async $block) };
     (@device) => { $crate::__private::None::<$crate::__private::Device> };
@@ -317,18 +310,15 @@ macro_rules! __opguard_safe_mps {
 /// Wraps a value so that `(&Classify(&v)).error_message()` picks, at compile
 /// time, [`ErrorOfResult`] for a `Result` whose error is `Display`, and
 /// [`ErrorOfOther`] for anything else (autoref specialisation).
-#[cfg(feature = "tch")]
 #[derive(Debug)]
 pub struct Classify<'a, T>(pub &'a T);
 
 /// The error text of a `Result`'s `Err`.
-#[cfg(feature = "tch")]
 pub trait ErrorOfResult {
     /// The error's text, if the value is an `Err`.
     fn error_message(&self) -> Option<String>;
 }
 
-#[cfg(feature = "tch")]
 impl<T, E: std::fmt::Display> ErrorOfResult for Classify<'_, Result<T, E>> {
     #[inline]
     fn error_message(&self) -> Option<String> {
@@ -337,7 +327,6 @@ impl<T, E: std::fmt::Display> ErrorOfResult for Classify<'_, Result<T, E>> {
 }
 
 /// Values that are not a `Result` carry no error text: only panics count.
-#[cfg(feature = "tch")]
 pub trait ErrorOfOther {
     /// Always `None`.
     #[inline]
@@ -346,7 +335,6 @@ pub trait ErrorOfOther {
     }
 }
 
-#[cfg(feature = "tch")]
 impl<T> ErrorOfOther for &Classify<'_, T> {}
 
 /// Moves a value named in `[..] =>` to CPU, or asks whether it is on MPS.
@@ -363,6 +351,12 @@ pub trait MoveNamed {
     {
         crate::MoveToCpu::move_to_cpu(self);
     }
+
+    /// Nothing; a mutable use of the named value inside the async work, so
+    /// that the work's future captures it by `&mut` (`Send` for a tensor)
+    /// rather than by `&` (which needs `Sync`, and a tensor is not).
+    #[inline(always)]
+    fn __opguard_hold(&mut self) {}
 
     /// [`MoveToCpu::is_on_mps`](crate::MoveToCpu::is_on_mps).
     #[inline]

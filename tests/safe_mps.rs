@@ -472,3 +472,27 @@ fn the_mps_panic_of_a_plain_method_is_recognised() {
         catch_unwind(|| Tensor::ones([2, 3], (Kind::Float, Device::Cpu)).reshape([7])).unwrap_err();
     assert!(!mps::is_mps_panic(payload.as_ref()));
 }
+
+#[test]
+fn async_work_that_names_its_tensors_is_send_and_spawns_on_a_multi_thread_runtime() {
+    let _g = fresh();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let xs = Tensor::ones([3], (Kind::Float, Device::Cpu));
+    let task = rt.spawn(async move {
+        let mut xs = xs;
+        let sum = safe_mps!(label = "spawned", device = Device::Mps, [xs] => async |dev| {
+            tokio::task::yield_now().await;
+            xs.f_to_device(dev)?.f_sum(Kind::Float)
+        })
+        .await;
+        (sum, xs.device())
+    });
+    let (sum, xs_device) = rt.block_on(task).unwrap();
+    assert_eq!(sum.unwrap().double_value(&[]), 3.0);
+    assert_eq!(xs_device, Device::Cpu);
+    assert_eq!(mps::stats().site("spawned").unwrap().fallbacks, 1);
+}

@@ -1,12 +1,22 @@
 //! The steps of one `safe_mps!` call, in order: decide where the work runs,
-//! run it, judge the outcome, move the named tensors, retry once on CPU,
+//! run it, judge the outcome, move the named values, retry once on CPU,
 //! report.
 //!
-//! The macro hands [`run`] (or [`run_async`]) one closure, the *work*, that
-//! answers three [`Step`]s: run on a device, say whether a named value is on
-//! MPS, move the named values to CPU. So the user's body is expanded once,
-//! and the order of the steps lives here, in plain code that the unit tests
-//! below drive with a fake device and a fake work.
+//! [`Driver`] is that order as a plain state machine. The macro's expansion
+//! is one loop ([`__opguard_drive!`](crate::__opguard_drive)) that asks the
+//! driver what to do next ([`Action`]): probe the named values, move them to
+//! CPU, or run the body on a device; it reports back, and the driver decides
+//! the rest. So the user's body is expanded once, every decision lives here,
+//! and the unit tests below drive the same loop with a fake device, a fake
+//! tensor and a fake body through every path.
+//!
+//! Why a loop and not a function that takes the work as a closure: the async
+//! form would need an async closure passed to a generic `async fn`, and
+//! rustc cannot yet prove such a future `Send` when the closure borrows
+//! (rust-lang/rust#100013), so `tokio::spawn` would refuse every async
+//! `safe_mps!` that names a tensor. In a loop written out in the caller's
+//! async block, the borrows are plain `&mut` and the future is `Send`
+//! whenever the named values are.
 //!
 //! Nothing here needs `tch`: the device is any [`Dev`], which the `tch`
 //! feature implements for `tch::Device`.
@@ -35,41 +45,29 @@ pub trait Dev: Copy {
     fn preferred() -> Self;
 }
 
-/// What the work is asked to do.
+/// What the loop does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step<D> {
-    /// Run the body with `dev` = this device.
-    Run(D),
-    /// Say whether any named value is on MPS.
+pub enum Action<D> {
+    /// Tell [`Driver::probed`] whether any named value is on MPS.
     Probe,
-    /// Move every named value to CPU.
+    /// Move every named value to CPU, then call [`Driver::moved`].
     MoveToCpu,
+    /// Run the body with `dev` = this device, through [`Driver::attempt`] (or
+    /// [`attempt_async`] with [`Driver::mode`]), then call [`Driver::ran`].
+    Run(D),
 }
 
-/// The work's answer to a [`Step`].
-#[derive(Debug)]
-pub enum Reply<R> {
-    /// The body's value, for [`Step::Run`].
-    Value(R),
-    /// For [`Step::Probe`].
-    OnMps(bool),
-    /// For [`Step::MoveToCpu`].
-    Moved,
-}
-
-impl<R> Reply<R> {
-    #[inline]
-    fn value(self) -> R {
-        match self {
-            Reply::Value(value) => value,
-            _ => unreachable!("opguard: the work answered Step::Run without a value"),
-        }
-    }
-
-    #[inline]
-    fn on_mps(self) -> bool {
-        matches!(self, Reply::OnMps(true))
-    }
+/// How a run is wrapped: what happens to its panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Run once, nothing caught: errors and panics go on as they are.
+    Once,
+    /// The guarded first attempt: its panic is caught and judged, and a
+    /// handled MPS panic reaches no panic hook.
+    First,
+    /// The CPU retry: its panic is caught (and goes on after it is counted),
+    /// and `safe_mps!` calls inside it run once on CPU.
+    Retry,
 }
 
 thread_local! {
@@ -92,103 +90,186 @@ impl Drop for FallbackScope {
     }
 }
 
-/// How the call runs.
-enum Plan<D> {
-    /// Once on `device`, errors propagate; the named values go to CPU first
-    /// when `move_first`.
-    Once { device: D, move_first: bool },
-    /// Tried on MPS; an MPS error leads to one CPU retry.
-    Guarded(Call<D>),
-}
-
-/// The first decision, before the named values are looked at.
-enum Start<D> {
-    Decided(Plan<D>),
-    /// Work on `D` that would run on MPS: ask the registry.
-    OnMps(D),
-    /// Work on `D`, which is not MPS: on MPS only if a named value is.
-    Probe(D),
-}
-
-#[inline]
-fn start<D: Dev>(forced: Option<D>) -> Start<D> {
-    let device = forced.unwrap_or_else(D::preferred);
-    if !registry::safe_mps_enabled() {
-        return Start::Decided(Plan::Once {
-            device,
-            move_first: false,
-        });
-    }
-    if IN_FALLBACK.get() {
-        return Start::Decided(Plan::Once {
-            device: D::cpu(),
-            move_first: true,
-        });
-    }
-    if device.is_mps() || registry::injection_pending() {
-        Start::OnMps(device)
-    } else {
-        Start::Probe(device)
-    }
-}
-
-/// The plan for work on `device` that touches MPS when `on_mps`.
-#[inline]
-fn plan<D: Dev>(site: &'static MpsSite, device: D, on_mps: bool) -> Plan<D> {
-    if !on_mps {
-        // Nothing on MPS: no attempt to count, no fallback to make.
-        return Plan::Once {
-            device,
-            move_first: false,
-        };
-    }
-    match registry::admit(site) {
-        None => Plan::Once {
-            device: D::cpu(),
-            move_first: true,
-        },
-        Some(admission) => Plan::Guarded(Call {
-            site,
-            admission: Some(admission),
-            device,
-            injected: registry::take_injected(),
-        }),
-    }
-}
-
 /// Proof that the first attempt failed with an MPS error: the retry needs one.
+#[derive(Debug)]
 struct Fallback(());
 
 /// A guarded call in progress.
+#[derive(Debug)]
 struct Call<D> {
     site: &'static MpsSite,
     /// Until the first attempt's outcome is reported.
     admission: Option<Admission>,
     device: D,
-    /// An injected failure stands for the first attempt.
-    injected: bool,
+}
+
+/// Where the call stands.
+#[derive(Debug)]
+enum Phase<D> {
+    /// Asking whether a named value is on MPS; the work would run on `D`.
+    Probe(D),
+    /// Running once on `D`, after moving the named values to CPU.
+    MoveThenOnce(D),
+    /// Running once on `D`.
+    Once(D),
+    /// The guarded first attempt.
+    First(Call<D>),
+    /// The first attempt failed with an MPS error: move, then retry.
+    MoveThenRetry(Call<D>, Fallback),
+    /// The CPU retry.
+    Retry(Call<D>, Fallback),
+    /// The value has been handed out.
+    Done,
+}
+
+/// One `safe_mps!` call: the order of its steps, as a state machine that the
+/// macro's loop drives.
+#[derive(Debug)]
+pub struct Driver<D> {
+    site: &'static MpsSite,
+    phase: Phase<D>,
+}
+
+impl<D: Dev> Driver<D> {
+    /// A call at `site`; `forced` is the `device = ..` argument.
+    #[inline]
+    pub fn new(site: &'static MpsSite, forced: Option<D>) -> Self {
+        let device = forced.unwrap_or_else(D::preferred);
+        let phase = if !registry::safe_mps_enabled() {
+            Phase::Once(device)
+        } else if IN_FALLBACK.get() {
+            Phase::MoveThenOnce(D::cpu())
+        } else if device.is_mps() || registry::injection_pending() {
+            Self::admit(site, device)
+        } else {
+            Phase::Probe(device)
+        };
+        Driver { site, phase }
+    }
+
+    /// Work on `device` that touches MPS: ask the registry.
+    #[inline]
+    fn admit(site: &'static MpsSite, device: D) -> Phase<D> {
+        let Some(admission) = registry::admit(site) else {
+            return Phase::MoveThenOnce(D::cpu());
+        };
+        let mut call = Call {
+            site,
+            admission: Some(admission),
+            device,
+        };
+        if registry::take_injected() {
+            // An injected failure stands for the first attempt.
+            let fallback = call.failed(MpsErrorKind::Device, registry::INJECTED_MESSAGE);
+            Phase::MoveThenRetry(call, fallback)
+        } else {
+            Phase::First(call)
+        }
+    }
+
+    /// What to do next.
+    #[inline]
+    pub fn next(&self) -> Action<D> {
+        match &self.phase {
+            Phase::Probe(_) => Action::Probe,
+            Phase::MoveThenOnce(_) | Phase::MoveThenRetry(..) => Action::MoveToCpu,
+            Phase::Once(device) => Action::Run(*device),
+            Phase::First(call) => Action::Run(call.device),
+            Phase::Retry(..) => Action::Run(D::cpu()),
+            Phase::Done => unreachable!("opguard: a finished safe_mps! call was driven on"),
+        }
+    }
+
+    /// The answer to [`Action::Probe`].
+    #[inline]
+    pub fn probed(&mut self, on_mps: bool) {
+        if let Phase::Probe(device) = self.phase {
+            self.phase = if on_mps {
+                Self::admit(self.site, device)
+            } else {
+                // Nothing on MPS: no attempt to count, no fallback to make.
+                Phase::Once(device)
+            };
+        }
+    }
+
+    /// The named values are on CPU now.
+    #[inline]
+    pub fn moved(&mut self) {
+        self.phase = match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::MoveThenOnce(device) => Phase::Once(device),
+            Phase::MoveThenRetry(call, fallback) => Phase::Retry(call, fallback),
+            other => other,
+        };
+    }
+
+    /// How the coming run is wrapped.
+    #[inline]
+    pub fn mode(&self) -> Mode {
+        match self.phase {
+            Phase::First(_) => Mode::First,
+            Phase::Retry(..) => Mode::Retry,
+            _ => Mode::Once,
+        }
+    }
+
+    /// Runs the body as [`mode`](Self::mode) says.
+    #[inline]
+    pub fn attempt<R>(&self, body: impl FnOnce() -> R) -> Result<R, Payload> {
+        match self.mode() {
+            Mode::Once => Ok(body()),
+            Mode::First => quiet::attempt(body),
+            Mode::Retry => {
+                let _scope = FallbackScope::enter();
+                catch_unwind(AssertUnwindSafe(body))
+            }
+        }
+    }
+
+    /// The outcome of [`Action::Run`]: `error` is the text of the value if it
+    /// is an error. `Some` is the call's value; `None`: drive on (a fallback).
+    /// A panic that is not handled goes on from here, unchanged.
+    #[inline]
+    pub fn ran<R>(&mut self, out: Result<R, Payload>, error: Option<String>) -> Option<R> {
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::Once(_) => Some(out.unwrap_or_else(|payload| resume_unwind(payload))),
+            Phase::First(mut call) => match call.judge(out, error) {
+                Ok(value) => Some(value),
+                Err(fallback) => {
+                    self.phase = Phase::MoveThenRetry(call, fallback);
+                    None
+                }
+            },
+            Phase::Retry(call, fallback) => Some(call.finish(fallback, out, error)),
+            _ => unreachable!("opguard: a safe_mps! call reported a run it was not asked for"),
+        }
+    }
+}
+
+/// The async twin of [`Driver::attempt`], for a body that awaits.
+pub async fn attempt_async<F: Future>(mode: Mode, body: F) -> Result<F::Output, Payload> {
+    match mode {
+        Mode::Once => Ok(body.await),
+        Mode::First => quiet::attempt_async(body).await,
+        Mode::Retry => {
+            let mut body = pin!(AssertUnwindSafe(body).catch_unwind());
+            // The nesting rule holds on every poll.
+            poll_fn(|cx| {
+                let _scope = FallbackScope::enter();
+                body.as_mut().poll(cx)
+            })
+            .await
+        }
+    }
 }
 
 impl<D> Call<D> {
-    /// Judges the first attempt (`None`: injected): its value, a fallback,
-    /// or a panic that goes on unchanged.
-    fn judge<R>(
-        &mut self,
-        out: Option<Result<R, Payload>>,
-        error_text: impl FnOnce(&R) -> Option<String>,
-    ) -> Result<R, Fallback> {
-        let Some(out) = out else {
-            return Err(self.failed(MpsErrorKind::Device, registry::INJECTED_MESSAGE));
-        };
+    /// Judges the first attempt: its value, a fallback, or a panic that goes
+    /// on unchanged.
+    fn judge<R>(&mut self, out: Result<R, Payload>, error: Option<String>) -> Result<R, Fallback> {
         match out {
-            Ok(value) => match error_text(&value) {
-                Some(message) => match mps_error_kind(&message) {
-                    Some(kind) => Err(self.failed(kind, &message)),
-                    None => {
-                        self.worked();
-                        Ok(value)
-                    }
-                },
+            Ok(value) => match error.as_deref().and_then(mps_error_kind) {
+                Some(kind) => Err(self.failed(kind, error.as_deref().unwrap_or(""))),
                 None => {
                     self.worked();
                     Ok(value)
@@ -224,15 +305,10 @@ impl<D> Call<D> {
     }
 
     /// Ends the call with the retry's outcome; its panic goes on unchanged.
-    fn finish<R>(
-        &self,
-        _: Fallback,
-        out: Result<R, Payload>,
-        error_text: impl FnOnce(&R) -> Option<String>,
-    ) -> R {
+    fn finish<R>(&self, _: Fallback, out: Result<R, Payload>, error: Option<String>) -> R {
         match out {
             Ok(value) => {
-                registry::fell_back(self.site, error_text(&value).is_none());
+                registry::fell_back(self.site, error.is_none());
                 value
             }
             Err(payload) => {
@@ -245,96 +321,54 @@ impl<D> Call<D> {
 
 impl<D> Drop for Call<D> {
     fn drop(&mut self) {
-        // The first attempt was dropped (its future cancelled) or its work
-        // panicked outside the attempt before an outcome was known.
+        // The first attempt was dropped (its future cancelled) before its
+        // outcome was known.
         if let Some(admission) = self.admission.take() {
             registry::abandoned(self.site, admission);
         }
     }
 }
 
-/// Runs one `safe_mps!` call: `work` answers the steps, `error_text` gives
-/// the text of a value that is an error.
-#[inline]
-pub fn run<D: Dev, R>(
-    site: &'static MpsSite,
-    forced: Option<D>,
-    mut work: impl FnMut(Step<D>) -> Reply<R>,
-    error_text: impl Fn(&R) -> Option<String>,
-) -> R {
-    let plan = match start(forced) {
-        Start::Decided(plan) => plan,
-        Start::OnMps(device) => plan(site, device, true),
-        Start::Probe(device) => plan(site, device, work(Step::Probe).on_mps()),
-    };
-    let mut call = match plan {
-        Plan::Once { device, move_first } => {
-            if move_first {
-                work(Step::MoveToCpu);
+/// The loop of one `safe_mps!` call (see [`Driver`]): `probe` says whether a
+/// named value is on MPS, `move_to_cpu` moves them, and `run` runs the body
+/// on `$dev` through `$driver`'s `attempt` (or `attempt_async(..).await` in
+/// an async block), giving a `Result<T, Payload>`. Yields the call's value.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __opguard_drive {
+    (
+        $new:expr,
+        probe: $probe:expr,
+        move_to_cpu: $move:block,
+        run: |$driver:ident, $dev:ident| $run:expr $(,)?
+    ) => {{
+        #[allow(unused_imports)]
+        use $crate::__private::{ErrorOfOther as _, ErrorOfResult as _};
+        let mut $driver = $new;
+        loop {
+            match $driver.next() {
+                $crate::__private::Action::Probe => $driver.probed($probe),
+                $crate::__private::Action::MoveToCpu => {
+                    $move;
+                    $driver.moved()
+                }
+                $crate::__private::Action::Run($dev) => {
+                    let __opguard_out = $run;
+                    let __opguard_error = match &__opguard_out {
+                        $crate::__private::Ok(__opguard_value) => {
+                            (&$crate::__private::Classify(__opguard_value)).error_message()
+                        }
+                        $crate::__private::Err(_) => $crate::__private::None,
+                    };
+                    if let $crate::__private::Some(__opguard_value) =
+                        $driver.ran(__opguard_out, __opguard_error)
+                    {
+                        break __opguard_value;
+                    }
+                }
             }
-            return work(Step::Run(device)).value();
         }
-        Plan::Guarded(call) => call,
-    };
-    let first = (!call.injected).then(|| quiet::attempt(|| work(Step::Run(call.device)).value()));
-    match call.judge(first, &error_text) {
-        Ok(value) => value,
-        Err(fallback) => {
-            work(Step::MoveToCpu);
-            let out = {
-                let _scope = FallbackScope::enter();
-                catch_unwind(AssertUnwindSafe(|| work(Step::Run(D::cpu())).value()))
-            };
-            call.finish(fallback, out, &error_text)
-        }
-    }
-}
-
-/// The async twin of [`run`]: the same steps, with a work that may await.
-pub async fn run_async<D: Dev, R>(
-    site: &'static MpsSite,
-    forced: Option<D>,
-    mut work: impl AsyncFnMut(Step<D>) -> Reply<R>,
-    error_text: impl Fn(&R) -> Option<String>,
-) -> R {
-    let plan = match start(forced) {
-        Start::Decided(plan) => plan,
-        Start::OnMps(device) => plan(site, device, true),
-        Start::Probe(device) => plan(site, device, work(Step::Probe).await.on_mps()),
-    };
-    let mut call = match plan {
-        Plan::Once { device, move_first } => {
-            if move_first {
-                work(Step::MoveToCpu).await;
-            }
-            return work(Step::Run(device)).await.value();
-        }
-        Plan::Guarded(call) => call,
-    };
-    let first = if call.injected {
-        None
-    } else {
-        let out = quiet::attempt_async(work(Step::Run(call.device))).await;
-        Some(out.map(Reply::value))
-    };
-    match call.judge(first, &error_text) {
-        Ok(value) => value,
-        Err(fallback) => {
-            work(Step::MoveToCpu).await;
-            let out = retry_async(work(Step::Run(D::cpu()))).await;
-            call.finish(fallback, out.map(Reply::value), &error_text)
-        }
-    }
-}
-
-/// The async CPU retry, catching its panic; the nesting rule holds on every poll.
-async fn retry_async<F: Future>(fut: F) -> Result<F::Output, Payload> {
-    let mut fut = pin!(AssertUnwindSafe(fut).catch_unwind());
-    poll_fn(|cx| {
-        let _scope = FallbackScope::enter();
-        fut.as_mut().poll(cx)
-    })
-    .await
+    }};
 }
 
 /// The steps through every path, with a fake device, a fake tensor and a
@@ -386,64 +420,82 @@ mod tests {
     /// A fake tensor: where it is.
     struct Tensor(Cell<Fake>);
 
-    /// Runs one call of the sync steps; returns its outcome and the steps the
-    /// work was asked to do.
+    /// What the loop asked the work to do.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Step {
+        Probe,
+        MoveToCpu,
+        Run(Fake),
+    }
+
+    fn body_value(out: Out) -> Value {
+        match out {
+            Out::Value(v) => Ok(v),
+            Out::Error(e) => Err(e.to_string()),
+            Out::Panic(p) => panic_any(p.to_string()),
+        }
+    }
+
+    /// Runs one call through the macro's loop, with a fake work; returns its
+    /// outcome and the steps the loop asked for.
     fn call(
         site: &'static MpsSite,
         forced: Option<Fake>,
         tensor: &Tensor,
         body: impl Fn(Fake) -> Out,
-    ) -> (Result<Value, Payload>, Vec<Step<Fake>>) {
+    ) -> (Result<Value, Payload>, Vec<Step>) {
         let steps = RefCell::new(Vec::new());
         let out = catch_unwind(AssertUnwindSafe(|| {
-            run(
-                site,
-                forced,
-                |step| {
-                    steps.borrow_mut().push(step);
-                    answer(step, tensor, &body)
+            crate::__opguard_drive!(
+                Driver::new(site, forced),
+                probe: {
+                    steps.borrow_mut().push(Step::Probe);
+                    tensor.0.get() == Mps
                 },
-                |v: &Value| v.as_ref().err().cloned(),
+                move_to_cpu: {
+                    steps.borrow_mut().push(Step::MoveToCpu);
+                    tensor.0.set(Cpu);
+                },
+                run: |driver, dev| {
+                    steps.borrow_mut().push(Step::Run(dev));
+                    driver.attempt(|| body_value(body(dev)))
+                },
             )
         }));
         (out, steps.into_inner())
     }
 
-    fn answer(step: Step<Fake>, tensor: &Tensor, body: impl Fn(Fake) -> Out) -> Reply<Value> {
-        match step {
-            Step::Run(dev) => Reply::Value(match body(dev) {
-                Out::Value(v) => Ok(v),
-                Out::Error(e) => Err(e.to_string()),
-                Out::Panic(p) => panic_any(p.to_string()),
-            }),
-            Step::Probe => Reply::OnMps(tensor.0.get() == Mps),
-            Step::MoveToCpu => {
-                tensor.0.set(Cpu);
-                Reply::Moved
-            }
-        }
-    }
-
-    /// The async twin of [`call`], on `futures`' `block_on`.
+    /// The async twin of [`call`], on `futures`' `block_on`; the body yields
+    /// once before it answers, as real async work would.
     fn call_async(
         site: &'static MpsSite,
         forced: Option<Fake>,
         tensor: &Tensor,
         body: impl Fn(Fake) -> Out,
-    ) -> (Result<Value, Payload>, Vec<Step<Fake>>) {
+    ) -> (Result<Value, Payload>, Vec<Step>) {
         let steps = RefCell::new(Vec::new());
         let out = catch_unwind(AssertUnwindSafe(|| {
-            futures::executor::block_on(run_async(
-                site,
-                forced,
-                async |step| {
-                    steps.borrow_mut().push(step);
-                    // Every step yields once, as real async work would.
-                    yield_once().await;
-                    answer(step, tensor, &body)
-                },
-                |v: &Value| v.as_ref().err().cloned(),
-            ))
+            futures::executor::block_on(async {
+                crate::__opguard_drive!(
+                    Driver::new(site, forced),
+                    probe: {
+                        steps.borrow_mut().push(Step::Probe);
+                        tensor.0.get() == Mps
+                    },
+                    move_to_cpu: {
+                        steps.borrow_mut().push(Step::MoveToCpu);
+                        tensor.0.set(Cpu);
+                    },
+                    run: |driver, dev| {
+                        steps.borrow_mut().push(Step::Run(dev));
+                        attempt_async(driver.mode(), async {
+                            yield_once().await;
+                            body_value(body(dev))
+                        })
+                        .await
+                    },
+                )
+            })
         }));
         (out, steps.into_inner())
     }
@@ -795,15 +847,16 @@ mod tests {
         let _ = call(site, Some(Mps), &on(Cpu), |_| Out::Error(OP));
         mps::set_cooldown(0).unwrap();
         // The trial starts, pends for ever, and is dropped.
-        let mut fut = Box::pin(run_async(
-            site,
-            Some(Mps),
-            async |step| match step {
-                Step::Run(_) => std::future::pending::<Reply<Value>>().await,
-                _ => Reply::Moved,
-            },
-            |v: &Value| v.as_ref().err().cloned(),
-        ));
+        let mut fut = Box::pin(async {
+            crate::__opguard_drive!(
+                Driver::new(site, Some(Mps)),
+                probe: false,
+                move_to_cpu: {},
+                run: |driver, _dev| {
+                    attempt_async(driver.mode(), std::future::pending::<Value>()).await
+                },
+            )
+        });
         let waker = futures::task::noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
         assert!(fut.as_mut().poll(&mut cx).is_pending());
