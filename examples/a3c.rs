@@ -1,5 +1,5 @@
-//! The seed's `rl_agents/a3c.py` row: policy and value updates of a small
-//! actor-critic, each under `safe_mps!`.
+//! Reinforcement learning: the policy and value updates of a small
+//! actor-critic (A3C style), each under `safe_mps!`.
 //!
 //!     . scripts/torch-env.sh && cargo run --features tch --example a3c
 //!

@@ -1,4 +1,4 @@
-//! The seed's API row: async HTTP calls under a 30 s timeout.
+//! API calls: async HTTP requests, each under a 30 s timeout.
 //!
 //!     cargo run --example api_calls
 //!
@@ -17,7 +17,7 @@ use opguard::{stats, timeout_async};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
-/// The seed's 30 s network timeout, scaled down 100x.
+/// A 30 s network timeout, scaled down 100x.
 const API_TIMEOUT: Duration = Duration::from_millis(30_000 / 100);
 /// How long the slow endpoint stalls before answering.
 const STALL: Duration = Duration::from_secs(5);

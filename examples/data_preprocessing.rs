@@ -1,4 +1,4 @@
-//! The seed's `data_preprocessing.py` row: tensor ops on a batch struct with
+//! Data preprocessing: tensor ops on a batch struct with
 //! optional parts, under `safe_mps!`'s item form.
 //!
 //!     . scripts/torch-env.sh && cargo run --features tch --example data_preprocessing

@@ -1,4 +1,4 @@
-//! The seed's `feature_engineering.py` row: device-sensitive tensor
+//! Feature engineering: device-sensitive tensor
 //! conversions over nested containers, under `safe_mps!`.
 //!
 //!     . scripts/torch-env.sh && cargo run --features tch --example feature_engineering

@@ -17,7 +17,7 @@ async fn work(ms: u64) -> &'static str {
     "done"
 }
 
-// The item form, like the seed's `@timeout_async(seconds=...)`.
+// The item form: the attribute goes on the function, like a decorator.
 timeout_async! {
     #[timeout(label = "refresh_cache", 0.2)]
     async fn refresh_cache(entries: usize) -> usize {

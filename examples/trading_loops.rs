@@ -1,4 +1,4 @@
-//! The seed's `main_loop.py` row: `trading_loop`, `continual_learning_loop`
+//! A trading service's loops: `trading_loop`, `continual_learning_loop`
 //! and `monitoring_loop` run concurrently, each iteration under a 60 s timeout.
 //!
 //!     cargo run --example trading_loops
@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_timer::Delay;
 use opguard::{stats, timeout_async};
 
-/// The seed's 60 s, scaled down 600x.
+/// 60 s per iteration, scaled down 600x.
 const ITERATION_TIMEOUT: Duration = Duration::from_millis(60_000 / 600);
 const ITERATIONS: u32 = 12;
 

@@ -1,5 +1,5 @@
-//! The seed's `training_loop.py` row: `main_training_loop` under
-//! `timeout_async!(300, ..)`, with `safe_mps!` around the tensor work.
+//! A training loop: `main_training_loop` under `timeout_async!(300, ..)`,
+//! with `safe_mps!` around each step's tensor work.
 //!
 //!     bash scripts/demo.sh          # sets up libtorch, then runs this
 //!
@@ -21,7 +21,7 @@ use opguard::{mps, safe_mps, stats, timeout_async};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, TchError, Tensor};
 
-/// The seed's 300 s budget for one run of the training loop.
+/// A 300 s budget for one run of the training loop.
 const TRAINING_TIMEOUT: u64 = 300;
 
 // `pub` items: tests/faults.rs drives this code with injected failures.
@@ -34,13 +34,8 @@ pub struct Trainer {
 impl Trainer {
     pub fn new() -> Result<Self, TchError> {
         tch::manual_seed(7);
-        // Where MPS exists the model lives there; here it is on CPU.
-        let device = if tch::utils::has_mps() {
-            Device::Mps
-        } else {
-            Device::Cpu
-        };
-        let vs = nn::VarStore::new(device);
+        // The model is made on CPU; each step puts it on its device.
+        let vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
         let net = nn::seq()
             .add(nn::linear(&root / "hidden", 2, 16, Default::default()))
@@ -60,11 +55,16 @@ pub fn batch(size: i64) -> (Tensor, Tensor) {
 }
 
 /// One optimisation step, on MPS when possible, else (or after an MPS error) on CPU.
+///
+/// How to put a model on the device inside `safe_mps!`: call
+/// `vs.set_device(dev)` in the work and name the `VarStore` in `[..]`. On MPS
+/// the first step moves the model there (later steps find it there). When
+/// MPS fails, even inside `set_device` itself, the fallback brings every
+/// variable back to CPU and the retry trains there, with the same optimizer.
 pub fn train_step(trainer: &mut Trainer, xs: &Tensor, ys: &Tensor) -> Result<f64, TchError> {
     let Trainer { vs, net, opt } = trainer;
-    // The model's parameters (vs) move to CPU with the retry, so that model
-    // and inputs stay together.
     safe_mps!(label = "train_step", device = Device::Mps, [vs] => |dev| {
+        vs.set_device(dev);
         let xs = xs.f_to_device(dev)?;
         let ys = ys.f_to_device(dev)?;
         let loss = net.forward(&xs).f_mse_loss(&ys, tch::Reduction::Mean)?;
@@ -73,7 +73,7 @@ pub fn train_step(trainer: &mut Trainer, xs: &Tensor, ys: &Tensor) -> Result<f64
     })
 }
 
-/// The seed's `main_training_loop`: returns the loss of each epoch.
+/// The training loop: returns the mean loss of each epoch.
 pub async fn main_training_loop(
     trainer: &mut Trainer,
     epochs: usize,

@@ -22,7 +22,7 @@ use once_cell::sync::Lazy;
 
 use crate::duration::{IntoTimeout, InvalidTimeout};
 
-/// The built-in default of `timeout_async!(fut)`, like the seed's `seconds: int = 30`.
+/// The built-in default of `timeout_async!(fut)`: 30 seconds.
 pub const BUILTIN_DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) const ENV_TIMEOUT_SECS: &str = "OPGUARD_TIMEOUT_SECS";

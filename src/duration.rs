@@ -6,7 +6,7 @@ use std::time::Duration;
 /// A value that `timeout_async!` takes as its timeout.
 ///
 /// Implemented for [`Duration`], for every primitive integer (whole seconds)
-/// and for `f32`/`f64` (fractional seconds), like the seed's `seconds: int = 30`.
+/// and for `f32`/`f64` (fractional seconds).
 ///
 /// - A negative, NaN or infinite number of seconds is an [`InvalidTimeout`]:
 ///   the macro's future then yields an error that names the value, and never

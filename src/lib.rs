@@ -28,9 +28,30 @@
 //!
 //! See [`timeout_async!`] for the grammar of every form.
 //!
+//! With the `tch` feature, `safe_mps!` runs tensor work written with
+//! [`tch`](https://docs.rs/tch) on Apple's MPS and, on an MPS error, moves the
+//! named tensors to CPU and runs the work once more there. A process-wide
+//! registry ([`mps`]) remembers: a call site whose op MPS cannot run stays on
+//! CPU (other sites keep MPS), and repeated device-level errors disable MPS
+//! for a cool-down. Without `tch`, [`is_mps_error`] and [`mps_error_kind`]
+//! judge PyTorch's error texts.
+//!
+//! ```ignore
+//! use opguard::safe_mps;
+//! use tch::{Device, Kind, Tensor};
+//!
+//! let xs = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+//! // Tried on MPS (forced here), retried on CPU after PyTorch's MPS error.
+//! let sum = safe_mps!(label = "sum", device = Device::Mps, |dev| {
+//!     xs.f_to_device(dev)?.f_sum(Kind::Float)
+//! });
+//! assert_eq!(sum.unwrap().double_value(&[]), 6.0);
+//! ```
+//!
 //! # Logging
-//! Every timeout is a warn line with its label, duration and call site; an
-//! alert is an error line. Install any `log` logger (`env_logger`, ...) to see them.
+//! Every timeout is a warn line with its label, duration and call site, and
+//! so is every MPS error; an alert is an error line. Install any `log` logger
+//! (`env_logger`, ...) to see them.
 #![warn(
     missing_docs,
     missing_debug_implementations,

@@ -12,46 +12,93 @@
 /// safe_mps!(OPTIONS [t1, ..] => async EXPR)
 /// safe_mps!(OPTIONS [t1, ..] => async |dev| EXPR)
 ///
-/// OPTIONS:  label = "name",   (shows in logs, counters and alerts)
-///           device = DEVICE,  (the device to try first; forces MPS where
-///                              tch::utils::has_mps() says no)
+/// OPTIONS, each optional, in this order:
+///           label = "name",   (shows in logs, counters and alerts)
+///           device = DEVICE,  (the device of the first attempt; forces MPS
+///                              where tch::utils::has_mps() says no)
 ///
-/// safe_mps! {                                    // item form, like `@safe_mps_op`
-///     #[safe_mps(label = "name", [t1, t2])]      // or #[safe_mps([t1])], #[safe_mps]
+/// safe_mps! {                                    // item form
+///     #[safe_mps(label = "name", device = DEVICE, [t1, t2])]
 ///     VIS [async] fn NAME(PARAMS) -> T { BODY }  // t1, t2: parameters
-/// }
+/// }                                              // each option optional: #[safe_mps([t1])], #[safe_mps]
 /// ```
 ///
-/// A trailing comma inside the tensor list is accepted. Each named value
-/// implements [`MoveToCpu`](crate::MoveToCpu) (tensors, containers of them, a
-/// model's [`VarStore`](tch::nn::VarStore), your own structs) and is a place
-/// the macro can borrow mutably: a `mut` binding, a `&mut` reference, or a
-/// field reached through one.
+/// Every form takes the same options, and a trailing comma after the last
+/// argument (and inside the tensor list). In the item form the body does not
+/// see `dev`: it runs on its parameters where they are, and `device = ..`
+/// says that the work is MPS work even when they are on CPU (the body moves
+/// them, say).
 ///
-/// The work may run twice, so it borrows what it uses rather than consuming
-/// it.
+/// Each named value implements [`MoveToCpu`](crate::MoveToCpu) (tensors,
+/// containers of them, a model's [`VarStore`](tch::nn::VarStore), your own
+/// structs) and is a place the macro can borrow mutably: a `mut` binding, a
+/// `&mut` reference, or a field reached through one. The work may run twice,
+/// so it borrows what it uses rather than consuming it.
 ///
 /// What happens, in order:
 /// 1. The first attempt runs on the preferred device: the `device = ..` given,
-///    else MPS when `tch::utils::has_mps()`, else CPU. (The tensor form runs
-///    its tensors wherever they are.) Work with nothing on MPS runs once.
+///    else MPS when `tch::utils::has_mps()`, else CPU. Work that touches no
+///    MPS (the device is not MPS and no named value is on MPS) runs once,
+///    untouched by the registry, and errors propagate.
 /// 2. If it fails with an MPS error, either way tch reports one (an `Err`
 ///    whose text [`is_mps_error`](crate::is_mps_error), or the panic of a
 ///    plain tensor method), the macro logs a warning (label, the error's
-///    first line, call site), moves the named tensors to CPU, and runs the
+///    first line, call site), moves the named values to CPU, and runs the
 ///    work once more with `dev = Device::Cpu`. Any other error or panic
 ///    propagates untouched, and so does one from the CPU retry. There is no
-///    second retry.
+///    second retry. A handled MPS panic prints nothing through the panic
+///    hook: the warning is its only trace.
 /// 3. The value is the work's own: `T`, or `Result<T, E>`. A CPU retry's
 ///    results stay on CPU.
 ///
-/// The process-wide registry ([`mps`](crate::mps)) disables MPS after
-/// repeated failures: then calls go straight to CPU (tensors moved first)
-/// until a cool-down passes and one trial call tries MPS again. A `safe_mps!`
-/// inside a CPU retry runs on CPU once and never falls back. With the kill
-/// switch off ([`set_safe_mps_enabled`](crate::mps::set_safe_mps_enabled),
+/// The process-wide registry ([`mps`](crate::mps)) remembers failures, so that
+/// MPS trouble costs one failure rather than one per call. An *op-level* MPS
+/// error (an operator, dtype or layout MPS does not support, see
+/// [`MpsErrorKind`](crate::MpsErrorKind)) pins this call site to CPU: its
+/// next calls go straight there, with no MPS attempt and no warning, while
+/// every other call site keeps MPS; after the cool-down one call tries MPS
+/// again. Repeated *device-level* errors (MPS missing, out of memory, ...)
+/// disable MPS for every call until the cool-down ends and one trial call
+/// tries it again. A `safe_mps!` inside a CPU retry runs on CPU once and
+/// never falls back. With the kill switch off
+/// ([`set_safe_mps_enabled`](crate::mps::set_safe_mps_enabled),
 /// `OPGUARD_SAFE_MPS_DISABLE`), the work runs once on the preferred device
 /// and errors propagate.
+///
+/// # A model on `dev`
+///
+/// Put the model on the device inside the work, with `vs.set_device(dev)`,
+/// and name its `VarStore`: when that fails on MPS (tch panics inside
+/// `set_device`, holding the store's lock), the fallback repairs the store,
+/// moves every variable and its gradient to CPU, and the retry trains on
+/// CPU, the optimizer too. An optimizer whose state (Adam's moments) was
+/// already made on MPS keeps it there: build a new one after a fallback.
+///
+/// ```no_run
+/// # use opguard::safe_mps;
+/// # use tch::{nn::{self, Module, OptimizerConfig}, Device, Kind, Tensor};
+/// # let mut vs = nn::VarStore::new(Device::Cpu);
+/// # let net = nn::linear(vs.root(), 2, 1, Default::default());
+/// # let mut opt = nn::Adam::default().build(&vs, 1e-3).unwrap();
+/// # let (xs, ys) = (Tensor::ones([4, 2], (Kind::Float, Device::Cpu)), Tensor::ones([4, 1], (Kind::Float, Device::Cpu)));
+/// let loss = safe_mps!(label = "train_step", [vs] => |dev| {
+///     vs.set_device(dev);
+///     let loss = net.forward(&xs.f_to_device(dev)?).f_mse_loss(&ys.f_to_device(dev)?, tch::Reduction::Mean)?;
+///     opt.backward_step(&loss);
+///     loss.f_double_value(&[])
+/// });
+/// ```
+///
+/// # Async, and multi-thread runtimes
+///
+/// The async forms give a future. tch's `Tensor` is `Send` but not `Sync`,
+/// so a future whose work holds a `&Tensor` across an `.await` is not
+/// `Send`, and `tokio::spawn` on a multi-thread runtime refuses it. Named
+/// values are held by `&mut`, so `[xs] => async ..` is `Send` when `xs` is:
+/// move owned tensors into the task and name them. Otherwise run synchronous
+/// work with `spawn_blocking` or `block_in_place`, or keep the future on one
+/// thread (`LocalSet`, `spawn_local`); `examples/async_tensors.rs` shows all
+/// four.
 ///
 /// # Examples
 ///

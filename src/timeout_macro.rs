@@ -85,7 +85,7 @@
 /// # });
 /// ```
 ///
-/// The item form, like the seed's `@timeout_async(seconds=60)`:
+/// The item form, an attribute on the function (like a Python decorator):
 /// ```
 /// use opguard::{timeout_async, TimeoutError};
 ///
