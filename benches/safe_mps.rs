@@ -4,18 +4,66 @@
 //!     . scripts/torch-env.sh && cargo bench --features tch --bench safe_mps
 //!
 //! - `happy/*`: the op succeeds at once (this machine has no MPS, so the
-//!   device form runs on CPU; the tensor form goes through the registry's
-//!   guarded path, catching and judging the result).
+//!   device form runs on CPU; the tensor form probes its tensors' devices,
+//!   finds nothing on MPS, and runs once).
 //! - `mps_disabled/*`: the registry has disabled MPS, so the call goes
 //!   straight to CPU, tensors moved first; beside a plain CPU op.
 //! - `first_fallback`: a forced MPS attempt that fails for real (PyTorch builds
 //!   its error and backtrace), the warning, and the CPU retry.
+//! - `guard/*`: what `safe_mps!` itself costs, on work that does nothing (it
+//!   returns its `dev`), beside the same work bare: MPS admitted (the call
+//!   site's pin and the process breaker read, the attempt counted, the panic
+//!   guard, the verdict), the call site pinned to CPU by an op-level error,
+//!   and MPS disabled for the process. Set beside `happy/bare`, this is the
+//!   share of a 64x64 matmul that the registry takes.
 
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use opguard::{mps, safe_mps};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind, TchError, Tensor};
+
+/// PyTorch's op-level text for an operator without an MPS kernel.
+const NOT_ON_MPS: &str =
+    "The operator 'aten::_fft_r2c' is not currently implemented for the MPS device.";
+
+/// Work that does nothing on MPS (it allocates nothing there, so it
+/// succeeds on any machine), at its own call site.
+#[inline(never)]
+fn admitted() -> Device {
+    safe_mps!(label = "admitted", device = Device::Mps, |dev| black_box(
+        dev
+    ))
+}
+
+/// The same, at a call site that an op-level error pins to CPU (`fail`).
+#[inline(never)]
+fn pinned(fail: bool) -> Result<Device, TchError> {
+    safe_mps!(label = "pinned", device = Device::Mps, |dev| {
+        if black_box(fail) && dev == Device::Mps {
+            return Err(TchError::Torch(NOT_ON_MPS.into()));
+        }
+        Ok(black_box(dev))
+    })
+}
+
+/// A call at the pinned site that would not fail (what callgrind counts).
+#[inline(never)]
+fn pinned_call() -> Result<Device, TchError> {
+    pinned(false)
+}
+
+/// The same work as [`pinned`], at a call site of its own, called while MPS
+/// is disabled for the process.
+#[inline(never)]
+fn while_disabled() -> Result<Device, TchError> {
+    safe_mps!(label = "disabled", device = Device::Mps, |dev| {
+        if black_box(false) && dev == Device::Mps {
+            return Err(TchError::Torch(NOT_ON_MPS.into()));
+        }
+        Ok(black_box(dev))
+    })
+}
 
 fn operands() -> (Tensor, Tensor) {
     tch::manual_seed(0);
@@ -85,5 +133,79 @@ fn first_fallback(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, happy, disabled, first_fallback);
-criterion_main!(benches);
+fn guard(c: &mut Criterion) {
+    mps::reset();
+    mps::set_failure_threshold(1);
+    mps::set_cooldown(3600).unwrap();
+    log::set_max_level(log::LevelFilter::Off);
+    let mut g = c.benchmark_group("guard");
+    g.bench_function("bare", |bench| {
+        bench.iter(|| black_box(black_box(Device::Mps)))
+    });
+    g.bench_function("mps_admitted", |bench| bench.iter(|| black_box(admitted())));
+    assert_eq!(admitted(), Device::Mps);
+    let _ = pinned(true);
+    assert!(mps::stats().site("pinned").unwrap().pinned);
+    assert_eq!(mps::stats().state, mps::MpsState::Enabled);
+    g.bench_function("site_pinned", |bench| {
+        bench.iter(|| black_box(pinned_call()))
+    });
+    assert_eq!(pinned(false).unwrap(), Device::Cpu);
+    let _ = safe_mps!(device = Device::Mps, |dev| Tensor::f_ones(
+        [1],
+        (Kind::Float, dev)
+    ));
+    assert_eq!(mps::stats().state, mps::MpsState::Disabled);
+    g.bench_function("mps_disabled", |bench| {
+        bench.iter(|| black_box(while_disabled()))
+    });
+    assert_eq!(while_disabled().unwrap(), Device::Cpu);
+    g.finish();
+    mps::set_failure_threshold(mps::DEFAULT_FAILURE_THRESHOLD);
+    mps::reset();
+}
+
+/// The bare 64x64 matmul, as a function callgrind can find.
+#[inline(never)]
+fn bare_matmul(a: &Tensor, b: &Tensor) -> Tensor {
+    a.matmul(b)
+}
+
+/// `OPGUARD_CALLGRIND_CALLS=n`: calls each case `n` times, without criterion,
+/// for `scripts/mps_callgrind.sh`, which counts the instructions inside each
+/// `#[inline(never)]` function per call.
+fn instructions(n: usize) {
+    tch::set_num_threads(1);
+    let (a, b) = operands();
+    log::set_max_level(log::LevelFilter::Off);
+    mps::reset();
+    mps::set_failure_threshold(1);
+    mps::set_cooldown(3600).unwrap();
+    for _ in 0..n {
+        drop(black_box(bare_matmul(&a, &b)));
+        black_box(admitted());
+    }
+    let _ = pinned(true);
+    for _ in 0..n {
+        black_box(pinned_call().unwrap());
+    }
+    let _ = safe_mps!(device = Device::Mps, |dev| Tensor::f_ones(
+        [1],
+        (Kind::Float, dev)
+    ));
+    for _ in 0..n {
+        black_box(while_disabled().unwrap());
+    }
+    assert_eq!(mps::stats().state, mps::MpsState::Disabled);
+}
+
+criterion_group!(benches, happy, disabled, first_fallback, guard);
+
+fn main() {
+    if let Ok(n) = std::env::var("OPGUARD_CALLGRIND_CALLS") {
+        instructions(n.parse().expect("OPGUARD_CALLGRIND_CALLS is a number"));
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

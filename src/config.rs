@@ -85,6 +85,7 @@ impl Switch {
         }
     }
 
+    #[inline]
     pub(crate) fn enabled(&self) -> bool {
         match self.code.load(Ordering::Relaxed) {
             ON => true,

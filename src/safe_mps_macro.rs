@@ -268,6 +268,7 @@ macro_rules! __opguard_safe_mps {
             $crate::__private::Driver::new(
                 $crate::__opguard_site!(@ MpsSite $($label)?),
                 $crate::__opguard_safe_mps!(@device $($device)?),
+                $crate::__opguard_safe_mps!(@named $($t),*),
             ),
             probe: false $(|| $t.__opguard_is_on_mps())*,
             move_to_cpu: { $( $t.__opguard_move_to_cpu(); )* },
@@ -287,6 +288,7 @@ macro_rules! __opguard_safe_mps {
                 $crate::__private::Driver::new(
                     $crate::__opguard_site!(@ MpsSite $($label)?),
                     $crate::__opguard_safe_mps!(@device $($device)?),
+                    $crate::__opguard_safe_mps!(@named $($t),*),
                 ),
                 probe: false $(|| $t.__opguard_is_on_mps())*,
                 move_to_cpu: { $( $t.__opguard_move_to_cpu(); )* },
@@ -307,6 +309,8 @@ macro_rules! __opguard_safe_mps {
 
     (@block [] $block:block) => { async $block };
     (@block [$ret:ty] $block:block) => { $crate::__private::returning::<$ret, _>(async $block) };
+    (@named) => { false };
+    (@named $($t:expr),+) => { true };
     (@device) => { $crate::__private::None::<$crate::__private::Device> };
     (@device $device:expr) => { $crate::__private::Some::<$crate::__private::Device>($device) };
 

@@ -90,34 +90,21 @@ impl Drop for FallbackScope {
     }
 }
 
-/// Proof that the first attempt failed with an MPS error: the retry needs one.
-#[derive(Debug)]
-struct Fallback(());
-
-/// A guarded call in progress.
-#[derive(Debug)]
-struct Call<D> {
-    site: &'static MpsSite,
-    /// Until the first attempt's outcome is reported.
-    admission: Option<Admission>,
-    device: D,
-}
-
 /// Where the call stands.
-#[derive(Debug)]
-enum Phase<D> {
-    /// Asking whether a named value is on MPS; the work would run on `D`.
-    Probe(D),
-    /// Running once on `D`, after moving the named values to CPU.
-    MoveThenOnce(D),
-    /// Running once on `D`.
-    Once(D),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Asking whether a named value is on MPS.
+    Probe,
+    /// Moving the named values to CPU, then running once.
+    MoveThenOnce,
+    /// Running once, nothing judged.
+    Once,
     /// The guarded first attempt.
-    First(Call<D>),
-    /// The first attempt failed with an MPS error: move, then retry.
-    MoveThenRetry(Call<D>, Fallback),
+    First,
+    /// The first attempt failed with an MPS error: moving, then retrying.
+    MoveThenRetry,
     /// The CPU retry.
-    Retry(Call<D>, Fallback),
+    Retry,
     /// The value has been handed out.
     Done,
 }
@@ -127,78 +114,96 @@ enum Phase<D> {
 #[derive(Debug)]
 pub struct Driver<D> {
     site: &'static MpsSite,
-    phase: Phase<D>,
+    stage: Stage,
+    /// The device of the coming run (the retry's is always CPU).
+    device: D,
+    /// Until the first attempt's outcome is reported.
+    admission: Option<Admission>,
+    /// Whether the call names values to probe and move.
+    named: bool,
 }
 
 impl<D: Dev> Driver<D> {
-    /// A call at `site`; `forced` is the `device = ..` argument.
+    /// A call at `site`; `forced` is the `device = ..` argument, and `named`
+    /// says whether the call names values to move (the tensor form).
     #[inline]
-    pub fn new(site: &'static MpsSite, forced: Option<D>) -> Self {
+    pub fn new(site: &'static MpsSite, forced: Option<D>, named: bool) -> Self {
         let device = forced.unwrap_or_else(D::preferred);
-        let phase = if !registry::safe_mps_enabled() {
-            Phase::Once(device)
-        } else if IN_FALLBACK.get() {
-            Phase::MoveThenOnce(D::cpu())
-        } else if device.is_mps() || registry::injection_pending() {
-            Self::admit(site, device)
-        } else {
-            Phase::Probe(device)
+        let mut driver = Driver {
+            site,
+            stage: Stage::Once,
+            device,
+            admission: None,
+            named,
         };
-        Driver { site, phase }
+        if !registry::safe_mps_enabled() {
+            // Once on the preferred device.
+        } else if IN_FALLBACK.get() {
+            driver.once_on_cpu();
+        } else if device.is_mps() || registry::injection_pending() {
+            driver.admit();
+        } else if named {
+            driver.stage = Stage::Probe;
+        }
+        driver
     }
 
-    /// Work on `device` that touches MPS: ask the registry.
+    /// Straight to CPU: the named values first, if any.
     #[inline]
-    fn admit(site: &'static MpsSite, device: D) -> Phase<D> {
-        let Some(admission) = registry::admit(site) else {
-            return Phase::MoveThenOnce(D::cpu());
+    fn once_on_cpu(&mut self) {
+        self.device = D::cpu();
+        if self.named {
+            self.stage = Stage::MoveThenOnce;
+        }
+    }
+
+    /// Work that touches MPS: ask the registry.
+    #[inline]
+    fn admit(&mut self) {
+        let Some(admission) = registry::admit(self.site) else {
+            self.once_on_cpu();
+            return;
         };
-        let mut call = Call {
-            site,
-            admission: Some(admission),
-            device,
-        };
+        self.admission = Some(admission);
         if registry::take_injected() {
             // An injected failure stands for the first attempt.
-            let fallback = call.failed(MpsErrorKind::Device, registry::INJECTED_MESSAGE);
-            Phase::MoveThenRetry(call, fallback)
+            self.failed(MpsErrorKind::Device, registry::INJECTED_MESSAGE);
         } else {
-            Phase::First(call)
+            self.stage = Stage::First;
         }
     }
 
     /// What to do next.
     #[inline]
     pub fn next(&self) -> Action<D> {
-        match &self.phase {
-            Phase::Probe(_) => Action::Probe,
-            Phase::MoveThenOnce(_) | Phase::MoveThenRetry(..) => Action::MoveToCpu,
-            Phase::Once(device) => Action::Run(*device),
-            Phase::First(call) => Action::Run(call.device),
-            Phase::Retry(..) => Action::Run(D::cpu()),
-            Phase::Done => unreachable!("opguard: a finished safe_mps! call was driven on"),
+        match self.stage {
+            Stage::Probe => Action::Probe,
+            Stage::MoveThenOnce | Stage::MoveThenRetry => Action::MoveToCpu,
+            Stage::Once | Stage::First => Action::Run(self.device),
+            Stage::Retry => Action::Run(D::cpu()),
+            Stage::Done => unreachable!("opguard: a finished safe_mps! call was driven on"),
         }
     }
 
     /// The answer to [`Action::Probe`].
     #[inline]
     pub fn probed(&mut self, on_mps: bool) {
-        if let Phase::Probe(device) = self.phase {
-            self.phase = if on_mps {
-                Self::admit(self.site, device)
+        if self.stage == Stage::Probe {
+            if on_mps {
+                self.admit();
             } else {
                 // Nothing on MPS: no attempt to count, no fallback to make.
-                Phase::Once(device)
-            };
+                self.stage = Stage::Once;
+            }
         }
     }
 
     /// The named values are on CPU now.
     #[inline]
     pub fn moved(&mut self) {
-        self.phase = match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::MoveThenOnce(device) => Phase::Once(device),
-            Phase::MoveThenRetry(call, fallback) => Phase::Retry(call, fallback),
+        self.stage = match self.stage {
+            Stage::MoveThenOnce => Stage::Once,
+            Stage::MoveThenRetry => Stage::Retry,
             other => other,
         };
     }
@@ -206,11 +211,17 @@ impl<D: Dev> Driver<D> {
     /// How the coming run is wrapped.
     #[inline]
     pub fn mode(&self) -> Mode {
-        match self.phase {
-            Phase::First(_) => Mode::First,
-            Phase::Retry(..) => Mode::Retry,
+        match self.stage {
+            Stage::First => Mode::First,
+            Stage::Retry => Mode::Retry,
             _ => Mode::Once,
         }
+    }
+
+    /// Whether the coming run's value is judged (so its error text is needed).
+    #[inline]
+    pub fn judges(&self) -> bool {
+        self.mode() != Mode::Once
     }
 
     /// Runs the body as [`mode`](Self::mode) says.
@@ -227,58 +238,49 @@ impl<D: Dev> Driver<D> {
     }
 
     /// The outcome of [`Action::Run`]: `error` is the text of the value if it
-    /// is an error. `Some` is the call's value; `None`: drive on (a fallback).
-    /// A panic that is not handled goes on from here, unchanged.
-    #[inline]
+    /// is an error (only asked for when [`judges`](Self::judges)). `Some` is
+    /// the call's value; `None`: drive on (a fallback). A panic that is not
+    /// handled goes on from here, unchanged.
+    #[inline(always)]
     pub fn ran<R>(&mut self, out: Result<R, Payload>, error: Option<String>) -> Option<R> {
-        match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Once(_) => Some(out.unwrap_or_else(|payload| resume_unwind(payload))),
-            Phase::First(mut call) => match call.judge(out, error) {
-                Ok(value) => Some(value),
-                Err(fallback) => {
-                    self.phase = Phase::MoveThenRetry(call, fallback);
-                    None
-                }
-            },
-            Phase::Retry(call, fallback) => Some(call.finish(fallback, out, error)),
+        if self.stage == Stage::Once {
+            // Nothing to judge: the value, or the panic, as it is.
+            self.stage = Stage::Done;
+            return Some(out.unwrap_or_else(|payload| resume_unwind(payload)));
+        }
+        self.judged(out, error)
+    }
+
+    /// [`ran`](Self::ran) for a guarded run.
+    fn judged<R>(&mut self, out: Result<R, Payload>, error: Option<String>) -> Option<R> {
+        match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::First => self.judge(out, error),
+            Stage::Retry => Some(self.finish(out, error)),
             _ => unreachable!("opguard: a safe_mps! call reported a run it was not asked for"),
         }
     }
-}
 
-/// The async twin of [`Driver::attempt`], for a body that awaits.
-pub async fn attempt_async<F: Future>(mode: Mode, body: F) -> Result<F::Output, Payload> {
-    match mode {
-        Mode::Once => Ok(body.await),
-        Mode::First => quiet::attempt_async(body).await,
-        Mode::Retry => {
-            let mut body = pin!(AssertUnwindSafe(body).catch_unwind());
-            // The nesting rule holds on every poll.
-            poll_fn(|cx| {
-                let _scope = FallbackScope::enter();
-                body.as_mut().poll(cx)
-            })
-            .await
-        }
-    }
-}
-
-impl<D> Call<D> {
-    /// Judges the first attempt: its value, a fallback, or a panic that goes
-    /// on unchanged.
-    fn judge<R>(&mut self, out: Result<R, Payload>, error: Option<String>) -> Result<R, Fallback> {
+    /// Judges the first attempt: its value, a fallback (`None`), or a panic
+    /// that goes on unchanged.
+    fn judge<R>(&mut self, out: Result<R, Payload>, error: Option<String>) -> Option<R> {
         match out {
             Ok(value) => match error.as_deref().and_then(mps_error_kind) {
-                Some(kind) => Err(self.failed(kind, error.as_deref().unwrap_or(""))),
+                Some(kind) => {
+                    self.failed(kind, error.as_deref().unwrap_or(""));
+                    None
+                }
                 None => {
                     self.worked();
-                    Ok(value)
+                    Some(value)
                 }
             },
             Err(payload) => {
                 let message = panic_message(payload.as_ref());
                 match message.and_then(mps_error_kind) {
-                    Some(kind) => Err(self.failed(kind, message.unwrap_or(""))),
+                    Some(kind) => {
+                        self.failed(kind, message.unwrap_or(""));
+                        None
+                    }
                     None => {
                         // Not MPS's fault: MPS worked, and the panic goes on.
                         self.worked();
@@ -296,16 +298,21 @@ impl<D> Call<D> {
         }
     }
 
+    /// The first attempt failed with an MPS error: report it, then move and retry.
     #[cold]
-    fn failed(&mut self, kind: MpsErrorKind, message: &str) -> Fallback {
+    fn failed(&mut self, kind: MpsErrorKind, message: &str) {
         if let Some(admission) = self.admission.take() {
             registry::failed(self.site, admission, kind, message);
         }
-        Fallback(())
+        self.stage = if self.named {
+            Stage::MoveThenRetry
+        } else {
+            Stage::Retry
+        };
     }
 
     /// Ends the call with the retry's outcome; its panic goes on unchanged.
-    fn finish<R>(&self, _: Fallback, out: Result<R, Payload>, error: Option<String>) -> R {
+    fn finish<R>(&self, out: Result<R, Payload>, error: Option<String>) -> R {
         match out {
             Ok(value) => {
                 registry::fell_back(self.site, error.is_none());
@@ -319,12 +326,30 @@ impl<D> Call<D> {
     }
 }
 
-impl<D> Drop for Call<D> {
+impl<D> Drop for Driver<D> {
+    #[inline]
     fn drop(&mut self) {
         // The first attempt was dropped (its future cancelled) before its
         // outcome was known.
         if let Some(admission) = self.admission.take() {
             registry::abandoned(self.site, admission);
+        }
+    }
+}
+
+/// The async twin of [`Driver::attempt`], for a body that awaits.
+pub async fn attempt_async<F: Future>(mode: Mode, body: F) -> Result<F::Output, Payload> {
+    match mode {
+        Mode::Once => Ok(body.await),
+        Mode::First => quiet::attempt_async(body).await,
+        Mode::Retry => {
+            let mut body = pin!(AssertUnwindSafe(body).catch_unwind());
+            // The nesting rule holds on every poll.
+            poll_fn(|cx| {
+                let _scope = FallbackScope::enter();
+                body.as_mut().poll(cx)
+            })
+            .await
         }
     }
 }
@@ -355,10 +380,10 @@ macro_rules! __opguard_drive {
                 $crate::__private::Action::Run($dev) => {
                     let __opguard_out = $run;
                     let __opguard_error = match &__opguard_out {
-                        $crate::__private::Ok(__opguard_value) => {
+                        $crate::__private::Ok(__opguard_value) if $driver.judges() => {
                             (&$crate::__private::Classify(__opguard_value)).error_message()
                         }
-                        $crate::__private::Err(_) => $crate::__private::None,
+                        _ => $crate::__private::None,
                     };
                     if let $crate::__private::Some(__opguard_value) =
                         $driver.ran(__opguard_out, __opguard_error)
@@ -447,7 +472,7 @@ mod tests {
         let steps = RefCell::new(Vec::new());
         let out = catch_unwind(AssertUnwindSafe(|| {
             crate::__opguard_drive!(
-                Driver::new(site, forced),
+                Driver::new(site, forced, true),
                 probe: {
                     steps.borrow_mut().push(Step::Probe);
                     tensor.0.get() == Mps
@@ -455,6 +480,32 @@ mod tests {
                 move_to_cpu: {
                     steps.borrow_mut().push(Step::MoveToCpu);
                     tensor.0.set(Cpu);
+                },
+                run: |driver, dev| {
+                    steps.borrow_mut().push(Step::Run(dev));
+                    driver.attempt(|| body_value(body(dev)))
+                },
+            )
+        }));
+        (out, steps.into_inner())
+    }
+
+    /// [`call`] for the device form: nothing named, so nothing to probe or move.
+    fn call_unnamed(
+        site: &'static MpsSite,
+        forced: Option<Fake>,
+        body: impl Fn(Fake) -> Out,
+    ) -> (Result<Value, Payload>, Vec<Step>) {
+        let steps = RefCell::new(Vec::new());
+        let out = catch_unwind(AssertUnwindSafe(|| {
+            crate::__opguard_drive!(
+                Driver::new(site, forced, false),
+                probe: {
+                    steps.borrow_mut().push(Step::Probe);
+                    false
+                },
+                move_to_cpu: {
+                    steps.borrow_mut().push(Step::MoveToCpu);
                 },
                 run: |driver, dev| {
                     steps.borrow_mut().push(Step::Run(dev));
@@ -477,7 +528,7 @@ mod tests {
         let out = catch_unwind(AssertUnwindSafe(|| {
             futures::executor::block_on(async {
                 crate::__opguard_drive!(
-                    Driver::new(site, forced),
+                    Driver::new(site, forced, true),
                     probe: {
                         steps.borrow_mut().push(Step::Probe);
                         tensor.0.get() == Mps
@@ -560,6 +611,28 @@ mod tests {
         assert_eq!(steps, [Step::Probe, Step::Run(Cpu)]);
         assert_eq!(stats(site).mps_attempts, 0);
         assert_eq!(mps::stats().consecutive_failures, 0);
+    }
+
+    #[test]
+    fn with_nothing_named_there_is_nothing_to_probe_or_move() {
+        let _g = fresh();
+        let (site, other) = (site!(), site!());
+        let (out, steps) = call_unnamed(site, None, |_| Out::Value(1));
+        assert_eq!((value(out), steps), (Ok(1), vec![Step::Run(Cpu)]));
+        let op = |dev| match dev {
+            Mps => Out::Error(OP),
+            Cpu => Out::Value(2),
+        };
+        let (out, steps) = call_unnamed(site, Some(Mps), op);
+        assert_eq!(value(out), Ok(2));
+        assert_eq!(steps, [Step::Run(Mps), Step::Run(Cpu)]);
+        let (_, steps) = call_unnamed(site, Some(Mps), op);
+        assert_eq!(steps, [Step::Run(Cpu)], "pinned: straight to CPU");
+        assert_eq!(stats(site).skipped, 1);
+        mps::inject_mps_failures(1);
+        let (out, steps) = call_unnamed(other, None, |_| Out::Value(3));
+        assert_eq!((value(out), steps), (Ok(3), vec![Step::Run(Cpu)]));
+        assert_eq!(stats(other).fallbacks, 1);
     }
 
     #[test]
@@ -849,7 +922,7 @@ mod tests {
         // The trial starts, pends for ever, and is dropped.
         let mut fut = Box::pin(async {
             crate::__opguard_drive!(
-                Driver::new(site, Some(Mps)),
+                Driver::new(site, Some(Mps), false),
                 probe: false,
                 move_to_cpu: {},
                 run: |driver, _dev| {

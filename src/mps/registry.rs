@@ -175,6 +175,7 @@ pub fn set_safe_mps_enabled(enabled: bool) {
 }
 
 /// Whether `safe_mps!` guards its operations (see [`set_safe_mps_enabled`]).
+#[inline]
 pub fn safe_mps_enabled() -> bool {
     GUARD.enabled()
 }
@@ -211,6 +212,7 @@ pub(crate) fn take_injected() -> bool {
 }
 
 /// The cool-down, in nanoseconds.
+#[inline]
 fn cooldown() -> u64 {
     SETTINGS.cooldown.load(Ordering::Relaxed)
 }
@@ -289,6 +291,7 @@ pub(crate) fn abandoned(site: &'static MpsSite, admission: Admission) {
     gate::abandon(&BREAKER, &site.pin, admission, now());
 }
 
+#[inline]
 fn threshold() -> u32 {
     SETTINGS.threshold.load(Ordering::Relaxed)
 }
