@@ -306,7 +306,7 @@ fn transitions(site: &'static MpsSite, t: gate::Transitions) {
         if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
             site.count(Event::Pinned);
         }
-        report::site_transition(site, t, cooldown_duration());
+        report::site_transition(site, t);
     }
     if let Some(t) = t.global {
         if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {

@@ -64,7 +64,7 @@ pub(crate) fn mps_error(
 
 /// A transition of `site`'s pin that no error line has told.
 #[cold]
-pub(crate) fn site_transition(site: &'static MpsSite, t: Transition, _cooldown: Duration) {
+pub(crate) fn site_transition(site: &'static MpsSite, t: Transition) {
     if t == Transition::Enabled {
         log::info!(
             target: "opguard",
