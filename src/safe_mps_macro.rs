@@ -261,7 +261,35 @@ macro_rules! __opguard_safe_mps {
 
     // Synchronous: the loop of `mps::call`, with the body expanded once, in
     // a closure of its own (where `?` and `return` land).
-    (@sync [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {{
+    (@sync $label:tt $device:tt $t:tt $dev:tt [$($ret:ty)?] $body:tt) => {
+        $crate::__opguard_safe_mps! { @loop $label $device $t
+            |__opguard_driver, __opguard_device| __opguard_driver.attempt(|| $(-> $ret)? {
+                let $dev = __opguard_device;
+                $body
+            })
+        }
+    };
+    // Asynchronous: the same loop in an async block; the body is an async
+    // block of its own, awaited in place.
+    (@async $label:tt $device:tt [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {
+        async {
+            $crate::__opguard_safe_mps! { @loop $label $device [$($t),*]
+                |__opguard_driver, __opguard_device| $crate::__private::attempt_async(
+                    __opguard_driver.mode(),
+                    $crate::__opguard_safe_mps!(@block [$($ret)?] {
+                        // Borrow the named values mutably, so that the body's
+                        // future holds `&mut` (Send for a tensor), not `&`.
+                        $( $t.__opguard_hold(); )*
+                        let $dev = __opguard_device;
+                        $body
+                    }),
+                )
+                .await
+            }
+        }
+    };
+    // The loop itself: `run` runs the body on `$v` through `$d`.
+    (@loop [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] |$d:ident, $v:ident| $run:expr) => {{
         #[allow(unused_imports)]
         use $crate::__private::MoveNamed as _;
         $crate::__opguard_drive!(
@@ -272,40 +300,9 @@ macro_rules! __opguard_safe_mps {
             ),
             probe: false $(|| $t.__opguard_is_on_mps())*,
             move_to_cpu: { $( $t.__opguard_move_to_cpu(); )* },
-            run: |__opguard_driver, __opguard_device| __opguard_driver.attempt(|| $(-> $ret)? {
-                let $dev = __opguard_device;
-                $body
-            }),
+            run: |$d, $v| $run,
         )
     }};
-    // Asynchronous: the same loop in an async block; the body is an async
-    // block of its own, awaited in place.
-    (@async [$($label:expr)?] [$($device:expr)?] [$($t:expr),*] $dev:tt [$($ret:ty)?] $body:tt) => {
-        async {
-            #[allow(unused_imports)]
-            use $crate::__private::MoveNamed as _;
-            $crate::__opguard_drive!(
-                $crate::__private::Driver::new(
-                    $crate::__opguard_site!(@ MpsSite $($label)?),
-                    $crate::__opguard_safe_mps!(@device $($device)?),
-                    $crate::__opguard_safe_mps!(@named $($t),*),
-                ),
-                probe: false $(|| $t.__opguard_is_on_mps())*,
-                move_to_cpu: { $( $t.__opguard_move_to_cpu(); )* },
-                run: |__opguard_driver, __opguard_device| $crate::__private::attempt_async(
-                    __opguard_driver.mode(),
-                    $crate::__opguard_safe_mps!(@block [$($ret)?] {
-                        // Borrow the named values mutably, so that the body's
-                        // future holds `&mut` (Send for a tensor), not `&`.
-                        $( $t.__opguard_hold(); )*
-                        let $dev = __opguard_device;
-                        $body
-                    }),
-                )
-                .await,
-            )
-        }
-    };
 
     (@block [] $block:block) => { async $block };
     (@block [$ret:ty] $block:block) => { $crate::__private::returning::<$ret, _>(async $block) };
