@@ -19,7 +19,6 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 /// Where a macro call is: its label and its place in the source.
-#[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Location {
     pub(crate) label: Option<&'static str>,
     pub(crate) file: &'static str,
@@ -30,12 +29,6 @@ pub(crate) struct Location {
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.file, self.line, self.column)
-    }
-}
-
-impl fmt::Debug for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} at {self}", self.label)
     }
 }
 

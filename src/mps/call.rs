@@ -461,33 +461,15 @@ mod tests {
         }
     }
 
-    /// Runs one call through the macro's loop, with a fake work; returns its
-    /// outcome and the steps the loop asked for.
+    /// Runs one call through the macro's loop, with a fake work that names
+    /// `tensor`; returns its outcome and the steps the loop asked for.
     fn call(
         site: &'static MpsSite,
         forced: Option<Fake>,
         tensor: &Tensor,
         body: impl Fn(Fake) -> Out,
     ) -> (Result<Value, Payload>, Vec<Step>) {
-        let steps = RefCell::new(Vec::new());
-        let out = catch_unwind(AssertUnwindSafe(|| {
-            crate::__opguard_drive!(
-                Driver::new(site, forced, true),
-                probe: {
-                    steps.borrow_mut().push(Step::Probe);
-                    tensor.0.get() == Mps
-                },
-                move_to_cpu: {
-                    steps.borrow_mut().push(Step::MoveToCpu);
-                    tensor.0.set(Cpu);
-                },
-                run: |driver, dev| {
-                    steps.borrow_mut().push(Step::Run(dev));
-                    driver.attempt(|| body_value(body(dev)))
-                },
-            )
-        }));
-        (out, steps.into_inner())
+        call_naming(site, forced, Some(tensor), body)
     }
 
     /// [`call`] for the device form: nothing named, so nothing to probe or move.
@@ -496,16 +478,28 @@ mod tests {
         forced: Option<Fake>,
         body: impl Fn(Fake) -> Out,
     ) -> (Result<Value, Payload>, Vec<Step>) {
+        call_naming(site, forced, None, body)
+    }
+
+    fn call_naming(
+        site: &'static MpsSite,
+        forced: Option<Fake>,
+        tensor: Option<&Tensor>,
+        body: impl Fn(Fake) -> Out,
+    ) -> (Result<Value, Payload>, Vec<Step>) {
         let steps = RefCell::new(Vec::new());
         let out = catch_unwind(AssertUnwindSafe(|| {
             crate::__opguard_drive!(
-                Driver::new(site, forced, false),
+                Driver::new(site, forced, tensor.is_some()),
                 probe: {
                     steps.borrow_mut().push(Step::Probe);
-                    false
+                    tensor.is_some_and(|t| t.0.get() == Mps)
                 },
                 move_to_cpu: {
                     steps.borrow_mut().push(Step::MoveToCpu);
+                    if let Some(t) = tensor {
+                        t.0.set(Cpu);
+                    }
                 },
                 run: |driver, dev| {
                     steps.borrow_mut().push(Step::Run(dev));

@@ -47,15 +47,15 @@ pub(crate) struct Transitions {
 pub(crate) fn admit(
     global: &Breaker,
     site: &Breaker,
-    cooldown: u64,
+    cooldown: impl Fn() -> u64,
     now: impl Fn() -> u64,
 ) -> Option<Admission> {
-    let site_trial = match site.admit(cooldown, &now) {
+    let site_trial = match site.admit(&cooldown, &now) {
         Admit::Cpu => return None,
         Admit::Mps => false,
         Admit::Trial => true,
     };
-    let global_trial = match global.admit(cooldown, &now) {
+    let global_trial = match global.admit(&cooldown, &now) {
         Admit::Cpu => {
             if site_trial {
                 site.give_back_trial();
@@ -141,12 +141,12 @@ mod tests {
     #[test]
     fn an_op_error_pins_the_site_and_leaves_the_process_alone() {
         let (global, site, other) = (Breaker::new(), Breaker::new(), Breaker::new());
-        let a = admit(&global, &site, COOL, at(0)).unwrap();
+        let a = admit(&global, &site, || COOL, at(0)).unwrap();
         let t = settle(&global, &site, a, OP, at(0), 3);
         assert_eq!(t.site, Some(Transition::Disabled { failures: 1 }));
         assert_eq!(t.global, None);
-        assert_eq!(admit(&global, &site, COOL, at(1)), None, "pinned");
-        assert_eq!(admit(&global, &other, COOL, at(1)), Some(PLAIN));
+        assert_eq!(admit(&global, &site, || COOL, at(1)), None, "pinned");
+        assert_eq!(admit(&global, &other, || COOL, at(1)), Some(PLAIN));
         assert_eq!((global.state(), global.streak()), (MpsState::Enabled, 0));
     }
 
@@ -154,69 +154,69 @@ mod tests {
     fn device_errors_count_for_the_process_and_never_pin_a_site() {
         let (global, site) = (Breaker::new(), Breaker::new());
         for i in 0..2 {
-            let a = admit(&global, &site, COOL, at(i)).unwrap();
+            let a = admit(&global, &site, || COOL, at(i)).unwrap();
             assert_eq!(
                 settle(&global, &site, a, DEVICE, at(i), 3),
                 Transitions::default()
             );
         }
-        let a = admit(&global, &site, COOL, at(2)).unwrap();
+        let a = admit(&global, &site, || COOL, at(2)).unwrap();
         let t = settle(&global, &site, a, DEVICE, at(2), 3);
         assert_eq!(t.global, Some(Transition::Disabled { failures: 3 }));
         assert_eq!(site.state(), MpsState::Enabled);
-        assert_eq!(admit(&global, &site, COOL, at(3)), None, "MPS disabled");
+        assert_eq!(admit(&global, &site, || COOL, at(3)), None, "MPS disabled");
     }
 
     #[test]
     fn a_pinned_site_tries_mps_once_after_the_cooldown() {
         let (global, site) = (Breaker::new(), Breaker::new());
-        let a = admit(&global, &site, COOL, at(0)).unwrap();
+        let a = admit(&global, &site, || COOL, at(0)).unwrap();
         settle(&global, &site, a, OP, at(0), 3);
-        assert_eq!(admit(&global, &site, COOL, at(COOL - 1)), None);
-        let trial = admit(&global, &site, COOL, at(COOL)).unwrap();
+        assert_eq!(admit(&global, &site, || COOL, at(COOL - 1)), None);
+        let trial = admit(&global, &site, || COOL, at(COOL)).unwrap();
         assert!(trial.site_trial && !trial.global_trial);
-        assert_eq!(admit(&global, &site, COOL, at(COOL)), None, "one trial");
+        assert_eq!(admit(&global, &site, || COOL, at(COOL)), None, "one trial");
         // It fails again: pinned for another cool-down.
         let t = settle(&global, &site, trial, OP, at(COOL), 3);
         assert_eq!(t.site, Some(Transition::TrialFailed));
-        assert_eq!(admit(&global, &site, COOL, at(2 * COOL - 1)), None);
+        assert_eq!(admit(&global, &site, || COOL, at(2 * COOL - 1)), None);
         // The next trial works: unpinned.
-        let trial = admit(&global, &site, COOL, at(2 * COOL)).unwrap();
+        let trial = admit(&global, &site, || COOL, at(2 * COOL)).unwrap();
         let t = settle(&global, &site, trial, Verdict::Worked, at(2 * COOL), 3);
         assert_eq!(t.site, Some(Transition::Enabled));
-        assert_eq!(admit(&global, &site, COOL, at(2 * COOL)), Some(PLAIN));
+        assert_eq!(admit(&global, &site, || COOL, at(2 * COOL)), Some(PLAIN));
     }
 
     #[test]
     fn a_site_trial_refused_by_the_process_is_kept_for_later() {
         let (global, site, other) = (Breaker::new(), Breaker::new(), Breaker::new());
-        let a = admit(&global, &site, COOL, at(0)).unwrap();
+        let a = admit(&global, &site, || COOL, at(0)).unwrap();
         settle(&global, &site, a, OP, at(0), 1);
-        let a = admit(&global, &other, COOL, at(0)).unwrap();
+        let a = admit(&global, &other, || COOL, at(0)).unwrap();
         settle(&global, &other, a, DEVICE, at(0), 1);
         assert_eq!(global.state(), MpsState::Disabled);
         // Both cool-downs are over. Another site takes the process trial...
-        let a = admit(&global, &other, COOL, at(COOL)).unwrap();
+        let a = admit(&global, &other, || COOL, at(COOL)).unwrap();
         assert!(a.global_trial && !a.site_trial);
         // ...so the pinned site goes to CPU, and hands its own trial back.
-        assert_eq!(admit(&global, &site, COOL, at(COOL)), None);
+        assert_eq!(admit(&global, &site, || COOL, at(COOL)), None);
         assert_eq!(site.state(), MpsState::Disabled);
         settle(&global, &other, a, Verdict::Worked, at(COOL), 1);
         // Its trial is there for its next call, with no new cool-down.
-        let a = admit(&global, &site, COOL, at(COOL)).unwrap();
+        let a = admit(&global, &site, || COOL, at(COOL)).unwrap();
         assert!(a.site_trial && !a.global_trial);
     }
 
     #[test]
     fn an_op_error_in_the_process_trial_hands_that_trial_back() {
         let (global, site, other) = (Breaker::new(), Breaker::new(), Breaker::new());
-        let a = admit(&global, &other, COOL, at(0)).unwrap();
+        let a = admit(&global, &other, || COOL, at(0)).unwrap();
         settle(&global, &other, a, DEVICE, at(0), 1);
-        let trial = admit(&global, &site, COOL, at(COOL)).unwrap();
+        let trial = admit(&global, &site, || COOL, at(COOL)).unwrap();
         assert!(trial.global_trial);
         settle(&global, &site, trial, OP, at(COOL), 1);
         assert_eq!(global.state(), MpsState::Disabled);
-        let next = admit(&global, &other, COOL, at(COOL)).unwrap();
+        let next = admit(&global, &other, || COOL, at(COOL)).unwrap();
         assert!(
             next.global_trial,
             "the next call is the process trial at once"
@@ -226,25 +226,25 @@ mod tests {
     #[test]
     fn a_device_error_in_a_site_trial_hands_that_trial_back() {
         let (global, site) = (Breaker::new(), Breaker::new());
-        let a = admit(&global, &site, COOL, at(0)).unwrap();
+        let a = admit(&global, &site, || COOL, at(0)).unwrap();
         settle(&global, &site, a, OP, at(0), 3);
-        let trial = admit(&global, &site, COOL, at(COOL)).unwrap();
+        let trial = admit(&global, &site, || COOL, at(COOL)).unwrap();
         settle(&global, &site, trial, DEVICE, at(COOL), 3);
         assert_eq!(global.streak(), 1);
-        let next = admit(&global, &site, COOL, at(COOL)).unwrap();
+        let next = admit(&global, &site, || COOL, at(COOL)).unwrap();
         assert!(next.site_trial, "the op was not judged: tried again");
     }
 
     #[test]
     fn abandoned_trials_start_another_cooldown() {
         let (global, site) = (Breaker::new(), Breaker::new());
-        let a = admit(&global, &site, COOL, at(0)).unwrap();
+        let a = admit(&global, &site, || COOL, at(0)).unwrap();
         settle(&global, &site, a, OP, at(0), 1);
-        let trial = admit(&global, &site, COOL, at(COOL)).unwrap();
+        let trial = admit(&global, &site, || COOL, at(COOL)).unwrap();
         abandon(&global, &site, trial, COOL);
-        assert_eq!(admit(&global, &site, COOL, at(2 * COOL - 1)), None);
+        assert_eq!(admit(&global, &site, || COOL, at(2 * COOL - 1)), None);
         assert!(
-            admit(&global, &site, COOL, at(2 * COOL))
+            admit(&global, &site, || COOL, at(2 * COOL))
                 .unwrap()
                 .site_trial
         );
@@ -278,7 +278,7 @@ mod loom_tests {
                     let b = b.clone();
                     thread::spawn(move || {
                         let (global, site) = (&b.0, &b.1);
-                        admit(global, site, COOL, at(0)).map(|a| {
+                        admit(global, site, || COOL, at(0)).map(|a| {
                             settle(global, site, a, Verdict::Failed(MpsErrorKind::Op), at(0), 1)
                         })
                     })
@@ -311,7 +311,7 @@ mod loom_tests {
                 let b = b.clone();
                 thread::spawn(move || {
                     let (global, site) = (&b.0, if which == 1 { &b.1 } else { &b.2 });
-                    if let Some(a) = admit(global, site, COOL, at(COOL)) {
+                    if let Some(a) = admit(global, site, || COOL, at(COOL)) {
                         settle(global, site, a, Verdict::Worked, at(COOL), 1);
                     }
                 })
@@ -323,7 +323,7 @@ mod loom_tests {
             assert_eq!(b.0.state(), MpsState::Enabled);
             // The site is enabled, or its trial was handed back for its next call.
             assert_ne!(b.1.state(), MpsState::Probing);
-            if let Some(a) = admit(&b.0, &b.1, COOL, at(COOL)) {
+            if let Some(a) = admit(&b.0, &b.1, || COOL, at(COOL)) {
                 settle(&b.0, &b.1, a, Verdict::Worked, at(COOL), 1);
             }
             assert_eq!(b.1.state(), MpsState::Enabled);

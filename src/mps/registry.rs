@@ -222,7 +222,7 @@ fn cooldown() -> u64 {
 #[inline]
 pub(crate) fn admit(site: &'static MpsSite) -> Option<Admission> {
     site.list();
-    let admission = gate::admit(&BREAKER, &site.pin, cooldown(), now);
+    let admission = gate::admit(&BREAKER, &site.pin, cooldown, now);
     match admission {
         Some(_) => {
             site.count(Event::Attempt);
