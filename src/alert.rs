@@ -20,11 +20,13 @@
 //! plain settings, read `Relaxed`: an event racing a policy change may be
 //! judged by either policy. Nothing else is published through these atomics.
 
+use std::cell::Cell;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use crate::contain::contain;
 
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -177,7 +179,8 @@ pub fn alert_policy(kind: AlertKind) -> AlertPolicy {
 
 /// Calls `hook` for every alert, after the error log line, replacing any
 /// earlier hook. A hook that panics is logged and does not reach the guarded
-/// code.
+/// code. Alerts raised on the same thread while the hook runs (by guarded
+/// calls inside it) are logged but do not call it again.
 pub fn set_alert_hook<F>(hook: F)
 where
     F: Fn(&Alert) + Send + Sync + 'static,
@@ -237,14 +240,35 @@ pub(crate) fn count(kind: AlertKind, label: Option<&'static str>, site: &dyn fmt
     }
 }
 
+thread_local! {
+    /// Whether this thread is running the alert hook.
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears [`IN_HOOK`] when the hook returns or unwinds.
+struct InHook;
+
+impl Drop for InHook {
+    fn drop(&mut self) {
+        let _ = IN_HOOK.try_with(|h| h.set(false));
+    }
+}
+
 fn fire(alert: Alert) {
     log::error!(target: "opguard", "alert: {alert}");
+    // An alert raised by the hook's own work (a guarded call that times out
+    // inside the hook, say) is logged, but does not call the hook again:
+    // that could recurse without end.
+    if IN_HOOK.try_with(|h| h.replace(true)).unwrap_or(true) {
+        return;
+    }
+    let _in_hook = InHook;
     let hook = HOOK
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
     if let Some(hook) = hook
-        && catch_unwind(AssertUnwindSafe(|| hook(&alert))).is_err()
+        && contain(|| hook(&alert)).is_none()
     {
         log::error!(target: "opguard", "the alert hook panicked on: {alert}");
     }

@@ -1,4 +1,5 @@
-//! The error a guarded future yields: it timed out, or its timeout was invalid.
+//! The error a guarded future yields: it timed out, its timeout was invalid,
+//! or its timer could not run.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -13,7 +14,9 @@ use crate::site::Site;
 /// Either the deadline passed ([`is_elapsed`](Self::is_elapsed)), and the inner
 /// future was dropped, or the timeout given to the macro was not a valid
 /// duration ([`is_invalid`](Self::is_invalid)), and the inner future was never
-/// polled. The error names the call site and, when given, the label, so that in
+/// polled. Rarely, the process's timer thread could not run
+/// ([`is_no_timer`](Self::is_no_timer)): the deadline could not be kept, so the
+/// inner future was dropped rather than left without one. The error names the call site and, when given, the label, so that in
 /// nested timeouts it tells which one fired:
 ///
 /// ```text
@@ -22,7 +25,8 @@ use crate::site::Site;
 /// ```
 ///
 /// It converts into [`std::io::Error`] with kind [`TimedOut`](io::ErrorKind::TimedOut)
-/// (or [`InvalidInput`](io::ErrorKind::InvalidInput) for an invalid timeout).
+/// (or [`InvalidInput`](io::ErrorKind::InvalidInput) for an invalid timeout, and
+/// [`Other`](io::ErrorKind::Other) when no timer could run).
 #[derive(Clone)]
 pub struct TimeoutError {
     // Boxed: one pointer, so that `Result<T, TimeoutError>` stays small on
@@ -40,6 +44,7 @@ struct Inner {
 enum Kind {
     Elapsed(Duration),
     Invalid(InvalidTimeout),
+    NoTimer(Duration),
 }
 
 impl TimeoutError {
@@ -47,6 +52,15 @@ impl TimeoutError {
         TimeoutError {
             inner: Box::new(Inner {
                 kind: Kind::Elapsed(after),
+                site,
+            }),
+        }
+    }
+
+    pub(crate) fn no_timer(site: &'static Site, after: Duration) -> Self {
+        TimeoutError {
+            inner: Box::new(Inner {
+                kind: Kind::NoTimer(after),
                 site,
             }),
         }
@@ -71,18 +85,29 @@ impl TimeoutError {
         matches!(self.inner.kind, Kind::Invalid(_))
     }
 
-    /// The timeout that elapsed; `None` for an invalid timeout.
+    /// No timer could run, so the deadline could not be kept: futures-timer's
+    /// helper thread, which every timeout in the process relies on, could not
+    /// be spawned (a thread or memory limit) or has died. The inner future was
+    /// dropped. For one second after such a failure, timeouts fail this way at
+    /// once; then the next one tries afresh, and succeeds if the limit was
+    /// lifted.
+    pub fn is_no_timer(&self) -> bool {
+        matches!(self.inner.kind, Kind::NoTimer(_))
+    }
+
+    /// The timeout that elapsed (or could not be kept); `None` for an invalid
+    /// timeout.
     pub fn duration(&self) -> Option<Duration> {
         match self.inner.kind {
-            Kind::Elapsed(d) => Some(d),
+            Kind::Elapsed(d) | Kind::NoTimer(d) => Some(d),
             Kind::Invalid(_) => None,
         }
     }
 
-    /// What was wrong with the timeout; `None` when it elapsed.
+    /// What was wrong with the timeout; `None` when it was valid.
     pub fn invalid_timeout(&self) -> Option<InvalidTimeout> {
         match self.inner.kind {
-            Kind::Elapsed(_) => None,
+            Kind::Elapsed(_) | Kind::NoTimer(_) => None,
             Kind::Invalid(bad) => Some(bad),
         }
     }
@@ -125,6 +150,17 @@ impl fmt::Display for TimeoutError {
                 }
                 write!(f, " at {}: {bad}", self.inner.site)
             }
+            Kind::NoTimer(after) => {
+                match self.label() {
+                    Some(label) => write!(f, "'{label}' could not keep")?,
+                    None => f.write_str("future could not keep")?,
+                }
+                write!(
+                    f,
+                    " its {after:?} timeout at {}: the timer thread (futures-timer's) is not running",
+                    self.inner.site
+                )
+            }
         }
     }
 }
@@ -135,6 +171,7 @@ impl fmt::Debug for TimeoutError {
         match self.inner.kind {
             Kind::Elapsed(after) => d.field("elapsed", &after),
             Kind::Invalid(bad) => d.field("invalid", &bad),
+            Kind::NoTimer(after) => d.field("no_timer", &after),
         };
         d.field("label", &self.label())
             .field("site", &format_args!("{}", self.inner.site))
@@ -153,10 +190,10 @@ impl StdError for TimeoutError {}
 
 impl From<TimeoutError> for io::Error {
     fn from(err: TimeoutError) -> io::Error {
-        let kind = if err.is_elapsed() {
-            io::ErrorKind::TimedOut
-        } else {
-            io::ErrorKind::InvalidInput
+        let kind = match err.inner.kind {
+            Kind::Elapsed(_) => io::ErrorKind::TimedOut,
+            Kind::Invalid(_) => io::ErrorKind::InvalidInput,
+            Kind::NoTimer(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
     }

@@ -61,6 +61,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
+mod contain;
 mod duration;
 mod error;
 mod item_macro;

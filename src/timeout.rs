@@ -10,6 +10,7 @@
 //! When the timer wins, the inner future is dropped in place (cancelled)
 //! before the error is returned.
 
+use std::cell::Cell;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::mem::ManuallyDrop;
@@ -23,7 +24,7 @@ use crate::duration::{IntoTimeout, InvalidTimeout};
 use crate::error::TimeoutError;
 use crate::site::Site;
 use crate::stats;
-use crate::timer::Deadline;
+use crate::timer::{self, Deadline, Outcome, Start};
 
 /// A future with a timeout, made by [`timeout_async!`](crate::timeout_async).
 ///
@@ -111,9 +112,14 @@ impl<F: Future> Future for Timeout<F> {
             this.cancel();
             return Poll::Ready(Err(err));
         }
+        // A timeout whose deadline has passed tells the timeouts inside it,
+        // so that the earliest deadline is the one reported (see `Enclosing`).
+        let enclosing = this.timer.enclose();
         // SAFETY: see above; `inner` stays where it is, and is still there:
         // the state is not `Cancelled` (`reject` panics on that).
-        if let Poll::Ready(output) = unsafe { Pin::new_unchecked(&mut *this.inner) }.poll(cx) {
+        let polled = unsafe { Pin::new_unchecked(&mut *this.inner) }.poll(cx);
+        drop(enclosing);
+        if let Poll::Ready(output) = polled {
             return Poll::Ready(Ok(output));
         }
         match this.timer.poll_elapsed(cx) {
@@ -164,7 +170,10 @@ impl Timer {
                 after,
             } => {
                 return match deadline.poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(self.expire(after)),
+                    Poll::Ready(outcome) => {
+                        let due = deadline.due();
+                        self.end(outcome, due, after, cx)
+                    }
                     Poll::Pending => Poll::Pending,
                 };
             }
@@ -178,21 +187,67 @@ impl Timer {
             return Poll::Pending;
         }
         if after.is_zero() {
-            return Poll::Ready(self.expire(after));
+            return self.end(Outcome::Elapsed, crate::clock::now_nanos(), after, cx);
         }
-        match Deadline::new(after, cx.waker()) {
+        match timer::start(after, cx.waker()) {
             // Registered with `cx`'s waker already: no need to poll it.
-            Some(deadline) => {
-                let fired = deadline.has_fired();
+            Start::Waiting(deadline) => {
+                let ended = deadline.ended();
+                let due = deadline.due();
                 self.state = State::Waiting { deadline, after };
-                if fired {
-                    return Poll::Ready(self.expire(after));
+                if let Some(outcome) = ended {
+                    return self.end(outcome, due, after, cx);
                 }
             }
+            Start::Due(due) => return self.end(Outcome::Elapsed, due, after, cx),
             // Half a billion years away: it never comes.
-            None => self.state = State::Unbounded,
+            Start::Never => self.state = State::Unbounded,
         }
         Poll::Pending
+    }
+
+    /// The timer ended with `outcome`: the error, unless an enclosing
+    /// timeout's deadline came first (at or before `due`), which then reports
+    /// instead. This one stays as it is, asks for another poll in case no
+    /// enclosing timeout takes over, and keeps its own answer for then.
+    #[cold]
+    #[inline(never)]
+    fn end(
+        &mut self,
+        outcome: Outcome,
+        due: u64,
+        after: Duration,
+        cx: &mut Context<'_>,
+    ) -> Poll<TimeoutError> {
+        if outcome == Outcome::Elapsed && Enclosing::came_first(due) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(match outcome {
+            Outcome::Elapsed => self.expire(after),
+            Outcome::NoTimer => self.no_timer(after),
+        })
+    }
+
+    /// While this timeout's deadline has passed, an `Enclosing` for the
+    /// inner future's poll.
+    #[inline]
+    fn enclose(&self) -> Option<Enclosing> {
+        match &self.state {
+            State::Waiting { deadline, .. } if deadline.has_fired() => {
+                Some(Enclosing::enter(deadline.due()))
+            }
+            _ => None,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn no_timer(&mut self, after: Duration) -> TimeoutError {
+        self.state = State::Unbounded;
+        let err = TimeoutError::no_timer(self.site, after);
+        log::error!(target: "opguard", "{err}");
+        err
     }
 
     #[cold]
@@ -232,6 +287,43 @@ impl Timer {
         let err = TimeoutError::invalid(self.site, bad);
         log::warn!(target: "opguard", "{err}");
         Some(err)
+    }
+}
+
+thread_local! {
+    /// The earliest deadline, in `clock::now_nanos`, of the timeouts whose
+    /// inner future this thread is polling and whose deadline has passed;
+    /// `u64::MAX` when there is none.
+    static ENCLOSING: Cell<u64> = const { Cell::new(u64::MAX) };
+}
+
+/// Nested timeouts whose deadlines fall in the same tick fire together, and
+/// the inner one, polled first, would report its own deadline even when the
+/// outer one's came first. While a timeout whose deadline has passed polls
+/// its inner future, an `Enclosing` tells the timeouts inside: one whose own
+/// deadline is not earlier lets the enclosing one report.
+struct Enclosing {
+    previous: u64,
+}
+
+impl Enclosing {
+    fn enter(due: u64) -> Self {
+        let previous = ENCLOSING
+            .try_with(|e| e.replace(due.min(e.get())))
+            .unwrap_or(u64::MAX);
+        Enclosing { previous }
+    }
+
+    /// Whether an enclosing timeout's deadline came at or before `due`.
+    fn came_first(due: u64) -> bool {
+        ENCLOSING.try_with(|e| e.get() <= due).unwrap_or(false)
+    }
+}
+
+impl Drop for Enclosing {
+    fn drop(&mut self) {
+        // Restored on unwinding too.
+        let _ = ENCLOSING.try_with(|e| e.set(self.previous));
     }
 }
 

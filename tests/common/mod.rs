@@ -66,6 +66,50 @@ pub fn rerun_in_child(name: &str, envs: &[(&str, &str)]) -> bool {
 /// In the parent: runs test `name` in a child process with `envs` set and
 /// output not captured, and returns what it printed. In the child: `None`.
 pub fn child_output(name: &str, envs: &[(&str, &str)]) -> Option<std::process::Output> {
+    let cmd = child_command(name, envs)?;
+    Some(
+        spawn_child(cmd)
+            .wait_with_output()
+            .expect("the test binary runs again"),
+    )
+}
+
+/// Like [`child_output`], for a child that might hang: it is killed after
+/// `limit`, and the test fails saying so.
+pub fn child_output_within(
+    name: &str,
+    envs: &[(&str, &str)],
+    limit: std::time::Duration,
+) -> Option<std::process::Output> {
+    let cmd = child_command(name, envs)?;
+    let mut child = spawn_child(cmd);
+    let start = std::time::Instant::now();
+    while child
+        .try_wait()
+        .expect("the child can be waited on")
+        .is_none()
+    {
+        if start.elapsed() > limit {
+            child.kill().ok();
+            let out = child.wait_with_output().expect("the child's output");
+            panic!(
+                "`{name}` hung: still running after {limit:?}; it printed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().expect("the child's output"))
+}
+
+fn spawn_child(mut cmd: std::process::Command) -> std::process::Child {
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the test binary runs again")
+}
+
+fn child_command(name: &str, envs: &[(&str, &str)]) -> Option<std::process::Command> {
     const MARK: &str = "OPGUARD_TEST_CHILD";
     if std::env::var(MARK).as_deref() == Ok(name) {
         return None;
@@ -85,5 +129,5 @@ pub fn child_output(name: &str, envs: &[(&str, &str)]) -> Option<std::process::O
         cmd.env_remove(var);
     }
     cmd.envs(envs.iter().copied());
-    Some(cmd.output().expect("the test binary runs again"))
+    Some(cmd)
 }

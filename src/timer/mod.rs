@@ -1,0 +1,401 @@
+//! Shared deadlines: timeouts whose deadlines fall in the same tick, started
+//! on the same thread, share one `futures_timer::Delay`, which wakes them all.
+//!
+//! A `Delay` per timeout costs a heap node, a push onto futures-timer's one
+//! global list and a wake-up of its helper thread. Here a deadline is rounded
+//! *up* to the next tick boundary (1 ms, [`TICK`]); the first timeout of a
+//! tick creates the tick's `Delay`, later ones only add their waker to the
+//! tick's list. When the `Delay` fires, the tick wakes every waiter and
+//! leaves the wheel. So a timeout:
+//!
+//! - never fires before its deadline (the tick is at or after it);
+//! - fires at most one tick after it, plus the helper thread's wake-up;
+//! - gives its memory back when dropped early: its waker at once, and the
+//!   tick itself (with its `Delay`) when its last waiter leaves, whatever the
+//!   deadline, so memory follows the timeouts that are pending, not the ones
+//!   that were.
+//!
+//! Everything stays on futures-timer's own thread: no executor is involved.
+//!
+//! # Lanes
+//! Each thread gets a lane, and a tick belongs to one lane: timeouts started
+//! on different threads (the workers of a multi-thread runtime) never share
+//! a tick, so they never contend on its lock or its reference count. Each
+//! thread also remembers the tick it joined last: timeouts started within the
+//! same millisecond mostly land in it, and skip the wheel's shard lock and
+//! lookup. Threads past [`LANES`] share lanes.
+//!
+//! # User code and locks
+//! Wakers are user code: cloning, waking or dropping one may start or drop a
+//! timeout, panic, or block. None of that happens while a lock of ours is
+//! held: wakers are cloned before a waiter joins, and those that leave,
+//! are replaced, or are woken are handed out of the lock first
+//! ([`waitlist`]). A waker that panics on futures-timer's thread is
+//! contained, its panic payload too ([`crate::contain`]).
+//!
+//! # When futures-timer cannot run
+//! futures-timer runs one helper thread for the process. If it cannot be
+//! spawned (a thread or memory limit) or has died, a tick's `Delay` cannot
+//! start. The tick is then marked broken: it leaves the wheel at once, and
+//! its waiters (the one starting it and any that joined meanwhile) are woken
+//! and end with an error value ([`Outcome::NoTimer`]), never a panic, a hang
+//! or an early timeout. A tick whose `Delay` is dropped by a dying timer
+//! thread before its time is broken the same way. After a failure, timeouts
+//! fail at once for one second, then a fresh start is tried, which succeeds
+//! if the limit was lifted.
+//!
+//! # Locks and atomic orderings
+//! The wheel is sharded; a shard's mutex guards its map only, and a tick's
+//! list mutex guards its waiters only. A shard's lock may be held while a
+//! tick's list is locked (joining through the wheel), never the other way
+//! round. The tick's state is set with `AcqRel` before its list is drained
+//! under the list's mutex, and read with `Acquire`; a waiter joins under the
+//! mutex unless the list is closed. So a wake-up is never lost: a waiter
+//! either joined before the drain (and is woken) or finds the list closed and
+//! reads the state (loom: [`waitlist`]). A tick fires no earlier than its
+//! time, which is at or after the deadline of every waiter that joins it, so
+//! a timeout that finds its tick fired has timed out, correctly and at once.
+//! Mutex poisoning is ignored: no code here panics while holding one.
+
+mod waitlist;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use futures_timer::Delay;
+
+use self::waitlist::{BROKEN, FIRED, OPEN, Waitlist};
+use crate::clock;
+use crate::contain::{contain, drop_payload};
+
+/// The granularity of deadlines: a timeout fires at most this much late.
+pub const TICK: Duration = Duration::from_millis(1);
+const TICK_NANOS: u32 = TICK.subsec_nanos();
+const TICKS_PER_SEC: u64 = 1_000_000_000 / TICK_NANOS as u64;
+const _: () = assert!(
+    TICK.as_secs() == 0 && 1_000_000_000 % TICK_NANOS == 0,
+    "a tick divides a second"
+);
+
+/// Lanes: threads past this many share them.
+const LANES: u32 = 64;
+const SHARDS: usize = 16;
+type Key = (u64, u32);
+type Shard = Mutex<BTreeMap<Key, Arc<Tick>>>;
+#[allow(clippy::declare_interior_mutable_const)] // Only used to build the array.
+const EMPTY_SHARD: Shard = Mutex::new(BTreeMap::new());
+static WHEEL: [Shard; SHARDS] = [EMPTY_SHARD; SHARDS];
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn shard((at, lane): Key) -> &'static Shard {
+    &WHEEL[(at.wrapping_add(u64::from(lane)) % SHARDS as u64) as usize]
+}
+
+/// One tick of one lane: its waiters and its `Delay`.
+struct Tick {
+    key: Key,
+    list: Waitlist,
+    delay: Mutex<Option<Delay>>,
+}
+
+/// Wakes the tick when its `Delay` fires. Weak, so that the timer's node
+/// does not keep the tick alive.
+struct TickWaker(Weak<Tick>);
+
+impl Wake for TickWaker {
+    fn wake(self: Arc<Self>) {
+        if let Some(tick) = self.0.upgrade() {
+            // futures-timer also wakes a `Delay` when its thread goes away
+            // (it is being dropped, maybe unwinding): before the tick's time
+            // that is no deadline, and must not time anyone out.
+            let due = tick_instant(tick.key.0).is_some_and(|at| Instant::now() >= at);
+            if !due {
+                note_failure("futures-timer's thread went away");
+            }
+            tick.finish(if due { FIRED } else { BROKEN });
+        }
+    }
+}
+
+/// When the last start of a `Delay` failed, in [`clock::now_nanos`]; 0: never.
+static FAILED_AT: AtomicU64 = AtomicU64::new(0);
+/// How long after a failure timeouts fail at once before a fresh try.
+const RETRY_AFTER_NANOS: u64 = 1_000_000_000;
+
+fn note_failure(why: &str) {
+    FAILED_AT.store(clock::now_nanos().max(1), Ordering::Relaxed);
+    log::error!(
+        target: "opguard",
+        "the shared timer cannot run ({why}): timeouts fail with an error for the next second, then start afresh"
+    );
+}
+
+fn failed_recently() -> bool {
+    let at = FAILED_AT.load(Ordering::Relaxed);
+    at != 0 && clock::now_nanos().saturating_sub(at) < RETRY_AFTER_NANOS
+}
+
+impl Tick {
+    /// Wakes its waiters with `outcome`, once, and leaves the wheel.
+    fn finish(&self, outcome: u8) {
+        if let Some(woken) = self.list.finish(outcome) {
+            for waker in woken {
+                // On futures-timer's one thread, a waker that panics must not
+                // take every other timer in the process down with it.
+                if contain(|| waker.wake()).is_none() {
+                    log::error!(target: "opguard", "a waker panicked when its timeout fired");
+                }
+            }
+        }
+        self.retire();
+    }
+
+    /// Takes the tick out of the wheel and drops its `Delay`.
+    fn retire(&self) {
+        let removed = {
+            let mut map = lock(shard(self.key));
+            match map.get(&self.key) {
+                Some(t) if std::ptr::eq(Arc::as_ptr(t), self) => map.remove(&self.key),
+                _ => None,
+            }
+        };
+        let delay = lock(&self.delay).take();
+        drop((removed, delay));
+    }
+
+    /// Starts the tick's `Delay`, to fire at its time; breaks the tick when
+    /// futures-timer cannot run.
+    fn start(self: &Arc<Self>) {
+        // A tick past what `Instant` can hold never comes: it gets no `Delay`.
+        let Some(at) = tick_instant(self.key.0) else {
+            return;
+        };
+        if failed_recently() {
+            return self.finish(BROKEN);
+        }
+        let mut delay = Delay::new(at.saturating_duration_since(Instant::now()));
+        let waker = Waker::from(Arc::new(TickWaker(Arc::downgrade(self))));
+        // A `Delay` made while futures-timer's thread cannot run panics when
+        // polled ("timer has gone away"); it has no other way to say so.
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Pin::new(&mut delay).poll(&mut Context::from_waker(&waker))
+        }));
+        match polled {
+            Ok(polled) => {
+                *lock(&self.delay) = Some(delay);
+                if polled.is_ready() {
+                    self.finish(FIRED);
+                }
+            }
+            Err(payload) => {
+                drop_payload(payload);
+                note_failure("futures-timer's helper thread could not start, or died");
+                self.finish(BROKEN);
+            }
+        }
+    }
+}
+
+/// When the tick `at` comes, if `Instant` can hold it.
+fn tick_instant(at: u64) -> Option<Instant> {
+    let since = Duration::new(at / TICKS_PER_SEC, (at % TICKS_PER_SEC) as u32 * TICK_NANOS);
+    clock::epoch().checked_add(since)
+}
+
+/// Whole ticks since the epoch to `due`, rounded up.
+fn ticks(due: Duration) -> Option<u64> {
+    due.as_secs()
+        .checked_mul(TICKS_PER_SEC)?
+        .checked_add(u64::from(due.subsec_nanos().div_ceil(TICK_NANOS)))
+}
+
+/// This thread's lane and the tick it joined last.
+struct Local {
+    lane: Cell<u32>,
+    last: RefCell<Option<Arc<Tick>>>,
+}
+
+thread_local! {
+    static LOCAL: Local = const {
+        Local {
+            lane: Cell::new(u32::MAX),
+            last: RefCell::new(None),
+        }
+    };
+}
+
+static NEXT_LANE: AtomicU32 = AtomicU32::new(0);
+
+impl Local {
+    fn lane(&self) -> u32 {
+        let lane = self.lane.get();
+        if lane != u32::MAX {
+            return lane;
+        }
+        let lane = NEXT_LANE.fetch_add(1, Ordering::Relaxed) % LANES;
+        self.lane.set(lane);
+        lane
+    }
+}
+
+/// How a timeout's start went.
+pub(crate) enum Start {
+    /// Registered: poll the deadline.
+    Waiting(Deadline),
+    /// Its tick has come already: it timed out (with its exact deadline).
+    Due(u64),
+    /// Past what a tick count can hold (half a billion years): no timer is
+    /// needed, it never comes.
+    Never,
+}
+
+/// How a deadline ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Its time came.
+    Elapsed,
+    /// Its timer could not run: futures-timer's thread is not there.
+    NoTimer,
+}
+
+fn outcome(state: u8) -> Outcome {
+    debug_assert_ne!(state, OPEN);
+    if state == BROKEN {
+        Outcome::NoTimer
+    } else {
+        Outcome::Elapsed
+    }
+}
+
+/// A registered wait for one deadline; dropping it leaves the tick.
+pub(crate) struct Deadline {
+    tick: Arc<Tick>,
+    key: u32,
+    /// The exact deadline, in [`clock::now_nanos`].
+    due: u64,
+}
+
+/// Registers `waker` to be woken `after` from now, rounded up to a tick.
+pub(crate) fn start(after: Duration, waker: &Waker) -> Start {
+    let Some(due) = clock::epoch().elapsed().checked_add(after) else {
+        return Start::Never;
+    };
+    let Some(at) = ticks(due) else {
+        return Start::Never;
+    };
+    let due = clock::saturating_nanos(due);
+    // Cloned before anything is locked or borrowed: it is user code.
+    let mut waker = waker.clone();
+    let (cached, lane) = LOCAL
+        .try_with(|local| {
+            let cached = match &*local.last.borrow() {
+                Some(tick) if tick.key.0 == at => Some(Arc::clone(tick)),
+                _ => None,
+            };
+            (cached, local.lane())
+        })
+        // The thread is exiting: no cache, a lane of its own kind.
+        .unwrap_or((None, LANES));
+    if let Some(tick) = cached {
+        match tick.list.join(waker) {
+            Ok(key) => return Start::Waiting(Deadline { tick, key, due }),
+            Err((back, FIRED)) => {
+                drop((tick, back));
+                return Start::Due(due);
+            }
+            Err((back, _)) => waker = back,
+        }
+    }
+    let key = (at, lane);
+    let mut old = None;
+    let (tick, index, new) = {
+        let mut map = lock(shard(key));
+        let joined = match map.get(&key) {
+            Some(tick) => tick.list.join(waker).map(|index| (Arc::clone(tick), index)),
+            None => Err((waker, OPEN)),
+        };
+        match joined {
+            Ok((tick, index)) => (tick, index, false),
+            Err((back, FIRED)) => {
+                drop(map);
+                drop(back);
+                return Start::Due(due);
+            }
+            // None there, or one that was emptied or broken: a fresh tick.
+            Err((back, _)) => {
+                let tick = Arc::new(Tick {
+                    key,
+                    list: Waitlist::with_first(back),
+                    delay: Mutex::new(None),
+                });
+                old = map.insert(key, Arc::clone(&tick));
+                (tick, 0, true)
+            }
+        }
+    };
+    drop(old);
+    if new {
+        tick.start();
+    }
+    // Ignored when the thread is exiting: the cache is only a shortcut.
+    let replaced = LOCAL.try_with(|local| local.last.replace(Some(Arc::clone(&tick))));
+    drop(replaced);
+    Start::Waiting(Deadline {
+        tick,
+        key: index,
+        due,
+    })
+}
+
+impl Deadline {
+    /// The exact deadline, in [`clock::now_nanos`].
+    pub(crate) fn due(&self) -> u64 {
+        self.due
+    }
+
+    /// Whether the tick has fired: a cheap check for a deadline being polled.
+    pub(crate) fn has_fired(&self) -> bool {
+        self.tick.list.state() == FIRED
+    }
+
+    /// How it ended, if it has: for a deadline just started, whose waker is
+    /// registered already.
+    pub(crate) fn ended(&self) -> Option<Outcome> {
+        match self.tick.list.state() {
+            OPEN => None,
+            state => Some(outcome(state)),
+        }
+    }
+
+    /// Ready once the tick has finished; otherwise keeps `cx`'s waker registered.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let mut old = None;
+        let polled = self.tick.list.poll(self.key, cx.waker(), &mut old);
+        // A replaced waker is dropped here, with no lock held.
+        drop(old);
+        polled.map(outcome)
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        let left = self.tick.list.leave(self.key);
+        // Dropped with no lock held: it is user code.
+        drop(left.waker);
+        if left.emptied {
+            self.tick.retire();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

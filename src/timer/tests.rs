@@ -1,0 +1,289 @@
+use super::*;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc;
+
+/// Counts its wake-ups.
+struct Count(AtomicUsize);
+impl Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counter() -> (Arc<Count>, Waker) {
+    let c = Arc::new(Count(AtomicUsize::new(0)));
+    (c.clone(), Waker::from(c))
+}
+
+fn waiting(after: Duration, waker: &Waker) -> Deadline {
+    match start(after, waker) {
+        Start::Waiting(d) => d,
+        Start::Due(_) => panic!("due at once"),
+        Start::Never => panic!("never"),
+    }
+}
+
+fn wait(d: &mut Deadline, waker: &Waker) -> Outcome {
+    let mut cx = Context::from_waker(waker);
+    loop {
+        if let Poll::Ready(out) = d.poll(&mut cx) {
+            return out;
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+fn in_wheel(tick: &Arc<Tick>) -> bool {
+    lock(shard(tick.key))
+        .get(&tick.key)
+        .is_some_and(|t| Arc::ptr_eq(t, tick))
+}
+
+/// Runs `f` on a thread; fails if it has not finished within 10 s.
+fn within_10s(f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("deadlocked: still running after 10 s");
+}
+
+#[test]
+fn never_fires_before_the_deadline() {
+    let (_, waker) = counter();
+    for ms in [1, 3, 10] {
+        let after = Duration::from_millis(ms) + Duration::from_micros(300);
+        let start = Instant::now();
+        let mut d = waiting(after, &waker);
+        assert_eq!(wait(&mut d, &waker), Outcome::Elapsed);
+        assert!(
+            start.elapsed() >= after,
+            "{:?} < {after:?}",
+            start.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_deadline_rounds_up_to_at_most_one_tick_later() {
+    let (_, waker) = counter();
+    for micros in [1, 499, 1000, 1001, 25_000] {
+        let after = Duration::from_micros(micros);
+        let before = Instant::now();
+        let d = waiting(after, &waker);
+        let fires = tick_instant(d.tick.key.0).unwrap();
+        let latest = Instant::now() + after;
+        assert!(fires >= before + after, "tick before the deadline");
+        assert!(fires < latest + TICK, "tick more than one tick late");
+        let exact = clock::epoch() + Duration::from_nanos(d.due());
+        assert!(exact >= before + after && exact <= latest);
+    }
+}
+
+#[test]
+fn many_timeouts_in_one_tick_share_it_and_each_wakes() {
+    let far = Duration::from_millis(50);
+    let wakers: Vec<_> = (0..200).map(|_| counter()).collect();
+    let deadlines: Vec<_> = wakers.iter().map(|(_, w)| waiting(far, w)).collect();
+    let ticks: std::collections::BTreeSet<Key> = deadlines.iter().map(|d| d.tick.key).collect();
+    // Created within a few ticks of each other: they share a handful of
+    // ticks (not under Miri, which runs far slower than the clock).
+    if !cfg!(miri) {
+        assert!(ticks.len() <= 5, "{} ticks for 200 timeouts", ticks.len());
+    }
+    let mut deadlines = deadlines;
+    for (d, (_, w)) in deadlines.iter_mut().zip(&wakers) {
+        assert_eq!(wait(d, w), Outcome::Elapsed);
+    }
+    // The state is set before the wake-ups go out: let the timer thread finish them.
+    std::thread::sleep(Duration::from_millis(20));
+    // Each was woken exactly once by its tick (the polls above only re-check).
+    for (count, _) in &wakers {
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[test]
+fn dropped_timeouts_free_their_share_and_the_last_frees_the_tick() {
+    let (_, waker) = counter();
+    let keep = waiting(Duration::from_secs(3600), &waker);
+    let tick = Arc::clone(&keep.tick);
+    let dropped: Vec<_> = (0..100)
+        .map(|_| waiting(Duration::from_secs(3600), &waker))
+        .filter(|d| Arc::ptr_eq(&d.tick, &tick))
+        .collect();
+    let joined = dropped.len();
+    assert_eq!(tick.list.live().0 as usize, joined + 1);
+    drop(dropped);
+    let (live, free, _) = tick.list.live();
+    assert_eq!(live, 1, "only `keep` is left");
+    assert_eq!(free, joined, "their slots are reused");
+    assert!(in_wheel(&tick) && lock(&tick.delay).is_some());
+    drop(keep);
+    let (live, _, capacity) = tick.list.live();
+    assert_eq!((live, capacity), (0, 0), "the slab's memory went back");
+    assert!(!in_wheel(&tick), "an empty tick left the wheel");
+    assert!(lock(&tick.delay).is_none(), "its Delay was dropped");
+}
+
+#[test]
+fn a_cancelled_timeout_frees_its_tick_whatever_its_deadline() {
+    let (_, waker) = counter();
+    for after in [
+        Duration::from_secs(3600),
+        Duration::from_secs(86_400),
+        Duration::from_secs(1_000_000_000),
+    ] {
+        let d = waiting(after, &waker);
+        let tick = Arc::clone(&d.tick);
+        assert!(in_wheel(&tick) && lock(&tick.delay).is_some(), "{after:?}");
+        drop(d);
+        assert!(!in_wheel(&tick), "{after:?}: the tick stayed in the wheel");
+        assert!(lock(&tick.delay).is_none(), "{after:?}: its Delay stayed");
+    }
+}
+
+#[test]
+fn a_thread_joins_a_fresh_tick_after_its_last_one_emptied() {
+    let (_, waker) = counter();
+    let first = waiting(Duration::from_secs(3600), &waker);
+    let old = Arc::clone(&first.tick);
+    drop(first);
+    // This thread's cache still holds the emptied tick: a new timeout of the
+    // same tick must not join it (it has no Delay any more).
+    let mut joined = None;
+    for _ in 0..20 {
+        let d = waiting(Duration::from_secs(3600), &waker);
+        if d.tick.key == old.key {
+            joined = Some(d);
+            break;
+        }
+    }
+    if let Some(d) = joined {
+        assert!(!Arc::ptr_eq(&d.tick, &old));
+        assert!(in_wheel(&d.tick) && lock(&d.tick.delay).is_some());
+    }
+}
+
+#[test]
+fn fired_ticks_leave_the_wheel() {
+    let (_, waker) = counter();
+    let mut d = waiting(Duration::from_millis(2), &waker);
+    assert_eq!(wait(&mut d, &waker), Outcome::Elapsed);
+    // The state is set before the tick leaves the wheel: give it a moment.
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        !in_wheel(&d.tick)
+    });
+    assert!(gone, "a fired tick stayed in the wheel");
+}
+
+#[test]
+fn after_its_last_tick_fired_a_thread_joins_a_new_one() {
+    let (_, waker) = counter();
+    let mut first = waiting(Duration::from_millis(1), &waker);
+    wait(&mut first, &waker);
+    // This thread's cache still holds the fired tick; a new timeout must
+    // not join it (it would time out at once).
+    let start = Instant::now();
+    let mut next = waiting(Duration::from_millis(5), &waker);
+    assert!(!Arc::ptr_eq(&first.tick, &next.tick));
+    wait(&mut next, &waker);
+    assert!(start.elapsed() >= Duration::from_millis(5));
+}
+
+#[test]
+fn unrepresentable_deadlines_need_no_timer() {
+    let (_, waker) = counter();
+    assert!(matches!(start(Duration::MAX, &waker), Start::Never));
+}
+
+#[test]
+fn threads_never_share_a_tick() {
+    let after = Duration::from_secs(3600);
+    let (_, waker) = counter();
+    let here = waiting(after, &waker);
+    let there = std::thread::spawn(move || {
+        let (_, waker) = counter();
+        let d = waiting(after, &waker);
+        (d.tick.key, Arc::as_ptr(&d.tick) as usize)
+    })
+    .join()
+    .unwrap();
+    assert_ne!(here.tick.key.1, there.0.1, "one lane per thread");
+    assert_ne!(Arc::as_ptr(&here.tick) as usize, there.1);
+}
+
+/// A waker whose `clone` and `drop` start and drop a timeout of the same
+/// tick: the list's lock must not be held while they run.
+#[test]
+fn a_waker_that_starts_timeouts_when_cloned_or_dropped_does_not_deadlock() {
+    struct Reentrant;
+    impl Wake for Reentrant {
+        fn wake(self: Arc<Self>) {}
+    }
+    fn reenter() {
+        let (_, w) = counter();
+        // The same duration as below: the same tick.
+        if let Start::Waiting(d) = start(Duration::from_secs(3600), &w) {
+            drop(d);
+        }
+    }
+    // A waker built by hand, so that `clone` and `drop` run our code.
+    use std::task::{RawWaker, RawWakerVTable};
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(
+        |p| {
+            reenter();
+            RawWaker::new(p, &VTABLE)
+        },
+        |_| {},
+        |_| {},
+        |_| reenter(),
+    );
+    within_10s(|| {
+        let _ = Reentrant;
+        // SAFETY: the vtable ignores the data pointer.
+        let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+        let keep = waiting(Duration::from_secs(3600), &waker);
+        let mut d = waiting(Duration::from_secs(3600), &waker);
+        let (_, other) = counter();
+        // A different waker: the old one is dropped, the new one cloned.
+        let _ = d.poll(&mut Context::from_waker(&other));
+        let _ = d.poll(&mut Context::from_waker(&waker));
+        drop(d);
+        drop(keep);
+    });
+}
+
+/// A waker whose wake panics with a payload whose `Drop` panics too: the
+/// timer thread lives on, other timeouts keep their deadlines.
+#[test]
+fn a_waker_whose_panic_payload_panics_on_drop_does_not_stop_the_timer() {
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("payload drop");
+        }
+    }
+    struct Hostile;
+    impl Wake for Hostile {
+        fn wake(self: Arc<Self>) {
+            std::panic::panic_any(Bomb);
+        }
+    }
+    let hostile = Waker::from(Arc::new(Hostile));
+    let (_, waker) = counter();
+    let start_at = Instant::now();
+    let long = waiting(Duration::from_secs(3600), &waker);
+    let mut d = waiting(Duration::from_millis(2), &hostile);
+    let _ = d.poll(&mut Context::from_waker(&hostile));
+    // Let the tick fire and its waker panic.
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(long.ended(), None, "a long timeout fired early");
+    let mut after = waiting(Duration::from_millis(3), &waker);
+    assert_eq!(wait(&mut after, &waker), Outcome::Elapsed);
+    assert!(start_at.elapsed() < Duration::from_secs(60));
+}

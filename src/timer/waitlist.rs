@@ -1,0 +1,320 @@
+//! One tick's waiters and whether it has come: the part of the timer whose
+//! ordering matters, kept apart from the wheel and futures-timer so that loom
+//! can run it under every interleaving.
+//!
+//! The list takes no waker clone and drops no waker while its lock is held:
+//! wakers are user code, and one that starts or drops a timeout would lock
+//! the list again. Callers clone before [`Waitlist::join`] and drop what
+//! [`Waitlist::leave`], [`Waitlist::poll`] and [`Waitlist::finish`] hand
+//! back, after the lock is released.
+
+#[cfg(opguard_loom)]
+use loom::sync::atomic::{AtomicU8, Ordering};
+#[cfg(opguard_loom)]
+use loom::sync::{Mutex, MutexGuard};
+#[cfg(not(opguard_loom))]
+use std::sync::atomic::{AtomicU8, Ordering};
+#[cfg(not(opguard_loom))]
+use std::sync::{Mutex, MutexGuard};
+
+use std::task::{Poll, Waker};
+
+/// The tick has not come.
+pub(super) const OPEN: u8 = 0;
+/// The tick has come: every waiter's deadline has passed.
+pub(super) const FIRED: u8 = 1;
+/// The tick can never come: its timer could not start or went away.
+pub(super) const BROKEN: u8 = 2;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A slab of wakers: a waiter keeps its key until it leaves.
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<u32>,
+    live: u32,
+    /// No one may join: the tick finished, or its last waiter left.
+    closed: bool,
+}
+
+/// What [`Waitlist::leave`] hands back.
+pub(super) struct Left {
+    /// The waiter's waker, to drop once no lock is held.
+    pub(super) waker: Option<Waker>,
+    /// It was the last waiter: the list is closed and the tick can go.
+    pub(super) emptied: bool,
+}
+
+pub(super) struct Waitlist {
+    state: AtomicU8,
+    waiters: Mutex<Waiters>,
+}
+
+impl Waitlist {
+    /// A list with one waiter, whose key is 0.
+    pub(super) fn with_first(waker: Waker) -> Self {
+        Waitlist {
+            state: AtomicU8::new(OPEN),
+            waiters: Mutex::new(Waiters {
+                slots: vec![Some(waker)],
+                free: Vec::new(),
+                live: 1,
+                closed: false,
+            }),
+        }
+    }
+
+    /// [`OPEN`], [`FIRED`] or [`BROKEN`].
+    pub(super) fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// Adds a waiter; a closed list gives the waker back with its state
+    /// (still [`OPEN`] when its last waiter left it).
+    pub(super) fn join(&self, waker: Waker) -> Result<u32, (Waker, u8)> {
+        let mut w = lock(&self.waiters);
+        if w.closed {
+            drop(w);
+            return Err((waker, self.state()));
+        }
+        w.live += 1;
+        Ok(match w.free.pop() {
+            Some(key) => {
+                w.slots[key as usize] = Some(waker);
+                key
+            }
+            None => {
+                w.slots.push(Some(waker));
+                u32::try_from(w.slots.len() - 1).expect("fewer than 4 billion waiters per tick")
+            }
+        })
+    }
+
+    /// Takes a waiter out. A waiter whose tick finished is already out.
+    pub(super) fn leave(&self, key: u32) -> Left {
+        let mut w = lock(&self.waiters);
+        let waker = w.slots.get_mut(key as usize).and_then(Option::take);
+        let mut emptied = false;
+        let mut memory = None;
+        if waker.is_some() {
+            w.live -= 1;
+            if w.live == 0 {
+                // The last one: no one may join any more, and the slab's
+                // memory goes back now rather than at the tick's time.
+                emptied = true;
+                memory = Some(std::mem::replace(
+                    &mut *w,
+                    Waiters {
+                        closed: true,
+                        ..Waiters::default()
+                    },
+                ));
+            } else {
+                w.free.push(key);
+            }
+        }
+        drop(w);
+        drop(memory);
+        Left { waker, emptied }
+    }
+
+    /// Ready with the state once the tick finished; otherwise keeps `waker`
+    /// registered for the waiter `key`. Gives back a replaced waker to drop
+    /// outside the lock (through `old`).
+    pub(super) fn poll(&self, key: u32, waker: &Waker, old: &mut Option<Waker>) -> Poll<u8> {
+        let state = self.state();
+        if state != OPEN {
+            return Poll::Ready(state);
+        }
+        {
+            let w = lock(&self.waiters);
+            match w.slots.get(key as usize) {
+                Some(Some(current)) if current.will_wake(waker) => return Poll::Pending,
+                Some(Some(_)) => {}
+                // Drained: the tick finished, and set its state first.
+                _ => return Poll::Ready(self.state()),
+            }
+        }
+        // A new waker: cloned with no lock held (its clone is user code).
+        let new = waker.clone();
+        let mut w = lock(&self.waiters);
+        match w.slots.get_mut(key as usize) {
+            Some(Some(current)) => {
+                *old = Some(std::mem::replace(current, new));
+                Poll::Pending
+            }
+            _ => {
+                drop(w);
+                *old = Some(new);
+                Poll::Ready(self.state())
+            }
+        }
+    }
+
+    /// Marks the tick `outcome` ([`FIRED`] or [`BROKEN`]) and hands back
+    /// every waker to wake, once; `None` when it had finished already.
+    pub(super) fn finish(&self, outcome: u8) -> Option<Vec<Waker>> {
+        self.state
+            .compare_exchange(OPEN, outcome, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let all = {
+            let mut w = lock(&self.waiters);
+            std::mem::replace(
+                &mut *w,
+                Waiters {
+                    closed: true,
+                    ..Waiters::default()
+                },
+            )
+        };
+        Some(all.slots.into_iter().flatten().collect())
+    }
+
+    /// Waiters still registered (for tests).
+    #[cfg(test)]
+    pub(super) fn live(&self) -> (u32, usize, usize) {
+        let w = lock(&self.waiters);
+        (w.live, w.free.len(), w.slots.capacity())
+    }
+}
+
+/// The list under loom, which runs every interleaving of the threads:
+///
+///     RUSTFLAGS="--cfg opguard_loom" cargo test --release --lib loom
+#[cfg(opguard_loom)]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn counter() -> (std::sync::Arc<Count>, Waker) {
+        let c = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    fn fire(list: &Waitlist) {
+        if let Some(all) = list.finish(FIRED) {
+            all.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// A waiter that joins while the tick fires is either woken once, or
+    /// sees the tick fired: never neither (a lost wake-up), never twice.
+    #[test]
+    fn loom_a_join_racing_the_fire_is_never_lost() {
+        loom::model(|| {
+            let (_, first) = counter();
+            let list = Arc::new(Waitlist::with_first(first));
+            let (count, waker) = counter();
+            let firing = {
+                let list = list.clone();
+                thread::spawn(move || fire(&list))
+            };
+            let joined = list.join(waker.clone()).map_err(|(_, state)| state);
+            let mut old = None;
+            let ready = match joined {
+                Ok(key) => list.poll(key, &waker, &mut old).is_ready(),
+                Err(state) => state == FIRED,
+            };
+            firing.join().unwrap();
+            let woken = count.0.load(SeqCst);
+            match joined {
+                // Joined: the fire drained it and woke it exactly once.
+                Ok(key) => {
+                    assert_eq!(woken, 1);
+                    assert!(list.poll(key, &waker, &mut old).is_ready());
+                }
+                // Closed by the fire: it saw the tick had come.
+                Err(_) => assert!(ready && woken == 0),
+            }
+        });
+    }
+
+    /// A waiter that replaces its waker while the tick fires: exactly one of
+    /// the two wakers is woken, once, or the poll sees the tick fired.
+    #[test]
+    fn loom_a_new_waker_racing_the_fire_is_never_lost() {
+        loom::model(|| {
+            let (c1, w1) = counter();
+            let list = Arc::new(Waitlist::with_first(w1));
+            let (c2, w2) = counter();
+            let firing = {
+                let list = list.clone();
+                thread::spawn(move || fire(&list))
+            };
+            let mut old = None;
+            let ready = list.poll(0, &w2, &mut old).is_ready();
+            drop(old);
+            firing.join().unwrap();
+            let (a, b) = (c1.0.load(SeqCst), c2.0.load(SeqCst));
+            assert!(a + b <= 1, "one wake at most");
+            assert!(ready || a + b == 1, "not ready and not woken");
+            if !ready {
+                assert_eq!(b, 1, "the new waker is the one woken");
+            }
+        });
+    }
+
+    /// The last waiter leaving while the tick fires: the list is closed
+    /// exactly once (by the leave, or drained by the fire), and a late joiner
+    /// is turned away.
+    #[test]
+    fn loom_the_last_leave_racing_the_fire_closes_once() {
+        loom::model(|| {
+            let (count, w) = counter();
+            let list = Arc::new(Waitlist::with_first(w));
+            let firing = {
+                let list = list.clone();
+                thread::spawn(move || fire(&list))
+            };
+            let left = list.leave(0);
+            firing.join().unwrap();
+            let woken = count.0.load(SeqCst);
+            // Left before the fire (its waker comes back, unwoken), or the
+            // fire took it first (woken once, nothing to leave).
+            assert_eq!(left.waker.is_some(), woken == 0);
+            assert_eq!(left.emptied, woken == 0);
+            let (_, late) = counter();
+            assert!(list.join(late).is_err());
+        });
+    }
+
+    /// Two threads join and leave while a third fires: each is woken at most
+    /// once, the live count never underflows, and the list ends closed.
+    #[test]
+    fn loom_joins_and_leaves_racing_the_fire() {
+        loom::model(|| {
+            let (_, w0) = counter();
+            let list = Arc::new(Waitlist::with_first(w0));
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let list = list.clone();
+                    thread::spawn(move || {
+                        let (count, w) = counter();
+                        if let Ok(key) = list.join(w) {
+                            list.leave(key);
+                        }
+                        count.0.load(SeqCst)
+                    })
+                })
+                .collect();
+            fire(&list);
+            for t in threads {
+                assert!(t.join().unwrap() <= 1);
+            }
+            assert_eq!(list.state(), FIRED);
+        });
+    }
+}

@@ -1,0 +1,282 @@
+//! The shared timer under hostile wakers, hooks and limits. Each case that
+//! could stop the process's timer runs in a child process of its own, which
+//! the parent kills if it hangs.
+
+mod common;
+
+use std::future::{Future, pending};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use futures::executor::block_on;
+use opguard::timeout_async;
+
+const LONG: Duration = Duration::from_secs(3600);
+
+/// A child's verdict: it must exit cleanly and print `marker`.
+fn child_passes(name: &str, envs: &[(&str, &str)], marker: &str) -> bool {
+    match common::child_output_within(name, envs, Duration::from_secs(30)) {
+        Some(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains(marker),
+                "the child failed ({}):\n{stdout}\n{stderr}",
+                out.status
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+/// The timer still keeps time: a 20 ms timeout fires in its window.
+fn assert_the_timer_works() {
+    let start = Instant::now();
+    let out = block_on(timeout_async!(Duration::from_millis(20), pending::<()>()));
+    let took = start.elapsed();
+    assert!(out.is_err_and(|e| e.is_elapsed()), "did not time out");
+    assert!(
+        took >= Duration::from_millis(20) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}
+
+fn poll_with<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
+    Pin::new(f).poll(&mut Context::from_waker(waker))
+}
+
+/// A waker whose last drop drops the pending timeout it holds.
+struct Holder(Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>);
+impl Wake for Holder {
+    fn wake(self: Arc<Self>) {
+        // Polls what it holds, as a waker that drives a future would.
+        if let Some(f) = self.0.lock().unwrap().as_mut() {
+            let _ = f.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        }
+    }
+}
+
+#[test]
+fn a_waker_that_drops_a_timeout_when_dropped_cannot_stop_the_timer() {
+    if child_passes(
+        "a_waker_that_drops_a_timeout_when_dropped_cannot_stop_the_timer",
+        &[],
+        "timer alive",
+    ) {
+        return;
+    }
+    // `x`: pending on the tick of `LONG` from now.
+    let mut x = Box::pin(async {
+        let _ = timeout_async!(LONG, pending::<()>()).await;
+    });
+    assert!(poll_with(&mut x, Waker::noop()).is_pending());
+    // A waker whose state holds `x`.
+    let waker = Waker::from(Arc::new(Holder(Mutex::new(Some(x)))));
+    // `y`: the same duration, the same tick, polled with that waker.
+    let mut y = Box::pin(timeout_async!(LONG, pending::<()>()));
+    assert!(poll_with(&mut y, &waker).is_pending());
+    // The tick's list now holds the only other clone of the waker: dropping
+    // `y` drops that clone, which drops `x`, which leaves the same tick.
+    drop(waker);
+    drop(y);
+    assert_the_timer_works();
+    println!("timer alive");
+}
+
+#[test]
+fn a_waker_whose_clone_starts_a_timeout_cannot_stop_the_timer() {
+    if child_passes(
+        "a_waker_whose_clone_starts_a_timeout_cannot_stop_the_timer",
+        &[],
+        "timer alive",
+    ) {
+        return;
+    }
+    use std::task::{RawWaker, RawWakerVTable};
+    fn reenter() {
+        // The same duration as the timeout being started: the same tick.
+        let mut t = Box::pin(timeout_async!(LONG, pending::<()>()));
+        let _ = poll_with(&mut t, Waker::noop());
+    }
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(
+        |p| {
+            reenter();
+            RawWaker::new(p, &VTABLE)
+        },
+        |_| {},
+        |_| {},
+        |_| reenter(),
+    );
+    // SAFETY: the vtable never reads the data pointer.
+    let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+    let mut t = Box::pin(timeout_async!(LONG, pending::<()>()));
+    assert!(poll_with(&mut t, &waker).is_pending());
+    // A new waker for the same timeout: the old clone is dropped.
+    assert!(poll_with(&mut t, Waker::noop()).is_pending());
+    assert!(poll_with(&mut t, &waker).is_pending());
+    drop(t);
+    assert_the_timer_works();
+    println!("timer alive");
+}
+
+#[test]
+fn a_waker_whose_panic_payload_panics_on_drop_cannot_stop_the_timer() {
+    if child_passes(
+        "a_waker_whose_panic_payload_panics_on_drop_cannot_stop_the_timer",
+        &[],
+        "timer alive",
+    ) {
+        return;
+    }
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("the payload's drop panics too");
+        }
+    }
+    struct Hostile;
+    impl Wake for Hostile {
+        fn wake(self: Arc<Self>) {
+            std::panic::panic_any(Bomb);
+        }
+    }
+    let hostile = Waker::from(Arc::new(Hostile));
+    let mut long = Box::pin(timeout_async!(LONG, pending::<()>()));
+    assert!(poll_with(&mut long, Waker::noop()).is_pending());
+    let mut short = Box::pin(timeout_async!(Duration::from_millis(5), pending::<()>()));
+    assert!(poll_with(&mut short, &hostile).is_pending());
+    // The short one's tick fires and its waker panics on the timer thread.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        poll_with(&mut long, Waker::noop()).is_pending(),
+        "a one-hour timeout ended after 100 ms"
+    );
+    assert!(poll_with(&mut short, Waker::noop()).is_ready());
+    assert_the_timer_works();
+    println!("timer alive");
+}
+
+/// With futures-timer's thread unable to start (an address-space limit too
+/// small for its stack), timeouts end with an error value, not a panic or a
+/// hang, a second one in the same millisecond too; once the limit is lifted,
+/// they work again.
+#[cfg(target_os = "linux")]
+#[test]
+fn when_the_timer_thread_cannot_start_timeouts_fail_with_an_error_then_recover() {
+    if child_passes(
+        "when_the_timer_thread_cannot_start_timeouts_fail_with_an_error_then_recover",
+        &[],
+        "recovered",
+    ) {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_AS, &mut old), 0);
+        let tight = libc::rlimit {
+            // Room for a few small allocations, none for a thread's stack.
+            rlim_cur: (vm_kb + 512) * 1024,
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_AS, &tight), 0);
+    }
+    let both = block_on(futures::future::join(
+        timeout_async!(label = "first", Duration::from_millis(50), pending::<()>()),
+        timeout_async!(label = "second", Duration::from_millis(50), pending::<()>()),
+    ));
+    // SAFETY: as above; the soft limit goes back where it was.
+    unsafe {
+        assert_eq!(libc::setrlimit(libc::RLIMIT_AS, &old), 0);
+    }
+    let (first, second) = (both.0.unwrap_err(), both.1.unwrap_err());
+    assert!(first.is_no_timer(), "{first}");
+    assert!(second.is_no_timer(), "{second}");
+    assert!(first.to_string().contains("could not keep"), "{first}");
+    // The next second fails at once; after it, a fresh start succeeds.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_the_timer_works();
+    println!("recovered");
+}
+
+/// An outer timeout whose deadline comes first reports, even when the inner
+/// one's deadline falls in the same 1 ms tick and the inner is polled first.
+#[test]
+fn nested_timeouts_in_one_tick_report_the_earliest() {
+    let (outer, inner) = (Duration::from_micros(2000), Duration::from_micros(2600));
+    let mut checked = 0;
+    for _ in 0..100 {
+        let start = Instant::now();
+        let mut first_poll = None;
+        let res = block_on(async {
+            let mut t = std::pin::pin!(timeout_async!(
+                label = "outer",
+                outer,
+                timeout_async!(label = "inner", inner, pending::<()>())
+            ));
+            futures::future::poll_fn(|cx| {
+                let polled = t.as_mut().poll(cx);
+                first_poll.get_or_insert_with(|| start.elapsed());
+                polled
+            })
+            .await
+        });
+        // Both start within the first poll. If it was descheduled for longer
+        // than the deadlines' gap, the inner's deadline may truly have come
+        // first: such a run proves nothing either way.
+        if first_poll.unwrap() > (inner - outer) / 2 {
+            continue;
+        }
+        checked += 1;
+        let err = res.expect_err("the outer one fires");
+        assert_eq!(err.label(), Some("outer"), "{err}");
+    }
+    assert!(checked >= 50, "only {checked} runs were undisturbed");
+}
+
+/// An alert hook whose own work times out, when every timeout alerts
+/// (threshold 0, each in a window of its own), raises alerts inside the
+/// hook: they are logged, and do not call the hook again (which would recurse
+/// until the stack overflows).
+#[test]
+fn an_alert_hook_that_times_out_does_not_call_itself() {
+    if child_passes(
+        "an_alert_hook_that_times_out_does_not_call_itself",
+        &[],
+        "hook ran",
+    ) {
+        return;
+    }
+    use opguard::alert::{self, AlertKind, AlertPolicy};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    alert::set_alert_policy(AlertKind::Timeouts, AlertPolicy::new(0, Duration::ZERO));
+    alert::set_alert_hook(|_| {
+        CALLS.fetch_add(1, SeqCst);
+        // Polled by hand: futures' `block_on` refuses to nest.
+        let mut inner = Box::pin(timeout_async!(Duration::ZERO, pending::<()>()));
+        let polled = poll_with(&mut inner, Waker::noop());
+        assert!(matches!(polled, Poll::Ready(Err(_))));
+    });
+    let out = block_on(timeout_async!(Duration::ZERO, pending::<()>()));
+    assert!(out.is_err());
+    assert_eq!(CALLS.load(SeqCst), 1);
+    // The next one calls it again, once.
+    std::thread::sleep(Duration::from_millis(1));
+    let out = block_on(timeout_async!(Duration::ZERO, pending::<()>()));
+    assert!(out.is_err());
+    assert_eq!(CALLS.load(SeqCst), 2);
+    println!("hook ran");
+}
