@@ -1,87 +1,586 @@
-//! Many concurrent timeouts at once: wall time, memory per pending timeout,
-//! and the heap still allocated once all are gone, measured with a counting
-//! global allocator.
+//! Timeouts at server scale, beside the bare tasks and tokio's timeout (and
+//! futures-time's on smol), in one process:
 //!
-//!     cargo bench --bench scale              # 10 000, 100 000 and 1 000 000
-//!     cargo bench --bench scale -- --short   # 10 000, for CI
+//!     cargo bench --bench scale              # 10 000, 100 000, 1 000 000
+//!     cargo bench --bench scale -- --short   # 10 000 and fewer rounds, for CI
 //!
-//! Half the timeouts fire (the inner future never finishes; 100 ms timeout),
-//! half complete (the inner future yields a few times, then finishes; 10 s
-//! timeout). `opguard` runs on tokio multi-thread, smol and a futures
-//! ThreadPool; tokio's own timeout runs on tokio, beside it.
+//! - finish in time: N tasks spawned at once, each `timeout(30 s, f)` where
+//!   `f` pends twice (waking itself) and then finishes: the common case in a
+//!   server, a timer started and then cancelled. Overhead per timeout is
+//!   (timed round - bare round) / N, from the median of several warm rounds
+//!   run in turn (the runtime and the allocator already used).
+//! - all fire: `timeout(50 ms, pending())`; overhead is the round minus the
+//!   50 ms and the bare round, per timeout.
+//! - heap: peak heap per pending timeout task, minus a bare pending task's
+//!   (a counting global allocator, on only while it measures).
+//! - lateness: 10 000 timeouts of 20 ms each for opguard and tokio, started
+//!   at spread times on one runtime while two threads keep both cores busy.
+//!
+//! Executors: tokio current-thread; tokio multi-thread (2 workers) with the
+//! tasks spawned from outside the runtime and from inside a task; smol's
+//! executor. Results go to stdout, `$OPGUARD_BENCH_OUT` (markdown, default
+//! `target/bench/scale.md`) and a CSV beside it.
 
-use std::io::Write;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Write as _;
+use std::future::{Future, pending};
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-#[path = "../tests/common/load.rs"]
-mod load;
+/// Counts live and peak heap bytes while `COUNTING` is on; otherwise it is
+/// the system allocator plus one relaxed load, so that the timed rounds pay
+/// no shared counter.
+struct Switch;
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
 
-use load::{FIRE_AFTER, LIVE, PEAK, Tally, Timer, run};
+// SAFETY: forwards to `System`, only counting on the side.
+unsafe impl GlobalAlloc for Switch {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Relaxed) {
+            let now = LIVE.fetch_add(layout.size() as isize, Relaxed) + layout.size() as isize;
+            PEAK.fetch_max(now, Relaxed);
+        }
+        // SAFETY: the caller's promises are `System`'s.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Relaxed) {
+            LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        }
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
 
 #[global_allocator]
-static ALLOC: load::Counting = load::Counting;
+static ALLOC: Switch = Switch;
 
-fn mb(bytes: isize) -> f64 {
-    bytes as f64 / 1e6
+const LONG: Duration = Duration::from_secs(30);
+const FIRE: Duration = Duration::from_millis(50);
+const LATE_AFTER: Duration = Duration::from_millis(20);
+
+/// Pends `n` times, waking itself each time, then finishes.
+struct PendN(u32);
+impl Future for PendN {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 == 0 {
+            return Poll::Ready(());
+        }
+        self.0 -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Timer {
+    Bare,
+    Opguard,
+    Tokio,
+    FuturesTime,
+}
+
+impl Timer {
+    fn name(self) -> &'static str {
+        match self {
+            Timer::Bare => "bare",
+            Timer::Opguard => "opguard",
+            Timer::Tokio => "tokio",
+            Timer::FuturesTime => "futures-time",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Work {
+    Finish,
+    Fire,
+    /// Pends until aborted: for the heap of pending timeouts.
+    Pend,
+}
+
+fn futures_time(d: Duration) -> futures_time::time::Duration {
+    futures_time::time::Duration::from(d)
+}
+
+// One `async fn` per timer, so that each task is the size its timer makes it.
+
+async fn bare(work: Work) {
+    match work {
+        Work::Finish => PendN(2).await,
+        Work::Fire => {}
+        Work::Pend => pending::<()>().await,
+    }
+}
+
+async fn with_opguard(work: Work) {
+    match work {
+        Work::Finish => opguard::timeout_async!(LONG, PendN(2)).await.unwrap(),
+        Work::Fire => assert!(
+            opguard::timeout_async!(FIRE, pending::<()>())
+                .await
+                .is_err()
+        ),
+        Work::Pend => {
+            let _ = opguard::timeout_async!(LONG, pending::<()>()).await;
+        }
+    }
+}
+
+async fn with_tokio(work: Work) {
+    match work {
+        Work::Finish => tokio::time::timeout(LONG, PendN(2)).await.unwrap(),
+        Work::Fire => assert!(tokio::time::timeout(FIRE, pending::<()>()).await.is_err()),
+        Work::Pend => {
+            let _ = tokio::time::timeout(LONG, pending::<()>()).await;
+        }
+    }
+}
+
+async fn with_futures_time(work: Work) {
+    use futures_time::future::FutureExt as _;
+    match work {
+        Work::Finish => PendN(2).timeout(futures_time(LONG)).await.unwrap(),
+        Work::Fire => assert!(pending::<()>().timeout(futures_time(FIRE)).await.is_err()),
+        Work::Pend => {
+            let _ = pending::<()>().timeout(futures_time(LONG)).await;
+        }
+    }
+}
+
+/// Spawns the task of `timer` with `spawn`, which takes any task.
+macro_rules! spawn_one {
+    ($spawn:expr, $timer:expr, $work:expr) => {
+        match $timer {
+            Timer::Bare => $spawn(bare($work)),
+            Timer::Opguard => $spawn(with_opguard($work)),
+            Timer::Tokio => $spawn(with_tokio($work)),
+            Timer::FuturesTime => $spawn(with_futures_time($work)),
+        }
+    };
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Exec {
+    TokioCurrent,
+    TokioMultiOutside,
+    TokioMultiInside,
+    Smol,
+}
+
+impl Exec {
+    const ALL: [Exec; 4] = [
+        Exec::TokioCurrent,
+        Exec::TokioMultiOutside,
+        Exec::TokioMultiInside,
+        Exec::Smol,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Exec::TokioCurrent => "tokio current-thread",
+            Exec::TokioMultiOutside => "tokio multi-thread, spawned from outside",
+            Exec::TokioMultiInside => "tokio multi-thread, spawned from a task",
+            Exec::Smol => "smol",
+        }
+    }
+
+    /// The timers compared on it: tokio's needs tokio.
+    fn timers(self) -> [Timer; 3] {
+        match self {
+            Exec::Smol => [Timer::Bare, Timer::Opguard, Timer::FuturesTime],
+            _ => [Timer::Bare, Timer::Opguard, Timer::Tokio],
+        }
+    }
+}
+
+enum Rt {
+    Tokio(tokio::runtime::Runtime),
+    Smol(smol::LocalExecutor<'static>),
+}
+
+fn runtime(exec: Exec) -> Rt {
+    match exec {
+        Exec::TokioCurrent => Rt::Tokio(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        ),
+        Exec::TokioMultiOutside | Exec::TokioMultiInside => Rt::Tokio(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        ),
+        Exec::Smol => Rt::Smol(smol::LocalExecutor::new()),
+    }
+}
+
+/// One round: `n` tasks spawned at once, all awaited; its wall time.
+fn round(rt: &Rt, exec: Exec, timer: Timer, work: Work, n: usize) -> Duration {
+    let start = Instant::now();
+    match (rt, exec) {
+        (Rt::Tokio(rt), Exec::TokioMultiOutside) => {
+            let handles: Vec<_> = (0..n)
+                .map(|_| spawn_one!(|f| rt.spawn(f), timer, work))
+                .collect();
+            rt.block_on(async {
+                for h in handles {
+                    h.await.unwrap();
+                }
+            });
+        }
+        (Rt::Tokio(rt), Exec::TokioMultiInside) => {
+            rt.block_on(rt.spawn(async move {
+                let handles: Vec<_> = (0..n)
+                    .map(|_| spawn_one!(tokio::spawn, timer, work))
+                    .collect();
+                for h in handles {
+                    h.await.unwrap();
+                }
+            }))
+            .unwrap();
+        }
+        (Rt::Tokio(rt), _) => rt.block_on(async {
+            let handles: Vec<_> = (0..n)
+                .map(|_| spawn_one!(tokio::spawn, timer, work))
+                .collect();
+            for h in handles {
+                h.await.unwrap();
+            }
+        }),
+        (Rt::Smol(ex), _) => smol::block_on(ex.run(async {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| spawn_one!(|f| ex.spawn(f), timer, work))
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+        })),
+    }
+    start.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Overhead per timeout, in ns, of each timer over the bare tasks: medians of
+/// `rounds` warm rounds, the timers taking turns.
+fn overheads(exec: Exec, work: Work, n: usize, rounds: usize) -> Vec<(Timer, f64)> {
+    let rt = runtime(exec);
+    let timers = exec.timers();
+    let mut times = vec![Vec::new(); timers.len()];
+    for &t in &timers {
+        round(&rt, exec, t, work, n);
+    }
+    for _ in 0..rounds {
+        for (i, &t) in timers.iter().enumerate() {
+            times[i].push(round(&rt, exec, t, work, n));
+        }
+    }
+    let medians: Vec<Duration> = times.into_iter().map(median).collect();
+    let bare = medians[0].as_secs_f64();
+    let wait = if work == Work::Fire {
+        FIRE.as_secs_f64()
+    } else {
+        0.0
+    };
+    timers
+        .iter()
+        .zip(&medians)
+        .skip(1)
+        .map(|(&t, d)| (t, (d.as_secs_f64() - wait - bare) / n as f64 * 1e9))
+        .collect()
+}
+
+/// Counts a task as polled once its first poll has returned.
+struct FirstPoll<F> {
+    inner: Pin<Box<F>>,
+    polled: Option<Arc<AtomicUsize>>,
+}
+
+impl<F: Future<Output = ()>> Future for FirstPoll<F> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let p = self.inner.as_mut().poll(cx);
+        if let Some(polled) = self.polled.take() {
+            polled.fetch_add(1, Relaxed);
+        }
+        p
+    }
+}
+
+/// Peak heap per task with `n` pending tasks of `timer` on tokio
+/// current-thread, each polled once.
+fn heap_per_task(timer: Timer, n: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Made before counting: the runtime's and the timer's first-use state.
+    rt.block_on(async {
+        let h = spawn_one!(tokio::spawn, timer, Work::Pend);
+        tokio::task::yield_now().await;
+        h.abort();
+    });
+    let polled = Arc::new(AtomicUsize::new(0));
+    LIVE.store(0, Relaxed);
+    PEAK.store(0, Relaxed);
+    COUNTING.store(true, Relaxed);
+    let handles = rt.block_on(async {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                spawn_one!(
+                    |f| tokio::spawn(FirstPoll {
+                        inner: Box::pin(f),
+                        polled: Some(polled.clone()),
+                    }),
+                    timer,
+                    Work::Pend
+                )
+            })
+            .collect();
+        while polled.load(Relaxed) < n {
+            tokio::task::yield_now().await;
+        }
+        handles
+    });
+    let peak = PEAK.load(Relaxed);
+    COUNTING.store(false, Relaxed);
+    for h in &handles {
+        h.abort();
+    }
+    drop(handles);
+    drop(rt);
+    peak as f64 / n as f64
+}
+
+/// Keeps every core busy until dropped.
+struct Busy(Arc<AtomicBool>, Vec<std::thread::JoinHandle<()>>);
+
+impl Busy {
+    fn start(threads: usize) -> Busy {
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = (0..threads)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 1u64;
+                    while !stop.load(Relaxed) {
+                        for _ in 0..10_000 {
+                            x = std::hint::black_box(
+                                x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                            );
+                        }
+                    }
+                })
+            })
+            .collect();
+        Busy(stop, handles)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+        for h in self.1.drain(..) {
+            h.join().unwrap();
+        }
+    }
+}
+
+/// Lateness past 20 ms of `n` opguard and `n` tokio timeouts started at spread
+/// times on one tokio current-thread runtime while both cores are busy:
+/// (p50, p99, max, min) in ms, for each.
+fn lateness(n: usize) -> [(Timer, [f64; 4]); 2] {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _busy = Busy::start(2);
+    let spread_us = 200_000u64;
+    let (og, tk) = rt.block_on(async {
+        let spawn = |timer: Timer, i: usize| {
+            // Spread over 200 ms, interleaved between the two timers.
+            let offset = Duration::from_micros((i as u64 * 7919) % spread_us);
+            tokio::spawn(async move {
+                tokio::time::sleep(offset).await;
+                let start = Instant::now();
+                let fired = match timer {
+                    Timer::Opguard => opguard::timeout_async!(LATE_AFTER, pending::<()>())
+                        .await
+                        .is_err(),
+                    _ => tokio::time::timeout(LATE_AFTER, pending::<()>())
+                        .await
+                        .is_err(),
+                };
+                assert!(fired);
+                start.elapsed().as_secs_f64() - LATE_AFTER.as_secs_f64()
+            })
+        };
+        let og: Vec<_> = (0..n).map(|i| spawn(Timer::Opguard, i)).collect();
+        let tk: Vec<_> = (0..n).map(|i| spawn(Timer::Tokio, i + 1)).collect();
+        let mut a = Vec::new();
+        for h in og {
+            a.push(h.await.unwrap());
+        }
+        let mut b = Vec::new();
+        for h in tk {
+            b.push(h.await.unwrap());
+        }
+        (a, b)
+    });
+    let stats = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] * 1e3;
+        [at(0.5), at(0.99), v[v.len() - 1] * 1e3, v[0] * 1e3]
+    };
+    [(Timer::Opguard, stats(og)), (Timer::Tokio, stats(tk))]
 }
 
 fn main() {
     let short = std::env::args().any(|a| a == "--short");
-    let sizes: &[usize] = if short {
-        &[10_000]
-    } else {
-        &[10_000, 100_000, 1_000_000]
+    let sizes: Vec<usize> = match std::env::var("OPGUARD_SCALE_N") {
+        Ok(n) => n.split(',').map(|n| n.parse().unwrap()).collect(),
+        Err(_) if short => vec![10_000],
+        Err(_) => vec![10_000, 100_000, 1_000_000],
     };
-    let cases = [
-        ("opguard", "tokio", Timer::Opguard),
-        ("opguard", "smol", Timer::Opguard),
-        ("opguard", "threadpool", Timer::Opguard),
-        ("tokio::time::timeout", "tokio", Timer::Tokio),
-    ];
-    let mut out = String::new();
-    let mut csv =
-        String::from("timeouts,timer,executor,wall_ms,peak_bytes_per_timeout,heap_left_mb\n");
-    out.push_str("| timeouts | timer | executor | wall time | peak bytes per timeout | heap left after |\n|---:|---|---|---:|---:|---:|\n");
-    // Warm up once: lazily created globals (runtimes, timer threads) are not leaks.
-    for (_, executor, timer) in cases {
-        run(executor, timer, 1000, Box::leak(Box::default()));
-    }
-    std::thread::sleep(FIRE_AFTER * 2);
-    for &n in sizes {
-        for (name, executor, timer) in cases {
-            let tally: &'static Tally = Box::leak(Box::default());
-            let base = LIVE.load(Relaxed);
-            PEAK.store(base, Relaxed);
-            let start = Instant::now();
-            run(executor, timer, n, tally);
-            let wall = start.elapsed();
-            let counts = (tally.fired.load(Relaxed), tally.completed.load(Relaxed));
-            assert_eq!(counts, (n / 2, n / 2), "each resolves once, the right way");
-            // Let every tick that is still pending fire and free itself.
-            std::thread::sleep(FIRE_AFTER * 2);
-            let left = LIVE.load(Relaxed) - base;
-            let peak = PEAK.load(Relaxed) - base;
-            let line = format!(
-                "| {n} | {name} | {executor} | {:.0} ms | {:.0} | {:.2} MB |\n",
-                wall.as_secs_f64() * 1e3,
-                peak as f64 / n as f64,
-                mb(left),
-            );
-            csv.push_str(&format!(
-                "{n},{name},{executor},{:.3},{:.1},{:.3}\n",
-                wall.as_secs_f64() * 1e3,
-                peak as f64 / n as f64,
-                mb(left),
-            ));
-            print!("{line}");
-            std::io::stdout().flush().ok();
-            out.push_str(&line);
+    let mut md = String::new();
+    let mut csv = String::from("table,timeouts,executor,timer,value\n");
+    let say = |md: &mut String, line: String| {
+        println!("{line}");
+        std::io::stdout().flush().ok();
+        md.push_str(&line);
+        md.push('\n');
+    };
+
+    for (work, title) in [
+        (
+            Work::Finish,
+            "Finish in time (30 s timeout, the future pends twice)",
+        ),
+        (
+            Work::Fire,
+            "All fire (50 ms timeout, the future never finishes)",
+        ),
+    ] {
+        say(
+            &mut md,
+            format!("\n### {title}: overhead per timeout over the bare tasks\n"),
+        );
+        say(
+            &mut md,
+            "| timeouts | executor | opguard | tokio (futures-time on smol) | opguard / other |"
+                .into(),
+        );
+        say(&mut md, "|---:|---|---:|---:|---:|".into());
+        for &n in &sizes {
+            let rounds = if short {
+                3
+            } else if n >= 1_000_000 {
+                5
+            } else {
+                11
+            };
+            for exec in Exec::ALL {
+                let res = overheads(exec, work, n, rounds);
+                let (og, other) = (res[0].1, res[1].1);
+                let ratio = if other > 1.0 {
+                    format!("{:.2}x", og / other)
+                } else {
+                    "n/a".into()
+                };
+                say(
+                    &mut md,
+                    format!(
+                        "| {n} | {} | {og:.0} ns | {other:.0} ns ({}) | {ratio} |",
+                        exec.name(),
+                        res[1].0.name()
+                    ),
+                );
+                for (t, v) in res {
+                    let _ = writeln!(csv, "{work:?},{n},{},{},{v:.1}", exec.name(), t.name());
+                }
+            }
         }
     }
+
+    say(
+        &mut md,
+        "\n### Heap per pending timeout (tokio current-thread, peak, minus a bare pending task)\n"
+            .into(),
+    );
+    say(
+        &mut md,
+        "| timeouts | opguard | tokio | opguard / tokio |".into(),
+    );
+    say(&mut md, "|---:|---:|---:|---:|".into());
+    for &n in &sizes {
+        let bare = heap_per_task(Timer::Bare, n);
+        let og = heap_per_task(Timer::Opguard, n) - bare;
+        let tk = heap_per_task(Timer::Tokio, n) - bare;
+        say(
+            &mut md,
+            format!("| {n} | {og:.0} B | {tk:.0} B | {:.2}x |", og / tk),
+        );
+        let _ = writeln!(csv, "Heap,{n},tokio current-thread,opguard,{og:.1}");
+        let _ = writeln!(csv, "Heap,{n},tokio current-thread,tokio,{tk:.1}");
+    }
+    let sizes_line = format!(
+        "\n`size_of` with a 4-byte inner future: opguard `Timeout` {} B, tokio `Timeout` {} B \
+         (the inner future alone: {} B).",
+        std::mem::size_of::<opguard::Timeout<PendN>>(),
+        std::mem::size_of::<tokio::time::Timeout<PendN>>(),
+        std::mem::size_of::<PendN>(),
+    );
+    say(&mut md, sizes_line);
+
+    let n = if short { 1_000 } else { 10_000 };
+    say(
+        &mut md,
+        format!("\n### Lateness under load ({n} timeouts of 20 ms each, both cores busy)\n"),
+    );
+    say(
+        &mut md,
+        "| timer | p50 | p99 | max | min (never below 0) |".into(),
+    );
+    say(&mut md, "|---|---:|---:|---:|---:|".into());
+    for (t, [p50, p99, max, min]) in lateness(n) {
+        say(
+            &mut md,
+            format!(
+                "| {} | {p50:.2} ms | {p99:.2} ms | {max:.2} ms | {min:.3} ms |",
+                t.name()
+            ),
+        );
+        assert!(min >= 0.0, "{} fired {min} ms early", t.name());
+        for (q, v) in [("p50", p50), ("p99", p99), ("max", max)] {
+            let _ = writeln!(
+                csv,
+                "Lateness_{q},{n},tokio current-thread,{},{v:.3}",
+                t.name()
+            );
+        }
+    }
+
     let path =
-        std::env::var("OPGUARD_BENCH_OUT").unwrap_or_else(|_| "target/bench-scale.md".into());
-    std::fs::write(&path, out).expect("write the results");
+        std::env::var("OPGUARD_BENCH_OUT").unwrap_or_else(|_| "target/bench/scale.md".into());
+    if let Some(dir) = std::path::Path::new(&path).parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(&path, md).expect("write the results");
     let csv_path = std::path::Path::new(&path).with_extension("csv");
     std::fs::write(&csv_path, csv).expect("write the results");
     println!("written to {path} and {}", csv_path.display());

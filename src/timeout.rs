@@ -54,7 +54,9 @@ enum State {
     /// Not started, with the default timeout, read when it starts.
     ArmedDefault,
     /// Started: registered with the shared timer.
-    Waiting { deadline: Deadline, after: Duration },
+    /// `after` in nanoseconds, to keep the future small: held at 584
+    /// years, a deadline that no one sees come.
+    Waiting { deadline: Deadline, after: u64 },
     /// No timer: the kill switch was off.
     Unbounded,
     /// An invalid timeout, reported at the first poll.
@@ -172,7 +174,7 @@ impl Timer {
                 return match deadline.poll(cx) {
                     Poll::Ready(outcome) => {
                         let due = deadline.due();
-                        self.end(outcome, due, after, cx)
+                        self.end(outcome, due, Duration::from_nanos(after), cx)
                     }
                     Poll::Pending => Poll::Pending,
                 };
@@ -194,7 +196,10 @@ impl Timer {
             Start::Waiting(deadline) => {
                 let ended = deadline.ended();
                 let due = deadline.due();
-                self.state = State::Waiting { deadline, after };
+                self.state = State::Waiting {
+                    deadline,
+                    after: crate::clock::saturating_nanos(after),
+                };
                 if let Some(outcome) = ended {
                     return self.end(outcome, due, after, cx);
                 }
@@ -329,11 +334,15 @@ impl Drop for Enclosing {
 
 impl<F> fmt::Debug for Timeout<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let waiting;
         let state: &dyn fmt::Debug = match &self.timer.state {
             State::Armed(after) => after,
             State::Invalid(bad) => bad,
             State::ArmedDefault => &"default",
-            State::Waiting { after, .. } => after,
+            State::Waiting { after, .. } => {
+                waiting = Duration::from_nanos(*after);
+                &waiting
+            }
             State::Unbounded => &"none",
             State::Cancelled => &"cancelled",
         };

@@ -205,10 +205,14 @@ impl Tick {
     }
 }
 
+/// How long after the epoch the tick `at` comes.
+fn tick_offset(at: u64) -> Duration {
+    Duration::new(at / TICKS_PER_SEC, (at % TICKS_PER_SEC) as u32 * TICK_NANOS)
+}
+
 /// When the tick `at` comes, if `Instant` can hold it.
 fn tick_instant(at: u64) -> Option<Instant> {
-    let since = Duration::new(at / TICKS_PER_SEC, (at % TICKS_PER_SEC) as u32 * TICK_NANOS);
-    clock::epoch().checked_add(since)
+    clock::epoch().checked_add(tick_offset(at))
 }
 
 /// Whole ticks since the epoch to `due`, rounded up.
@@ -280,8 +284,25 @@ fn outcome(state: u8) -> Outcome {
 pub(crate) struct Deadline {
     tick: Arc<Tick>,
     key: u32,
-    /// The exact deadline, in [`clock::now_nanos`].
-    due: u64,
+    /// How long before its tick the exact deadline is, in nanoseconds (less
+    /// than a tick): the deadline itself would take twice the room.
+    early: u32,
+    /// Which waker is registered: re-polled with the same one (the usual
+    /// case), the deadline needs no lock.
+    waker: WakerId,
+}
+
+/// A waker's identity: what `Waker::will_wake` compares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct WakerId(usize, usize);
+
+impl WakerId {
+    fn of(waker: &Waker) -> Self {
+        WakerId(
+            waker.data() as usize,
+            std::ptr::from_ref(waker.vtable()) as usize,
+        )
+    }
 }
 
 /// Registers `waker` to be woken `after` from now, rounded up to a tick.
@@ -292,7 +313,10 @@ pub(crate) fn start(after: Duration, waker: &Waker) -> Start {
     let Some(at) = ticks(due) else {
         return Start::Never;
     };
+    // The tick is at or after the deadline, by less than a tick.
+    let early = (tick_offset(at) - due).subsec_nanos();
     let due = clock::saturating_nanos(due);
+    let id = WakerId::of(waker);
     // Cloned before anything is locked or borrowed: it is user code.
     let mut waker = waker.clone();
     let (cached, lane) = LOCAL
@@ -307,7 +331,14 @@ pub(crate) fn start(after: Duration, waker: &Waker) -> Start {
         .unwrap_or((None, LANES));
     if let Some(tick) = cached {
         match tick.list.join(waker) {
-            Ok(key) => return Start::Waiting(Deadline { tick, key, due }),
+            Ok(key) => {
+                return Start::Waiting(Deadline {
+                    tick,
+                    key,
+                    early,
+                    waker: id,
+                });
+            }
             Err((back, FIRED)) => {
                 drop((tick, back));
                 return Start::Due(due);
@@ -352,14 +383,15 @@ pub(crate) fn start(after: Duration, waker: &Waker) -> Start {
     Start::Waiting(Deadline {
         tick,
         key: index,
-        due,
+        early,
+        waker: id,
     })
 }
 
 impl Deadline {
     /// The exact deadline, in [`clock::now_nanos`].
     pub(crate) fn due(&self) -> u64 {
-        self.due
+        clock::saturating_nanos(tick_offset(self.tick.key.0)).saturating_sub(u64::from(self.early))
     }
 
     /// Whether the tick has fired: a cheap check for a deadline being polled.
@@ -378,6 +410,16 @@ impl Deadline {
 
     /// Ready once the tick has finished; otherwise keeps `cx`'s waker registered.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let state = self.tick.list.state();
+        if state != OPEN {
+            return Poll::Ready(outcome(state));
+        }
+        // The registered waker is the one the tick will wake: no lock.
+        let id = WakerId::of(cx.waker());
+        if id == self.waker {
+            return Poll::Pending;
+        }
+        self.waker = id;
         let mut old = None;
         let polled = self.tick.list.poll(self.key, cx.waker(), &mut old);
         // A replaced waker is dropped here, with no lock held.

@@ -30,14 +30,95 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A slab of wakers: a waiter keeps its key until it leaves.
+/// Wakers per chunk: 32 of 16 bytes, an allocation small enough that the
+/// system allocator serves it from its quick lists.
+const CHUNK: usize = 32;
+
+/// A chunk of waiter slots.
+struct Chunk {
+    slots: [Option<Waker>; CHUNK],
+    live: u32,
+}
+
+/// The waiters, in chunks: a waiter keeps its key (its place) until it
+/// leaves. Keys are handed out in order and not reused: a tick takes new
+/// waiters only for about a millisecond of start times, so there is little to
+/// reuse, and in exchange no slab is ever regrown or copied. A chunk goes back
+/// to the allocator as soon as it is full and empty again, the last one when
+/// the last waiter leaves.
 #[derive(Default)]
 struct Waiters {
-    slots: Vec<Option<Waker>>,
-    free: Vec<u32>,
+    chunks: Vec<Option<Box<Chunk>>>,
+    /// The next key.
+    next: u32,
     live: u32,
     /// No one may join: the tick finished, or its last waiter left.
     closed: bool,
+}
+
+fn split(key: u32) -> (usize, usize) {
+    (key as usize / CHUNK, key as usize % CHUNK)
+}
+
+impl Waiters {
+    fn closed() -> Self {
+        Waiters {
+            closed: true,
+            ..Waiters::default()
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.next == u32::MAX
+    }
+
+    fn insert(&mut self, waker: Waker) -> u32 {
+        let key = self.next;
+        let (c, i) = split(key);
+        if i == 0 {
+            self.chunks.push(Some(Box::new(Chunk {
+                slots: [const { None }; CHUNK],
+                live: 0,
+            })));
+        }
+        // The last chunk is never freed while keys are handed out.
+        if let Some(Some(chunk)) = self.chunks.get_mut(c) {
+            chunk.slots[i] = Some(waker);
+            chunk.live += 1;
+        }
+        self.next += 1;
+        self.live += 1;
+        key
+    }
+
+    fn slot(&mut self, key: u32) -> Option<&mut Waker> {
+        let (c, i) = split(key);
+        self.chunks.get_mut(c)?.as_mut()?.slots[i].as_mut()
+    }
+
+    /// Takes the waiter `key` out; with a chunk that is done with, to free.
+    fn remove(&mut self, key: u32) -> (Option<Waker>, Option<Box<Chunk>>) {
+        let (c, i) = split(key);
+        let tail = self.chunks.len().saturating_sub(1);
+        let Some(Some(chunk)) = self.chunks.get_mut(c) else {
+            return (None, None);
+        };
+        let Some(waker) = chunk.slots[i].take() else {
+            return (None, None);
+        };
+        chunk.live -= 1;
+        self.live -= 1;
+        let done = chunk.live == 0 && c < tail;
+        (Some(waker), if done { self.chunks[c].take() } else { None })
+    }
+
+    fn drain(self) -> Vec<Waker> {
+        let mut all = Vec::with_capacity(self.live as usize);
+        for chunk in self.chunks.into_iter().flatten() {
+            all.extend(chunk.slots.into_iter().flatten());
+        }
+        all
+    }
 }
 
 /// What [`Waitlist::leave`] hands back.
@@ -58,11 +139,10 @@ impl Waitlist {
     pub(super) fn with_first(waker: Waker) -> Self {
         Waitlist {
             state: AtomicU8::new(OPEN),
-            waiters: Mutex::new(Waiters {
-                slots: vec![Some(waker)],
-                free: Vec::new(),
-                live: 1,
-                closed: false,
+            waiters: Mutex::new({
+                let mut w = Waiters::default();
+                w.insert(waker);
+                w
             }),
         }
     }
@@ -76,48 +156,28 @@ impl Waitlist {
     /// (still [`OPEN`] when its last waiter left it).
     pub(super) fn join(&self, waker: Waker) -> Result<u32, (Waker, u8)> {
         let mut w = lock(&self.waiters);
-        if w.closed {
+        // A list that handed out every key it has turns joiners away too:
+        // they make a fresh tick.
+        if w.closed || w.is_full() {
             drop(w);
             return Err((waker, self.state()));
         }
-        w.live += 1;
-        Ok(match w.free.pop() {
-            Some(key) => {
-                w.slots[key as usize] = Some(waker);
-                key
-            }
-            None => {
-                w.slots.push(Some(waker));
-                u32::try_from(w.slots.len() - 1).expect("fewer than 4 billion waiters per tick")
-            }
-        })
+        Ok(w.insert(waker))
     }
 
     /// Takes a waiter out. A waiter whose tick finished is already out.
     pub(super) fn leave(&self, key: u32) -> Left {
         let mut w = lock(&self.waiters);
-        let waker = w.slots.get_mut(key as usize).and_then(Option::take);
-        let mut emptied = false;
+        let (waker, chunk) = w.remove(key);
         let mut memory = None;
-        if waker.is_some() {
-            w.live -= 1;
-            if w.live == 0 {
-                // The last one: no one may join any more, and the slab's
-                // memory goes back now rather than at the tick's time.
-                emptied = true;
-                memory = Some(std::mem::replace(
-                    &mut *w,
-                    Waiters {
-                        closed: true,
-                        ..Waiters::default()
-                    },
-                ));
-            } else {
-                w.free.push(key);
-            }
+        let emptied = waker.is_some() && w.live == 0;
+        if emptied {
+            // The last one: no one may join any more, and the memory goes
+            // back now rather than at the tick's time.
+            memory = Some(std::mem::replace(&mut *w, Waiters::closed()));
         }
         drop(w);
-        drop(memory);
+        drop((chunk, memory));
         Left { waker, emptied }
     }
 
@@ -130,19 +190,19 @@ impl Waitlist {
             return Poll::Ready(state);
         }
         {
-            let w = lock(&self.waiters);
-            match w.slots.get(key as usize) {
-                Some(Some(current)) if current.will_wake(waker) => return Poll::Pending,
-                Some(Some(_)) => {}
+            let mut w = lock(&self.waiters);
+            match w.slot(key) {
+                Some(current) if current.will_wake(waker) => return Poll::Pending,
+                Some(_) => {}
                 // Drained: the tick finished, and set its state first.
-                _ => return Poll::Ready(self.state()),
+                None => return Poll::Ready(self.state()),
             }
         }
         // A new waker: cloned with no lock held (its clone is user code).
         let new = waker.clone();
         let mut w = lock(&self.waiters);
-        match w.slots.get_mut(key as usize) {
-            Some(Some(current)) => {
+        match w.slot(key) {
+            Some(current) => {
                 *old = Some(std::mem::replace(current, new));
                 Poll::Pending
             }
@@ -160,24 +220,15 @@ impl Waitlist {
         self.state
             .compare_exchange(OPEN, outcome, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
-        let all = {
-            let mut w = lock(&self.waiters);
-            std::mem::replace(
-                &mut *w,
-                Waiters {
-                    closed: true,
-                    ..Waiters::default()
-                },
-            )
-        };
-        Some(all.slots.into_iter().flatten().collect())
+        let all = std::mem::replace(&mut *lock(&self.waiters), Waiters::closed());
+        Some(all.drain())
     }
 
-    /// Waiters still registered (for tests).
+    /// Waiters still registered, and chunks still allocated (for tests).
     #[cfg(test)]
-    pub(super) fn live(&self) -> (u32, usize, usize) {
+    pub(super) fn live(&self) -> (u32, usize) {
         let w = lock(&self.waiters);
-        (w.live, w.free.len(), w.slots.capacity())
+        (w.live, w.chunks.iter().flatten().count())
     }
 }
 
