@@ -451,6 +451,26 @@ fn lateness(n: usize) -> [(Timer, [f64; 4]); 2] {
 }
 
 fn main() {
+    // Rounds of one timer only, for profilers and callgrind:
+    // `OPGUARD_SCALE_ONE=opguard,finish,20000,2` (timer, work, N, rounds).
+    if let Ok(one) = std::env::var("OPGUARD_SCALE_ONE") {
+        let args: Vec<&str> = one.split(',').collect();
+        let timer = [Timer::Bare, Timer::Opguard, Timer::Tokio]
+            .into_iter()
+            .find(|t| t.name() == args[0])
+            .expect("bare, opguard or tokio");
+        let work = if args[1] == "fire" {
+            Work::Fire
+        } else {
+            Work::Finish
+        };
+        let (n, rounds) = (args[2].parse().unwrap(), args[3].parse().unwrap());
+        let rt = runtime(Exec::TokioCurrent);
+        for _ in 0..rounds {
+            round(&rt, Exec::TokioCurrent, timer, work, n);
+        }
+        return;
+    }
     let short = std::env::args().any(|a| a == "--short");
     let sizes: Vec<usize> = match std::env::var("OPGUARD_SCALE_N") {
         Ok(n) => n.split(',').map(|n| n.parse().unwrap()).collect(),

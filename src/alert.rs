@@ -204,13 +204,24 @@ pub fn reset_alert_windows() {
         .for_each(|c| c.state.store(0, Ordering::Relaxed));
 }
 
-/// Counts one event of `kind`; fires the alert if it crosses the threshold.
+/// Counts one event of `kind`, now; fires the alert if it crosses the threshold.
 #[cold]
 pub(crate) fn count(kind: AlertKind, label: Option<&'static str>, site: &dyn fmt::Display) {
+    count_at(kind, label, site, crate::clock::now_nanos());
+}
+
+/// Counts one event of `kind` that happened at `now` ([`crate::clock::now_nanos`]):
+/// for callers that know the time already and can spare a clock read.
+#[cold]
+pub(crate) fn count_at(
+    kind: AlertKind,
+    label: Option<&'static str>,
+    site: &dyn fmt::Display,
+    now: u64,
+) {
     let c = &COUNTERS[kind.index()];
     let threshold = c.threshold.load(Ordering::Relaxed);
     let window = c.window_nanos.load(Ordering::Relaxed);
-    let now = crate::clock::now_nanos();
     // Truncated to 32 bits: only equality with the stored window matters.
     let epoch = (now / window) as u32 as u64;
     let mut old = c.state.load(Ordering::Relaxed);

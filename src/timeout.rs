@@ -108,30 +108,80 @@ impl<F: Future> Future for Timeout<F> {
         // or `drop`); it is never moved out. `Timeout` is `Unpin` only when
         // `F` is. `timer` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        if let State::Invalid(_) | State::Cancelled = this.timer.state
-            && let Some(err) = this.timer.reject()
+        // The first poll, the one that matters for a future ready at once,
+        // goes straight to the inner future.
+        if !matches!(this.timer.state, State::Armed(_) | State::ArmedDefault)
+            && let Some(settled) = this.poll_started(cx)
         {
-            this.cancel();
-            return Poll::Ready(Err(err));
+            return settled;
         }
-        // A timeout whose deadline has passed tells the timeouts inside it,
-        // so that the earliest deadline is the one reported (see `Enclosing`).
-        let enclosing = this.timer.enclose();
         // SAFETY: see above; `inner` stays where it is, and is still there:
         // the state is not `Cancelled` (`reject` panics on that).
         let polled = unsafe { Pin::new_unchecked(&mut *this.inner) }.poll(cx);
-        drop(enclosing);
+        this.then_the_timer(polled, cx)
+    }
+}
+
+impl<F: Future> Timeout<F> {
+    /// After the inner future's poll: its output, or the timer's verdict.
+    #[inline(always)]
+    fn then_the_timer(
+        &mut self,
+        polled: Poll<F::Output>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<F::Output, TimeoutError>> {
         if let Poll::Ready(output) = polled {
             return Poll::Ready(Ok(output));
         }
-        match this.timer.poll_elapsed(cx) {
+        match self.timer.poll_elapsed(cx) {
             Poll::Ready(err) => {
                 // Cancel the inner future before reporting.
-                this.cancel();
+                self.cancel();
                 Poll::Ready(Err(err))
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// The states other than the first poll's: an invalid timeout or a
+    /// finished one settle here, and a deadline that has passed is polled
+    /// here; `None` goes on to the usual poll.
+    #[inline(never)]
+    fn poll_started(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<Result<F::Output, TimeoutError>>> {
+        match self.timer.state {
+            State::Invalid(_) | State::Cancelled => {
+                let err = self.timer.reject()?;
+                self.cancel();
+                Some(Poll::Ready(Err(err)))
+            }
+            State::Waiting { ref deadline, .. } if deadline.has_fired() => {
+                Some(self.poll_past_deadline(cx))
+            }
+            _ => None,
+        }
+    }
+
+    /// A poll once the deadline has passed: the inner future still gets its
+    /// chance, and the timeouts inside it learn that this deadline came, so
+    /// that the earliest one reports (see `Enclosing`).
+    #[cold]
+    #[inline(never)]
+    fn poll_past_deadline(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<F::Output, TimeoutError>> {
+        let State::Waiting { ref deadline, .. } = self.timer.state else {
+            unreachable!("called for a started timer only");
+        };
+        let enclosing = Enclosing::enter(deadline.due());
+        // SAFETY: as in `poll`: polled in place, and still there (the state
+        // is `Waiting`, not `Cancelled`).
+        let polled = unsafe { Pin::new_unchecked(&mut *self.inner) }.poll(cx);
+        drop(enclosing);
+        self.then_the_timer(polled, cx)
     }
 }
 
@@ -229,21 +279,9 @@ impl Timer {
             return Poll::Pending;
         }
         Poll::Ready(match outcome {
-            Outcome::Elapsed => self.expire(after),
+            Outcome::Elapsed => self.expire(after, due),
             Outcome::NoTimer => self.no_timer(after),
         })
-    }
-
-    /// While this timeout's deadline has passed, an `Enclosing` for the
-    /// inner future's poll.
-    #[inline]
-    fn enclose(&self) -> Option<Enclosing> {
-        match &self.state {
-            State::Waiting { deadline, .. } if deadline.has_fired() => {
-                Some(Enclosing::enter(deadline.due()))
-            }
-            _ => None,
-        }
     }
 
     #[cold]
@@ -257,7 +295,7 @@ impl Timer {
 
     #[cold]
     #[inline(never)]
-    fn expire(&mut self, after: Duration) -> TimeoutError {
+    fn expire(&mut self, after: Duration, due: u64) -> TimeoutError {
         // Leaves the shared timer.
         self.state = State::Unbounded;
         let site = self.site;
@@ -270,7 +308,8 @@ impl Timer {
             }
             None => log::warn!(target: "opguard", "future timed out after {after:?} at {site}"),
         }
-        alert::count(AlertKind::Timeouts, site.label(), site);
+        // Counted at its deadline, which has just passed: no clock read.
+        alert::count_at(AlertKind::Timeouts, site.label(), site, due);
         TimeoutError::elapsed(site, after)
     }
 

@@ -12,8 +12,8 @@
 //! - fires at most one tick after it, plus the helper thread's wake-up;
 //! - gives its memory back when dropped early: its waker at once, and the
 //!   tick itself (with its `Delay`) when its last waiter leaves, whatever the
-//!   deadline, so memory follows the timeouts that are pending, not the ones
-//!   that were.
+//!   deadline (but for the one tick each thread keeps, below), so memory
+//!   follows the timeouts that are pending, not the ones that were.
 //!
 //! Everything stays on futures-timer's own thread: no executor is involved.
 //!
@@ -24,6 +24,12 @@
 //! thread also remembers the tick it joined last: timeouts started within the
 //! same millisecond mostly land in it, and skip the wheel's shard lock and
 //! lookup. Threads past [`LANES`] share lanes.
+//!
+//! The tick a thread remembers stays open when its last waiter leaves, so
+//! that a run of timeouts started one after another (each dropped before the
+//! next starts) shares it rather than starting and dropping a `Delay` each.
+//! It is retired once the thread moves on to another tick, or exits, if no
+//! one waits on it then: at most one empty tick per thread is kept.
 //!
 //! # User code and locks
 //! Wakers are user code: cloning, waking or dropping one may start or drop a
@@ -237,6 +243,33 @@ thread_local! {
     };
 }
 
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(last) = self.last.get_mut().take() {
+            forget(last);
+        }
+    }
+}
+
+/// Makes `tick` this thread's last tick, pinned open for its next
+/// timeouts, and lets the one it replaces go if no one waits on it.
+fn remember(tick: &Arc<Tick>) {
+    tick.list.pin();
+    // Ignored when the thread is exiting: the cache is only a shortcut.
+    match LOCAL.try_with(|local| local.last.replace(Some(Arc::clone(tick)))) {
+        Ok(Some(old)) if !Arc::ptr_eq(&old, tick) => forget(old),
+        Ok(_) => {}
+        Err(_) => forget(Arc::clone(tick)),
+    }
+}
+
+/// A tick this thread no longer keeps: retired if it is empty.
+fn forget(tick: Arc<Tick>) {
+    if tick.list.unpin() {
+        tick.retire();
+    }
+}
+
 static NEXT_LANE: AtomicU32 = AtomicU32::new(0);
 
 impl Local {
@@ -314,7 +347,7 @@ pub(crate) fn start(after: Duration, waker: &Waker) -> Start {
         return Start::Never;
     };
     // The tick is at or after the deadline, by less than a tick.
-    let early = (tick_offset(at) - due).subsec_nanos();
+    let early = (TICK_NANOS - due.subsec_nanos() % TICK_NANOS) % TICK_NANOS;
     let due = clock::saturating_nanos(due);
     let id = WakerId::of(waker);
     // Cloned before anything is locked or borrowed: it is user code.
@@ -377,9 +410,7 @@ pub(crate) fn start(after: Duration, waker: &Waker) -> Start {
     if new {
         tick.start();
     }
-    // Ignored when the thread is exiting: the cache is only a shortcut.
-    let replaced = LOCAL.try_with(|local| local.last.replace(Some(Arc::clone(&tick))));
-    drop(replaced);
+    remember(&tick);
     Start::Waiting(Deadline {
         tick,
         key: index,

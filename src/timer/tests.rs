@@ -106,8 +106,15 @@ fn many_timeouts_in_one_tick_share_it_and_each_wakes() {
     }
 }
 
+/// Starts and drops a timeout in a tick of its own (two hours out): this
+/// thread moves on from the tick it kept.
+fn move_on() {
+    let (_, waker) = counter();
+    drop(waiting(Duration::from_secs(7200), &waker));
+}
+
 #[test]
-fn dropped_timeouts_free_their_share_and_the_last_frees_the_tick() {
+fn dropped_timeouts_free_their_share_and_the_tick_goes_once_its_thread_moves_on() {
     let (_, waker) = counter();
     let keep = waiting(Duration::from_secs(3600), &waker);
     let tick = Arc::clone(&keep.tick);
@@ -124,11 +131,14 @@ fn dropped_timeouts_free_their_share_and_the_last_frees_the_tick() {
     assert_eq!(live, 1, "only `keep` is left");
     // Full chunks that emptied went back; `keep`'s and the last stay.
     assert!(chunks <= 2, "{chunks} chunks for one waiter");
-    assert!(in_wheel(&tick) && lock(&tick.delay).is_some());
     drop(keep);
+    // This thread's tick stays open for its next timeouts, with one chunk.
+    assert_eq!(tick.list.live(), (0, 1));
+    assert!(in_wheel(&tick) && lock(&tick.delay).is_some());
+    move_on();
     assert_eq!(tick.list.live(), (0, 0), "the memory went back");
-    assert!(!in_wheel(&tick), "an empty tick left the wheel");
-    assert!(lock(&tick.delay).is_none(), "its Delay was dropped");
+    assert!(!in_wheel(&tick), "an empty tick stayed in the wheel");
+    assert!(lock(&tick.delay).is_none(), "its Delay stayed");
 }
 
 #[test]
@@ -143,30 +153,61 @@ fn a_cancelled_timeout_frees_its_tick_whatever_its_deadline() {
         let tick = Arc::clone(&d.tick);
         assert!(in_wheel(&tick) && lock(&tick.delay).is_some(), "{after:?}");
         drop(d);
+        move_on();
         assert!(!in_wheel(&tick), "{after:?}: the tick stayed in the wheel");
         assert!(lock(&tick.delay).is_none(), "{after:?}: its Delay stayed");
     }
 }
 
 #[test]
-fn a_thread_joins_a_fresh_tick_after_its_last_one_emptied() {
+fn a_tick_left_empty_on_another_thread_goes_at_once() {
+    let (_, waker) = counter();
+    let d = waiting(Duration::from_secs(3600), &waker);
+    let tick = Arc::clone(&d.tick);
+    move_on();
+    // Not this thread's kept tick any more: its last waiter takes it down.
+    std::thread::spawn(move || drop(d)).join().unwrap();
+    assert!(!in_wheel(&tick) && lock(&tick.delay).is_none());
+}
+
+#[test]
+fn a_thread_that_exits_lets_its_empty_tick_go() {
+    let tick = std::thread::spawn(|| {
+        let (_, waker) = counter();
+        let d = waiting(Duration::from_secs(3600), &waker);
+        let tick = Arc::clone(&d.tick);
+        drop(d);
+        assert!(in_wheel(&tick), "kept while the thread runs");
+        tick
+    })
+    .join()
+    .unwrap();
+    assert!(!in_wheel(&tick) && lock(&tick.delay).is_none());
+}
+
+#[test]
+fn timeouts_started_one_after_another_share_one_tick() {
     let (_, waker) = counter();
     let first = waiting(Duration::from_secs(3600), &waker);
-    let old = Arc::clone(&first.tick);
+    let tick = Arc::clone(&first.tick);
     drop(first);
-    // This thread's cache still holds the emptied tick: a new timeout of the
-    // same tick must not join it (it has no Delay any more).
-    let mut joined = None;
-    for _ in 0..20 {
+    let mut shared = 0;
+    for _ in 0..100 {
         let d = waiting(Duration::from_secs(3600), &waker);
-        if d.tick.key == old.key {
-            joined = Some(d);
+        if d.tick.key != tick.key {
             break;
         }
+        assert!(
+            Arc::ptr_eq(&d.tick, &tick),
+            "a new tick for the same millisecond"
+        );
+        drop(d);
+        assert_eq!(tick.list.live(), (0, 1), "one chunk, reused");
+        shared += 1;
     }
-    if let Some(d) = joined {
-        assert!(!Arc::ptr_eq(&d.tick, &old));
-        assert!(in_wheel(&d.tick) && lock(&d.tick.delay).is_some());
+    // Not under Miri, which runs far slower than the clock.
+    if !cfg!(miri) {
+        assert!(shared > 0, "the next millisecond came at once");
     }
 }
 

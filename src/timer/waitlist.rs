@@ -54,6 +54,9 @@ struct Waiters {
     live: u32,
     /// No one may join: the tick finished, or its last waiter left.
     closed: bool,
+    /// A thread keeps this tick for its next timeouts: when the last waiter
+    /// leaves, it stays open (see [`Waitlist::pin`]).
+    pinned: bool,
 }
 
 fn split(key: u32) -> (usize, usize) {
@@ -72,10 +75,11 @@ impl Waiters {
         self.next == u32::MAX
     }
 
+    #[inline]
     fn insert(&mut self, waker: Waker) -> u32 {
         let key = self.next;
         let (c, i) = split(key);
-        if i == 0 {
+        if c == self.chunks.len() {
             self.chunks.push(Some(Box::new(Chunk {
                 slots: [const { None }; CHUNK],
                 live: 0,
@@ -91,12 +95,14 @@ impl Waiters {
         key
     }
 
+    #[inline]
     fn slot(&mut self, key: u32) -> Option<&mut Waker> {
         let (c, i) = split(key);
         self.chunks.get_mut(c)?.as_mut()?.slots[i].as_mut()
     }
 
     /// Takes the waiter `key` out; with a chunk that is done with, to free.
+    #[inline]
     fn remove(&mut self, key: u32) -> (Option<Waker>, Option<Box<Chunk>>) {
         let (c, i) = split(key);
         let tail = self.chunks.len().saturating_sub(1);
@@ -110,6 +116,19 @@ impl Waiters {
         self.live -= 1;
         let done = chunk.live == 0 && c < tail;
         (Some(waker), if done { self.chunks[c].take() } else { None })
+    }
+
+    /// Empty and still open: keeps the last chunk (all of its slots free)
+    /// for the next waiters, and hands the rest back to free.
+    fn recycle(&mut self) -> Vec<Option<Box<Chunk>>> {
+        self.next = 0;
+        let n = self.chunks.len();
+        if n <= 1 {
+            // No allocation: an empty `Vec` is free to make and to drop.
+            return Vec::new();
+        }
+        self.chunks.swap(0, n - 1);
+        self.chunks.split_off(1)
     }
 
     fn drain(self) -> Vec<Waker> {
@@ -148,12 +167,14 @@ impl Waitlist {
     }
 
     /// [`OPEN`], [`FIRED`] or [`BROKEN`].
+    #[inline]
     pub(super) fn state(&self) -> u8 {
         self.state.load(Ordering::Acquire)
     }
 
     /// Adds a waiter; a closed list gives the waker back with its state
     /// (still [`OPEN`] when its last waiter left it).
+    #[inline]
     pub(super) fn join(&self, waker: Waker) -> Result<u32, (Waker, u8)> {
         let mut w = lock(&self.waiters);
         // A list that handed out every key it has turns joiners away too:
@@ -166,19 +187,59 @@ impl Waitlist {
     }
 
     /// Takes a waiter out. A waiter whose tick finished is already out.
+    #[inline]
     pub(super) fn leave(&self, key: u32) -> Left {
         let mut w = lock(&self.waiters);
         let (waker, chunk) = w.remove(key);
-        let mut memory = None;
-        let emptied = waker.is_some() && w.live == 0;
-        if emptied {
-            // The last one: no one may join any more, and the memory goes
-            // back now rather than at the tick's time.
-            memory = Some(std::mem::replace(&mut *w, Waiters::closed()));
+        if waker.is_none() || w.live != 0 {
+            drop(w);
+            drop(chunk);
+            return Left {
+                waker,
+                emptied: false,
+            };
         }
+        if w.pinned {
+            // The last one, of a tick kept for its thread's next timeouts:
+            // it stays open, and only spare memory goes.
+            let rest = w.recycle();
+            drop(w);
+            drop((chunk, rest));
+            return Left {
+                waker,
+                emptied: false,
+            };
+        }
+        // The last one: no one may join any more, and the memory goes back
+        // now rather than at the tick's time.
+        let memory = std::mem::replace(&mut *w, Waiters::closed());
         drop(w);
         drop((chunk, memory));
-        Left { waker, emptied }
+        Left {
+            waker,
+            emptied: true,
+        }
+    }
+
+    /// Keeps the list open when its last waiter leaves, for a thread that
+    /// will start more timeouts in this tick: a tick made and retired for
+    /// each of a run of timeouts would start and drop a timer each time.
+    pub(super) fn pin(&self) {
+        lock(&self.waiters).pinned = true;
+    }
+
+    /// Undoes [`Waitlist::pin`]; `true` when that leaves the list empty, so
+    /// that it closes and the tick can go.
+    pub(super) fn unpin(&self) -> bool {
+        let mut w = lock(&self.waiters);
+        w.pinned = false;
+        if w.closed || w.live != 0 {
+            return false;
+        }
+        let memory = std::mem::replace(&mut *w, Waiters::closed());
+        drop(w);
+        drop(memory);
+        true
     }
 
     /// Ready with the state once the tick finished; otherwise keeps `waker`
@@ -337,6 +398,27 @@ mod loom_tests {
             // fire took it first (woken once, nothing to leave).
             assert_eq!(left.waker.is_some(), woken == 0);
             assert_eq!(left.emptied, woken == 0);
+            let (_, late) = counter();
+            assert!(list.join(late).is_err());
+        });
+    }
+
+    /// A pinned list's last waiter leaving while its thread unpins it: the
+    /// list closes exactly once (the tick is retired once), by whichever
+    /// comes second.
+    #[test]
+    fn loom_the_last_leave_racing_an_unpin_closes_once() {
+        loom::model(|| {
+            let (_, w) = counter();
+            let list = Arc::new(Waitlist::with_first(w));
+            list.pin();
+            let unpinning = {
+                let list = list.clone();
+                thread::spawn(move || list.unpin())
+            };
+            let left = list.leave(0);
+            let unpinned = unpinning.join().unwrap();
+            assert!(left.emptied != unpinned, "closed twice, or never");
             let (_, late) = counter();
             assert!(list.join(late).is_err());
         });
