@@ -184,6 +184,16 @@ impl Exec {
         Exec::Smol,
     ];
 
+    /// Its key in the CSV.
+    fn key(self) -> &'static str {
+        match self {
+            Exec::TokioCurrent => "tokio-current",
+            Exec::TokioMultiOutside => "tokio-multi-outside",
+            Exec::TokioMultiInside => "tokio-multi-inside",
+            Exec::Smol => "smol",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Exec::TokioCurrent => "tokio current-thread",
@@ -531,7 +541,7 @@ fn main() {
                     ),
                 );
                 for (t, v) in res {
-                    let _ = writeln!(csv, "{work:?},{n},{},{},{v:.1}", exec.name(), t.name());
+                    let _ = writeln!(csv, "{work:?},{n},{},{},{v:.1}", exec.key(), t.name());
                 }
             }
         }
@@ -555,8 +565,8 @@ fn main() {
             &mut md,
             format!("| {n} | {og:.0} B | {tk:.0} B | {:.2}x |", og / tk),
         );
-        let _ = writeln!(csv, "Heap,{n},tokio current-thread,opguard,{og:.1}");
-        let _ = writeln!(csv, "Heap,{n},tokio current-thread,tokio,{tk:.1}");
+        let _ = writeln!(csv, "Heap,{n},tokio-current,opguard,{og:.1}");
+        let _ = writeln!(csv, "Heap,{n},tokio-current,tokio,{tk:.1}");
     }
     let sizes_line = format!(
         "\n`size_of` with a 4-byte inner future: opguard `Timeout` {} B, tokio `Timeout` {} B \
@@ -589,7 +599,7 @@ fn main() {
         for (q, v) in [("p50", p50), ("p99", p99), ("max", max)] {
             let _ = writeln!(
                 csv,
-                "Lateness_{q},{n},tokio current-thread,{},{v:.3}",
+                "Lateness_{q},{n},tokio-current,{},{v:.3}",
                 t.name()
             );
         }
