@@ -10,7 +10,10 @@
 //!   (timed round - bare round) / N, from the median of several warm rounds
 //!   run in turn (the runtime and the allocator already used).
 //! - all fire: `timeout(50 ms, pending())`; overhead is the round minus the
-//!   50 ms and the bare round, per timeout.
+//!   50 ms and the bare round, per timeout. Wall time here is mostly how late
+//!   the last deadline fires, so the CPU time of the whole process (every
+//!   thread: the executor's, futures-timer's, tokio's) is given beside it,
+//!   for both tables.
 //! - heap: peak heap per pending timeout task, minus a bare pending task's
 //!   (a counting global allocator, on only while it measures).
 //! - lateness: 10 000 timeouts of 20 ms each for opguard and tokio, started
@@ -236,9 +239,25 @@ fn runtime(exec: Exec) -> Rt {
     }
 }
 
-/// One round: `n` tasks spawned at once, all awaited; its wall time.
-fn round(rt: &Rt, exec: Exec, timer: Timer, work: Work, n: usize) -> Duration {
-    let start = Instant::now();
+/// CPU time used so far by every thread of the process (the executor's,
+/// futures-timer's and tokio's), user and system.
+fn cpu() -> Duration {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `getrusage` fills the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; RUSAGE_SELF is always valid.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        tv(usage.ru_utime) + tv(usage.ru_stime)
+    }
+    #[cfg(not(target_os = "linux"))]
+    Duration::ZERO
+}
+
+/// One round: `n` tasks spawned at once, all awaited; its wall and CPU time.
+fn round(rt: &Rt, exec: Exec, timer: Timer, work: Work, n: usize) -> [Duration; 2] {
+    let (start, cpu_start) = (Instant::now(), cpu());
     match (rt, exec) {
         (Rt::Tokio(rt), Exec::TokioMultiOutside) => {
             let handles: Vec<_> = (0..n)
@@ -278,7 +297,7 @@ fn round(rt: &Rt, exec: Exec, timer: Timer, work: Work, n: usize) -> Duration {
             }
         })),
     }
-    start.elapsed()
+    [start.elapsed(), cpu() - cpu_start]
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -286,32 +305,40 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Overhead per timeout, in ns, of each timer over the bare tasks: medians of
-/// `rounds` warm rounds, the timers taking turns.
-fn overheads(exec: Exec, work: Work, n: usize, rounds: usize) -> Vec<(Timer, f64)> {
+/// Overhead per timeout, in ns of wall time and of CPU time, of each timer
+/// over the bare tasks: medians of `rounds` warm rounds, the timers taking
+/// turns.
+fn overheads(exec: Exec, work: Work, n: usize, rounds: usize) -> Vec<(Timer, f64, f64)> {
     let rt = runtime(exec);
     let timers = exec.timers();
-    let mut times = vec![Vec::new(); timers.len()];
+    let mut wall = vec![Vec::new(); timers.len()];
+    let mut cpu = vec![Vec::new(); timers.len()];
     for &t in &timers {
         round(&rt, exec, t, work, n);
     }
     for _ in 0..rounds {
         for (i, &t) in timers.iter().enumerate() {
-            times[i].push(round(&rt, exec, t, work, n));
+            let [w, c] = round(&rt, exec, t, work, n);
+            wall[i].push(w);
+            cpu[i].push(c);
         }
     }
-    let medians: Vec<Duration> = times.into_iter().map(median).collect();
-    let bare = medians[0].as_secs_f64();
+    let wall: Vec<f64> = wall.into_iter().map(|v| median(v).as_secs_f64()).collect();
+    let cpu: Vec<f64> = cpu.into_iter().map(|v| median(v).as_secs_f64()).collect();
     let wait = if work == Work::Fire {
         FIRE.as_secs_f64()
     } else {
         0.0
     };
-    timers
-        .iter()
-        .zip(&medians)
-        .skip(1)
-        .map(|(&t, d)| (t, (d.as_secs_f64() - wait - bare) / n as f64 * 1e9))
+    let per = |v: f64| v / n as f64 * 1e9;
+    (1..timers.len())
+        .map(|i| {
+            (
+                timers[i],
+                per(wall[i] - wait - wall[0]),
+                per(cpu[i] - cpu[0]),
+            )
+        })
         .collect()
 }
 
@@ -526,22 +553,28 @@ fn main() {
             };
             for exec in Exec::ALL {
                 let res = overheads(exec, work, n, rounds);
-                let (og, other) = (res[0].1, res[1].1);
-                let ratio = if other > 1.0 {
-                    format!("{:.2}x", og / other)
-                } else {
-                    "n/a".into()
+                let ratio = |a: f64, b: f64| {
+                    if b > 1.0 {
+                        format!("{:.2}x", a / b)
+                    } else {
+                        "n/a".into()
+                    }
                 };
+                let ((og, og_cpu), (other, other_cpu)) =
+                    ((res[0].1, res[0].2), (res[1].1, res[1].2));
                 say(
                     &mut md,
                     format!(
-                        "| {n} | {} | {og:.0} ns | {other:.0} ns ({}) | {ratio} |",
+                        "| {n} | {} | {og:.0} ns | {other:.0} ns ({}) | {} | {og_cpu:.0} ns | {other_cpu:.0} ns | {} |",
                         exec.name(),
-                        res[1].0.name()
+                        res[1].0.name(),
+                        ratio(og, other),
+                        ratio(og_cpu, other_cpu),
                     ),
                 );
-                for (t, v) in res {
+                for (t, v, c) in res {
                     let _ = writeln!(csv, "{work:?},{n},{},{},{v:.1}", exec.key(), t.name());
+                    let _ = writeln!(csv, "{work:?}Cpu,{n},{},{},{c:.1}", exec.key(), t.name());
                 }
             }
         }
@@ -597,11 +630,7 @@ fn main() {
         );
         assert!(min >= 0.0, "{} fired {min} ms early", t.name());
         for (q, v) in [("p50", p50), ("p99", p99), ("max", max)] {
-            let _ = writeln!(
-                csv,
-                "Lateness_{q},{n},tokio-current,{},{v:.3}",
-                t.name()
-            );
+            let _ = writeln!(csv, "Lateness_{q},{n},tokio-current,{},{v:.3}", t.name());
         }
     }
 

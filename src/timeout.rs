@@ -30,7 +30,8 @@ use crate::timer::{self, Deadline, Outcome, Start};
 ///
 /// Yields `Ok(output)` when the inner future finishes in time, and
 /// `Err(`[`TimeoutError`]`)` when the deadline passes first (the inner
-/// future is then dropped) or the timeout was invalid.
+/// future is then dropped), the timeout was invalid, or no timer could run
+/// ([`TimeoutError::is_no_timer`]).
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Timeout<F> {
     /// Structurally pinned: polled in place and dropped in place, never

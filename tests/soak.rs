@@ -10,7 +10,7 @@ mod load;
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use load::{FIRE_AFTER, LIVE, Tally, Timer, run};
+use load::{FIRE_AFTER, LIVE, Tally, run};
 
 #[global_allocator]
 static ALLOC: load::Counting = load::Counting;
@@ -27,13 +27,13 @@ fn every_timeout_resolves_once_and_the_heap_returns() {
     // Process-wide things made on first use (timer thread, runtimes' globals)
     // are not leaks: make them before the baseline.
     for executor in ["tokio", "smol", "threadpool"] {
-        run(executor, Timer::Opguard, 100, Box::leak(Box::default()));
+        run(executor, 100, Box::leak(Box::default()));
     }
     std::thread::sleep(FIRE_AFTER * 2);
     let base = LIVE.load(Relaxed);
     for executor in ["tokio", "smol", "threadpool"] {
         let tally: &'static Tally = Box::leak(Box::default());
-        run(executor, Timer::Opguard, n, tally);
+        run(executor, n, tally);
         let counts = (tally.fired.load(Relaxed), tally.completed.load(Relaxed));
         assert_eq!(counts, (n / 2, n / 2), "on {executor}: (fired, completed)");
     }

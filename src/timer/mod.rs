@@ -200,6 +200,11 @@ impl Tick {
                 *lock(&self.delay) = Some(delay);
                 if polled.is_ready() {
                     self.finish(FIRED);
+                } else if self.list.state() != OPEN {
+                    // It fired (or broke) and retired before its `Delay`
+                    // was stored: drop that too.
+                    let late = lock(&self.delay).take();
+                    drop(late);
                 }
             }
             Err(payload) => {

@@ -39,6 +39,16 @@ fn in_wheel(tick: &Arc<Tick>) -> bool {
         .is_some_and(|t| Arc::ptr_eq(t, tick))
 }
 
+/// Whether `tick` is the one this thread keeps for its next timeouts.
+fn is_kept(tick: &Arc<Tick>) -> bool {
+    LOCAL.with(|l| {
+        l.last
+            .borrow()
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, tick))
+    })
+}
+
 /// Runs `f` on a thread; fails if it has not finished within 10 s.
 fn within_10s(f: impl FnOnce() + Send + 'static) {
     let (done, finished) = mpsc::channel();
@@ -131,10 +141,15 @@ fn dropped_timeouts_free_their_share_and_the_tick_goes_once_its_thread_moves_on(
     assert_eq!(live, 1, "only `keep` is left");
     // Full chunks that emptied went back; `keep`'s and the last stay.
     assert!(chunks <= 2, "{chunks} chunks for one waiter");
+    let kept = is_kept(&tick);
     drop(keep);
-    // This thread's tick stays open for its next timeouts, with one chunk.
-    assert_eq!(tick.list.live(), (0, 1));
-    assert!(in_wheel(&tick) && lock(&tick.delay).is_some());
+    if kept {
+        // This thread's tick stays open for its next timeouts, with one chunk.
+        assert_eq!(tick.list.live(), (0, 1));
+        assert!(in_wheel(&tick) && lock(&tick.delay).is_some());
+    }
+    // (Under Miri, slower than the clock, the thread may have moved on to a
+    // later tick already; then the last waiter took it down.)
     move_on();
     assert_eq!(tick.list.live(), (0, 0), "the memory went back");
     assert!(!in_wheel(&tick), "an empty tick stayed in the wheel");

@@ -1,7 +1,7 @@
 //! Many concurrent timeouts, half firing and half completing, on the
-//! executors the crate promises; shared by the soak test and the scale bench.
-//! Heap use is measured with [`Counting`], installed as the global allocator
-//! by the binary that includes this file.
+//! executors the crate promises, for the soak test; the memory test shares
+//! its counting allocator. Heap use is measured with [`Counting`], installed
+//! as the global allocator by the binary that includes this file.
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -50,13 +50,6 @@ impl Future for YieldN {
     }
 }
 
-/// Whose timeout guards the futures.
-#[derive(Clone, Copy, PartialEq, Debug)]
-pub enum Timer {
-    Opguard,
-    Tokio,
-}
-
 /// How many resolved each way; a timeout that resolves the wrong way panics.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -64,26 +57,16 @@ pub struct Tally {
     pub completed: AtomicUsize,
 }
 
-async fn share(timer: Timer, first: usize, n: usize, tally: &'static Tally) {
+async fn share(first: usize, n: usize, tally: &'static Tally) {
     let all = (first..first + n).map(|i| async move {
         let fired = if i % 2 == 0 {
-            match timer {
-                Timer::Opguard => opguard::timeout_async!(COMPLETE_WITHIN, YieldN(3))
-                    .await
-                    .is_err(),
-                Timer::Tokio => tokio::time::timeout(COMPLETE_WITHIN, YieldN(3))
-                    .await
-                    .is_err(),
-            }
+            opguard::timeout_async!(COMPLETE_WITHIN, YieldN(3))
+                .await
+                .is_err()
         } else {
-            match timer {
-                Timer::Opguard => opguard::timeout_async!(FIRE_AFTER, pending::<()>())
-                    .await
-                    .is_err(),
-                Timer::Tokio => tokio::time::timeout(FIRE_AFTER, pending::<()>())
-                    .await
-                    .is_err(),
-            }
+            opguard::timeout_async!(FIRE_AFTER, pending::<()>())
+                .await
+                .is_err()
         };
         assert_eq!(fired, i % 2 == 1, "timeout #{i} resolved the wrong way");
         if fired {
@@ -98,15 +81,15 @@ async fn share(timer: Timer, first: usize, n: usize, tally: &'static Tally) {
 
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-fn shares(timer: Timer, n: usize, tally: &'static Tally) -> impl Iterator<Item = Task> {
+fn shares(n: usize, tally: &'static Tally) -> impl Iterator<Item = Task> {
     let per = n.div_ceil(TASKS).max(1);
     (0..n)
         .step_by(per)
-        .map(move |first| Box::pin(share(timer, first, per.min(n - first), tally)) as Task)
+        .map(move |first| Box::pin(share(first, per.min(n - first), tally)) as Task)
 }
 
 /// Runs `n` timeouts on `executor` ("tokio", "smol" or "threadpool"), two threads each.
-pub fn run(executor: &str, timer: Timer, n: usize, tally: &'static Tally) {
+pub fn run(executor: &str, n: usize, tally: &'static Tally) {
     match executor {
         "tokio" => {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -115,7 +98,7 @@ pub fn run(executor: &str, timer: Timer, n: usize, tally: &'static Tally) {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let handles: Vec<_> = shares(timer, n, tally).map(tokio::spawn).collect();
+                let handles: Vec<_> = shares(n, tally).map(tokio::spawn).collect();
                 for h in handles {
                     h.await.unwrap();
                 }
@@ -128,7 +111,7 @@ pub fn run(executor: &str, timer: Timer, n: usize, tally: &'static Tally) {
                 // A second thread runs the executor too, as tokio's and the pool's two do.
                 s.spawn(|| smol::block_on(ex.run(done.recv())));
                 smol::block_on(ex.run(async {
-                    let tasks: Vec<_> = shares(timer, n, tally).map(|f| ex.spawn(f)).collect();
+                    let tasks: Vec<_> = shares(n, tally).map(|f| ex.spawn(f)).collect();
                     for t in tasks {
                         t.await;
                     }
@@ -141,7 +124,7 @@ pub fn run(executor: &str, timer: Timer, n: usize, tally: &'static Tally) {
                 .pool_size(2)
                 .create()
                 .unwrap();
-            let handles: Vec<_> = shares(timer, n, tally)
+            let handles: Vec<_> = shares(n, tally)
                 .map(|f| pool.spawn_with_handle(f).unwrap())
                 .collect();
             futures::executor::block_on(futures::future::join_all(handles));
