@@ -487,6 +487,70 @@ fn lateness(n: usize) -> [(Timer, [f64; 4]); 2] {
     [(Timer::Opguard, stats(og)), (Timer::Tokio, stats(tk))]
 }
 
+type Say = fn(&mut String, String);
+
+fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], say: Say) {
+    say(
+        md,
+        "\n### Heap per pending timeout (tokio current-thread, peak, minus a bare pending task)\n"
+            .into(),
+    );
+    say(
+        md,
+        "| timeouts | opguard | tokio | opguard / tokio |".into(),
+    );
+    say(md, "|---:|---:|---:|---:|".into());
+    for &n in sizes {
+        let bare = heap_per_task(Timer::Bare, n);
+        let og = heap_per_task(Timer::Opguard, n) - bare;
+        let tk = heap_per_task(Timer::Tokio, n) - bare;
+        say(
+            md,
+            format!("| {n} | {og:.0} B | {tk:.0} B | {:.2}x |", og / tk),
+        );
+        let _ = writeln!(csv, "Heap,{n},tokio-current,opguard,{og:.1}");
+        let _ = writeln!(csv, "Heap,{n},tokio-current,tokio,{tk:.1}");
+    }
+    let sizes_line = format!(
+        "\n`size_of` with a 4-byte inner future: opguard `Timeout` {} B, tokio `Timeout` {} B \
+         (the inner future alone: {} B).",
+        std::mem::size_of::<opguard::Timeout<PendN>>(),
+        std::mem::size_of::<tokio::time::Timeout<PendN>>(),
+        std::mem::size_of::<PendN>(),
+    );
+    say(md, sizes_line);
+}
+
+fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
+    let (n, runs) = if short { (1_000, 1) } else { (10_000, 3) };
+    say(
+        md,
+        format!(
+            "\n### Lateness under load ({n} timeouts of 20 ms each for each timer, both cores busy, {runs} runs)\n"
+        ),
+    );
+    say(
+        md,
+        "| run | timer | p50 | p99 | max | min (never below 0) |".into(),
+    );
+    say(md, "|---:|---|---:|---:|---:|---:|".into());
+    for run in 1..=runs {
+        for (t, [p50, p99, max, min]) in lateness(n) {
+            say(
+                md,
+                format!(
+                    "| {run} | {} | {p50:.2} ms | {p99:.2} ms | {max:.2} ms | {min:.3} ms |",
+                    t.name()
+                ),
+            );
+            assert!(min >= 0.0, "{} fired {min} ms early", t.name());
+            for (q, v) in [("p50", p50), ("p99", p99), ("max", max)] {
+                let _ = writeln!(csv, "Lateness_{q},{n},tokio-current,{},{v:.3}", t.name());
+            }
+        }
+    }
+}
+
 fn main() {
     // Rounds of one timer only, for profilers and callgrind:
     // `OPGUARD_SCALE_ONE=opguard,finish,20000,2` (timer, work, N, rounds).
@@ -514,9 +578,13 @@ fn main() {
         Err(_) if short => vec![10_000],
         Err(_) => vec![10_000, 100_000, 1_000_000],
     };
+    // Which parts to run: `OPGUARD_SCALE_PARTS=finish,fire,heap,lateness`.
+    let parts =
+        std::env::var("OPGUARD_SCALE_PARTS").unwrap_or_else(|_| "finish,fire,heap,lateness".into());
+    let part = |name: &str| parts.split(',').any(|p| p == name);
     let mut md = String::new();
     let mut csv = String::from("table,timeouts,executor,timer,value\n");
-    let say = |md: &mut String, line: String| {
+    let say: Say = |md: &mut String, line: String| {
         println!("{line}");
         std::io::stdout().flush().ok();
         md.push_str(&line);
@@ -533,16 +601,24 @@ fn main() {
             "All fire (50 ms timeout, the future never finishes)",
         ),
     ] {
+        if !part(if work == Work::Finish {
+            "finish"
+        } else {
+            "fire"
+        }) {
+            continue;
+        }
         say(
             &mut md,
             format!("\n### {title}: overhead per timeout over the bare tasks\n"),
         );
         say(
             &mut md,
-            "| timeouts | executor | opguard | tokio (futures-time on smol) | opguard / other |"
+            "| timeouts | executor | opguard | tokio (futures-time on smol) | opguard / other \
+             | CPU: opguard | CPU: other | CPU ratio |"
                 .into(),
         );
-        say(&mut md, "|---:|---|---:|---:|---:|".into());
+        say(&mut md, "|---:|---|---:|---:|---:|---:|---:|---:|".into());
         for &n in &sizes {
             let rounds = if short {
                 3
@@ -580,58 +656,11 @@ fn main() {
         }
     }
 
-    say(
-        &mut md,
-        "\n### Heap per pending timeout (tokio current-thread, peak, minus a bare pending task)\n"
-            .into(),
-    );
-    say(
-        &mut md,
-        "| timeouts | opguard | tokio | opguard / tokio |".into(),
-    );
-    say(&mut md, "|---:|---:|---:|---:|".into());
-    for &n in &sizes {
-        let bare = heap_per_task(Timer::Bare, n);
-        let og = heap_per_task(Timer::Opguard, n) - bare;
-        let tk = heap_per_task(Timer::Tokio, n) - bare;
-        say(
-            &mut md,
-            format!("| {n} | {og:.0} B | {tk:.0} B | {:.2}x |", og / tk),
-        );
-        let _ = writeln!(csv, "Heap,{n},tokio-current,opguard,{og:.1}");
-        let _ = writeln!(csv, "Heap,{n},tokio-current,tokio,{tk:.1}");
+    if part("heap") {
+        heap_table(&mut md, &mut csv, &sizes, say);
     }
-    let sizes_line = format!(
-        "\n`size_of` with a 4-byte inner future: opguard `Timeout` {} B, tokio `Timeout` {} B \
-         (the inner future alone: {} B).",
-        std::mem::size_of::<opguard::Timeout<PendN>>(),
-        std::mem::size_of::<tokio::time::Timeout<PendN>>(),
-        std::mem::size_of::<PendN>(),
-    );
-    say(&mut md, sizes_line);
-
-    let n = if short { 1_000 } else { 10_000 };
-    say(
-        &mut md,
-        format!("\n### Lateness under load ({n} timeouts of 20 ms each, both cores busy)\n"),
-    );
-    say(
-        &mut md,
-        "| timer | p50 | p99 | max | min (never below 0) |".into(),
-    );
-    say(&mut md, "|---|---:|---:|---:|---:|".into());
-    for (t, [p50, p99, max, min]) in lateness(n) {
-        say(
-            &mut md,
-            format!(
-                "| {} | {p50:.2} ms | {p99:.2} ms | {max:.2} ms | {min:.3} ms |",
-                t.name()
-            ),
-        );
-        assert!(min >= 0.0, "{} fired {min} ms early", t.name());
-        for (q, v) in [("p50", p50), ("p99", p99), ("max", max)] {
-            let _ = writeln!(csv, "Lateness_{q},{n},tokio-current,{},{v:.3}", t.name());
-        }
+    if part("lateness") {
+        lateness_table(&mut md, &mut csv, short, say);
     }
 
     let path =
