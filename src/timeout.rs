@@ -111,10 +111,19 @@ impl<F: Future> Future for Timeout<F> {
         let this = unsafe { self.get_unchecked_mut() };
         // The first poll, the one that matters for a future ready at once,
         // goes straight to the inner future.
-        if !matches!(this.timer.state, State::Armed(_) | State::ArmedDefault)
-            && let Some(settled) = this.poll_started(cx)
-        {
-            return settled;
+        match this.timer.state {
+            State::Armed(_) | State::ArmedDefault => {}
+            // A re-poll: past its deadline only rarely.
+            State::Waiting { ref deadline, .. } => {
+                if deadline.has_fired() {
+                    return this.poll_past_deadline(cx);
+                }
+            }
+            _ => {
+                if let Some(settled) = this.poll_settled(cx) {
+                    return settled;
+                }
+            }
         }
         // SAFETY: see above; `inner` stays where it is, and is still there:
         // the state is not `Cancelled` (`reject` panics on that).
@@ -144,25 +153,21 @@ impl<F: Future> Timeout<F> {
         }
     }
 
-    /// The states other than the first poll's: an invalid timeout or a
-    /// finished one settle here, and a deadline that has passed is polled
-    /// here; `None` goes on to the usual poll.
+    /// The states that settle before the inner future is polled: an invalid
+    /// timeout gives its error (unless the kill switch is off), and a
+    /// finished one panics; `None` goes on to the usual poll.
+    #[cold]
     #[inline(never)]
-    fn poll_started(
+    fn poll_settled(
         &mut self,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
     ) -> Option<Poll<Result<F::Output, TimeoutError>>> {
-        match self.timer.state {
-            State::Invalid(_) | State::Cancelled => {
-                let err = self.timer.reject()?;
-                self.cancel();
-                Some(Poll::Ready(Err(err)))
-            }
-            State::Waiting { ref deadline, .. } if deadline.has_fired() => {
-                Some(self.poll_past_deadline(cx))
-            }
-            _ => None,
+        if let State::Invalid(_) | State::Cancelled = self.timer.state {
+            let err = self.timer.reject()?;
+            self.cancel();
+            return Some(Poll::Ready(Err(err)));
         }
+        None
     }
 
     /// A poll once the deadline has passed: the inner future still gets its

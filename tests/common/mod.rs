@@ -125,6 +125,8 @@ fn child_command(name: &str, envs: &[(&str, &str)]) -> Option<std::process::Comm
         "OPGUARD_MPS_FAILURE_THRESHOLD",
         "OPGUARD_MPS_COOLDOWN_SECS",
         "RUST_BACKTRACE",
+        // A child that checks a thread cannot start needs the default stack.
+        "RUST_MIN_STACK",
     ] {
         cmd.env_remove(var);
     }
