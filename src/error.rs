@@ -165,8 +165,14 @@ impl fmt::Display for TimeoutError {
     }
 }
 
+/// The readable message, as `Display` gives it, so that `.unwrap()`,
+/// `{:?}` in a log line and `io::Error`'s `Debug` say what timed out, after
+/// how long and where. `{:#?}` gives the fields.
 impl fmt::Debug for TimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !f.alternate() {
+            return fmt::Display::fmt(self, f);
+        }
         let mut d = f.debug_struct("TimeoutError");
         match self.inner.kind {
             Kind::Elapsed(after) => d.field("elapsed", &after),
@@ -196,5 +202,31 @@ impl From<TimeoutError> for io::Error {
             Kind::NoTimer(_) => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SITE: Site = Site::new(Some("fetch"), "src/main.rs", 3, 5);
+
+    #[test]
+    fn debug_reads_as_the_message_and_alternate_shows_the_fields() {
+        let err = TimeoutError::elapsed(&SITE, Duration::from_millis(250));
+        let message = "'fetch' timed out after 250ms at src/main.rs:3:5";
+        assert_eq!(err.to_string(), message);
+        assert_eq!(format!("{err:?}"), message);
+        let fields = format!("{err:#?}");
+        assert!(fields.starts_with("TimeoutError {"), "{fields}");
+        assert!(fields.contains("elapsed: 250ms"), "{fields}");
+        // What `.unwrap()` prints, and what an `io::Error` made from it shows.
+        let result: Result<(), _> = Err(TimeoutError::elapsed(&SITE, Duration::from_millis(250)));
+        let unwrapped =
+            std::panic::catch_unwind(|| std::hint::black_box(result).unwrap()).unwrap_err();
+        let unwrapped = unwrapped.downcast_ref::<String>().unwrap();
+        assert!(unwrapped.ends_with(message), "{unwrapped}");
+        let io = format!("{:?}", io::Error::from(err));
+        assert!(io.contains(message), "{io}");
     }
 }
