@@ -24,64 +24,27 @@
 //! executor. Results go to stdout, `$OPGUARD_BENCH_OUT` (markdown, default
 //! `target/bench/scale.md`) and a CSV beside it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::future::{Future, pending};
 use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// Counts live and peak heap bytes while `COUNTING` is on; otherwise it is
-/// the system allocator plus one relaxed load, so that the timed rounds pay
-/// no shared counter.
-struct Switch;
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
+#[path = "../tests/common/load.rs"]
+mod load;
 
-// SAFETY: forwards to `System`, only counting on the side.
-unsafe impl GlobalAlloc for Switch {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Relaxed) {
-            let now = LIVE.fetch_add(layout.size() as isize, Relaxed) + layout.size() as isize;
-            PEAK.fetch_max(now, Relaxed);
-        }
-        // SAFETY: the caller's promises are `System`'s.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if COUNTING.load(Relaxed) {
-            LIVE.fetch_sub(layout.size() as isize, Relaxed);
-        }
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use load::{COUNTING, LIVE, PEAK, YieldN as PendN};
 
 #[global_allocator]
-static ALLOC: Switch = Switch;
+static ALLOC: load::Counting = load::Counting;
 
 const LONG: Duration = Duration::from_secs(30);
 const FIRE: Duration = Duration::from_millis(50);
 const LATE_AFTER: Duration = Duration::from_millis(20);
-
-/// Pends `n` times, waking itself each time, then finishes.
-struct PendN(u32);
-impl Future for PendN {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.0 == 0 {
-            return Poll::Ready(());
-        }
-        self.0 -= 1;
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Timer {
@@ -552,6 +515,8 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
 }
 
 fn main() {
+    // Counting only while the heap is measured: the timed rounds pay no counter.
+    COUNTING.store(false, Relaxed);
     // Rounds of one timer only, for profilers and callgrind:
     // `OPGUARD_SCALE_ONE=opguard,finish,20000,2` (timer, work, N, rounds).
     if let Ok(one) = std::env::var("OPGUARD_SCALE_ONE") {

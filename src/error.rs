@@ -48,31 +48,22 @@ enum Kind {
 }
 
 impl TimeoutError {
-    pub(crate) fn elapsed(site: &'static Site, after: Duration) -> Self {
+    fn new(site: &'static Site, kind: Kind) -> Self {
         TimeoutError {
-            inner: Box::new(Inner {
-                kind: Kind::Elapsed(after),
-                site,
-            }),
+            inner: Box::new(Inner { kind, site }),
         }
+    }
+
+    pub(crate) fn elapsed(site: &'static Site, after: Duration) -> Self {
+        Self::new(site, Kind::Elapsed(after))
     }
 
     pub(crate) fn no_timer(site: &'static Site, after: Duration) -> Self {
-        TimeoutError {
-            inner: Box::new(Inner {
-                kind: Kind::NoTimer(after),
-                site,
-            }),
-        }
+        Self::new(site, Kind::NoTimer(after))
     }
 
     pub(crate) fn invalid(site: &'static Site, bad: InvalidTimeout) -> Self {
-        TimeoutError {
-            inner: Box::new(Inner {
-                kind: Kind::Invalid(bad),
-                site,
-            }),
-        }
+        Self::new(site, Kind::Invalid(bad))
     }
 
     /// The deadline passed before the future finished.

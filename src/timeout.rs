@@ -120,7 +120,7 @@ impl<F: Future> Future for Timeout<F> {
                 }
             }
             _ => {
-                if let Some(settled) = this.poll_settled(cx) {
+                if let Some(settled) = this.poll_settled() {
                     return settled;
                 }
             }
@@ -158,10 +158,7 @@ impl<F: Future> Timeout<F> {
     /// finished one panics; `None` goes on to the usual poll.
     #[cold]
     #[inline(never)]
-    fn poll_settled(
-        &mut self,
-        _cx: &mut Context<'_>,
-    ) -> Option<Poll<Result<F::Output, TimeoutError>>> {
+    fn poll_settled(&mut self) -> Option<Poll<Result<F::Output, TimeoutError>>> {
         if let State::Invalid(_) | State::Cancelled = self.timer.state {
             let err = self.timer.reject()?;
             self.cancel();

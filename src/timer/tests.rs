@@ -1,6 +1,10 @@
+//! The timer's own cases. Hostile wakers (ones that start or drop timeouts
+//! when cloned or dropped, panic payloads that panic on drop) are tested in
+//! `tests/timer_faults.rs`, each in a child process of its own: a regression
+//! there would stop the timer for every test in the process.
+
 use super::*;
 use std::sync::atomic::AtomicUsize;
-use std::sync::mpsc;
 
 /// Counts its wake-ups.
 struct Count(AtomicUsize);
@@ -47,18 +51,6 @@ fn is_kept(tick: &Arc<Tick>) -> bool {
             .as_ref()
             .is_some_and(|t| Arc::ptr_eq(t, tick))
     })
-}
-
-/// Runs `f` on a thread; fails if it has not finished within 10 s.
-fn within_10s(f: impl FnOnce() + Send + 'static) {
-    let (done, finished) = mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        done.send(()).unwrap();
-    });
-    finished
-        .recv_timeout(Duration::from_secs(10))
-        .expect("deadlocked: still running after 10 s");
 }
 
 #[test]
@@ -273,75 +265,4 @@ fn threads_never_share_a_tick() {
     .unwrap();
     assert_ne!(here.tick.key.1, there.0.1, "one lane per thread");
     assert_ne!(Arc::as_ptr(&here.tick) as usize, there.1);
-}
-
-/// A waker whose `clone` and `drop` start and drop a timeout of the same
-/// tick: the list's lock must not be held while they run.
-#[test]
-fn a_waker_that_starts_timeouts_when_cloned_or_dropped_does_not_deadlock() {
-    struct Reentrant;
-    impl Wake for Reentrant {
-        fn wake(self: Arc<Self>) {}
-    }
-    fn reenter() {
-        let (_, w) = counter();
-        // The same duration as below: the same tick.
-        if let Start::Waiting(d) = start(Duration::from_secs(3600), &w) {
-            drop(d);
-        }
-    }
-    // A waker built by hand, so that `clone` and `drop` run our code.
-    use std::task::{RawWaker, RawWakerVTable};
-    const VTABLE: RawWakerVTable = RawWakerVTable::new(
-        |p| {
-            reenter();
-            RawWaker::new(p, &VTABLE)
-        },
-        |_| {},
-        |_| {},
-        |_| reenter(),
-    );
-    within_10s(|| {
-        let _ = Reentrant;
-        // SAFETY: the vtable ignores the data pointer.
-        let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
-        let keep = waiting(Duration::from_secs(3600), &waker);
-        let mut d = waiting(Duration::from_secs(3600), &waker);
-        let (_, other) = counter();
-        // A different waker: the old one is dropped, the new one cloned.
-        let _ = d.poll(&mut Context::from_waker(&other));
-        let _ = d.poll(&mut Context::from_waker(&waker));
-        drop(d);
-        drop(keep);
-    });
-}
-
-/// A waker whose wake panics with a payload whose `Drop` panics too: the
-/// timer thread lives on, other timeouts keep their deadlines.
-#[test]
-fn a_waker_whose_panic_payload_panics_on_drop_does_not_stop_the_timer() {
-    struct Bomb;
-    impl Drop for Bomb {
-        fn drop(&mut self) {
-            panic!("payload drop");
-        }
-    }
-    struct Hostile;
-    impl Wake for Hostile {
-        fn wake(self: Arc<Self>) {
-            std::panic::panic_any(Bomb);
-        }
-    }
-    let hostile = Waker::from(Arc::new(Hostile));
-    let (_, waker) = counter();
-    let start_at = Instant::now();
-    let long = waiting(Duration::from_secs(3600), &waker);
-    let mut d = waiting(Duration::from_millis(2), &hostile);
-    let _ = d.poll(&mut Context::from_waker(&hostile));
-    // Let the tick fire and its waker panic.
-    std::thread::sleep(Duration::from_millis(30));
-    assert_eq!(long.ended(), None, "a long timeout fired early");
-    let mut after = waiting(Duration::from_millis(3), &waker);
-    assert_eq!(wait(&mut after, &waker), Outcome::Elapsed);
-    assert!(start_at.elapsed() < Duration::from_secs(60));
 }

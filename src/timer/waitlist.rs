@@ -316,6 +316,15 @@ mod loom_tests {
         (c.clone(), Waker::from(c))
     }
 
+    /// Runs `f` on the list from another thread.
+    fn on_a_thread<T: Send + 'static>(
+        list: &Arc<Waitlist>,
+        f: fn(&Waitlist) -> T,
+    ) -> thread::JoinHandle<T> {
+        let list = list.clone();
+        thread::spawn(move || f(&list))
+    }
+
     fn fire(list: &Waitlist) {
         if let Some(all) = list.finish(FIRED) {
             all.into_iter().for_each(Waker::wake);
@@ -330,10 +339,7 @@ mod loom_tests {
             let (_, first) = counter();
             let list = Arc::new(Waitlist::with_first(first));
             let (count, waker) = counter();
-            let firing = {
-                let list = list.clone();
-                thread::spawn(move || fire(&list))
-            };
+            let firing = on_a_thread(&list, |list| fire(list));
             let joined = list.join(waker.clone()).map_err(|(_, state)| state);
             let mut old = None;
             let ready = match joined {
@@ -362,10 +368,7 @@ mod loom_tests {
             let (c1, w1) = counter();
             let list = Arc::new(Waitlist::with_first(w1));
             let (c2, w2) = counter();
-            let firing = {
-                let list = list.clone();
-                thread::spawn(move || fire(&list))
-            };
+            let firing = on_a_thread(&list, |list| fire(list));
             let mut old = None;
             let ready = list.poll(0, &w2, &mut old).is_ready();
             drop(old);
@@ -387,10 +390,7 @@ mod loom_tests {
         loom::model(|| {
             let (count, w) = counter();
             let list = Arc::new(Waitlist::with_first(w));
-            let firing = {
-                let list = list.clone();
-                thread::spawn(move || fire(&list))
-            };
+            let firing = on_a_thread(&list, |list| fire(list));
             let left = list.leave(0);
             firing.join().unwrap();
             let woken = count.0.load(SeqCst);
@@ -412,10 +412,7 @@ mod loom_tests {
             let (_, w) = counter();
             let list = Arc::new(Waitlist::with_first(w));
             list.pin();
-            let unpinning = {
-                let list = list.clone();
-                thread::spawn(move || list.unpin())
-            };
+            let unpinning = on_a_thread(&list, Waitlist::unpin);
             let left = list.leave(0);
             let unpinned = unpinning.join().unwrap();
             assert!(left.emptied != unpinned, "closed twice, or never");
