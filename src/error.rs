@@ -43,6 +43,8 @@ struct Inner {
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Elapsed(Duration),
+    /// A deadline (`until = ..`) passed; how long it was from the first poll.
+    Deadline(Duration),
     Invalid(InvalidTimeout),
     NoTimer(Duration),
 }
@@ -58,6 +60,10 @@ impl TimeoutError {
         Self::new(site, Kind::Elapsed(after))
     }
 
+    pub(crate) fn deadline(site: &'static Site, had: Duration) -> Self {
+        Self::new(site, Kind::Deadline(had))
+    }
+
     pub(crate) fn no_timer(site: &'static Site, after: Duration) -> Self {
         Self::new(site, Kind::NoTimer(after))
     }
@@ -66,9 +72,18 @@ impl TimeoutError {
         Self::new(site, Kind::Invalid(bad))
     }
 
-    /// The deadline passed before the future finished.
+    /// The deadline passed before the future finished, whether it was given
+    /// as a timeout or as an instant (`until = ..`).
     pub fn is_elapsed(&self) -> bool {
-        matches!(self.inner.kind, Kind::Elapsed(_))
+        matches!(self.inner.kind, Kind::Elapsed(_) | Kind::Deadline(_))
+    }
+
+    /// The deadline was given as an instant, `timeout_async!(until = .., ..)`,
+    /// and it passed; [`duration`](Self::duration) is then how long the future
+    /// had, from its first poll to the deadline (zero for an instant already
+    /// past).
+    pub fn is_deadline(&self) -> bool {
+        matches!(self.inner.kind, Kind::Deadline(_))
     }
 
     /// The timeout given to the macro was negative, NaN or infinite.
@@ -86,11 +101,11 @@ impl TimeoutError {
         matches!(self.inner.kind, Kind::NoTimer(_))
     }
 
-    /// The timeout that elapsed (or could not be kept); `None` for an invalid
-    /// timeout.
+    /// The timeout that elapsed (or could not be kept), or for a deadline
+    /// form how long the future had; `None` for an invalid timeout.
     pub fn duration(&self) -> Option<Duration> {
         match self.inner.kind {
-            Kind::Elapsed(d) | Kind::NoTimer(d) => Some(d),
+            Kind::Elapsed(d) | Kind::Deadline(d) | Kind::NoTimer(d) => Some(d),
             Kind::Invalid(_) => None,
         }
     }
@@ -98,7 +113,7 @@ impl TimeoutError {
     /// What was wrong with the timeout; `None` when it was valid.
     pub fn invalid_timeout(&self) -> Option<InvalidTimeout> {
         match self.inner.kind {
-            Kind::Elapsed(_) | Kind::NoTimer(_) => None,
+            Kind::Elapsed(_) | Kind::Deadline(_) | Kind::NoTimer(_) => None,
             Kind::Invalid(bad) => Some(bad),
         }
     }
@@ -134,6 +149,17 @@ impl fmt::Display for TimeoutError {
                 }
                 write!(f, " after {after:?} at {}", self.inner.site)
             }
+            Kind::Deadline(had) => {
+                match self.label() {
+                    Some(label) => write!(f, "'{label}' timed out")?,
+                    None => f.write_str("future timed out")?,
+                }
+                write!(
+                    f,
+                    " at its deadline (`until`), {had:?} after it started, at {}",
+                    self.inner.site
+                )
+            }
             Kind::Invalid(bad) => {
                 f.write_str("invalid timeout")?;
                 if let Some(label) = self.label() {
@@ -167,6 +193,7 @@ impl fmt::Debug for TimeoutError {
         let mut d = f.debug_struct("TimeoutError");
         match self.inner.kind {
             Kind::Elapsed(after) => d.field("elapsed", &after),
+            Kind::Deadline(had) => d.field("deadline_after", &had),
             Kind::Invalid(bad) => d.field("invalid", &bad),
             Kind::NoTimer(after) => d.field("no_timer", &after),
         };
@@ -188,7 +215,7 @@ impl StdError for TimeoutError {}
 impl From<TimeoutError> for io::Error {
     fn from(err: TimeoutError) -> io::Error {
         let kind = match err.inner.kind {
-            Kind::Elapsed(_) => io::ErrorKind::TimedOut,
+            Kind::Elapsed(_) | Kind::Deadline(_) => io::ErrorKind::TimedOut,
             Kind::Invalid(_) => io::ErrorKind::InvalidInput,
             Kind::NoTimer(_) => io::ErrorKind::Other,
         };
@@ -219,5 +246,19 @@ mod tests {
         assert!(unwrapped.ends_with(message), "{unwrapped}");
         let io = format!("{:?}", io::Error::from(err));
         assert!(io.contains(message), "{io}");
+    }
+
+    #[test]
+    fn a_passed_deadline_says_it_was_one_and_how_long_it_had() {
+        let err = TimeoutError::deadline(&SITE, Duration::from_millis(40));
+        assert_eq!(
+            err.to_string(),
+            "'fetch' timed out at its deadline (`until`), 40ms after it started, at src/main.rs:3:5"
+        );
+        assert!(err.is_elapsed() && err.is_deadline());
+        assert_eq!(err.duration(), Some(Duration::from_millis(40)));
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::TimedOut);
+        let plain = TimeoutError::elapsed(&SITE, Duration::from_millis(40));
+        assert!(plain.is_elapsed() && !plain.is_deadline());
     }
 }

@@ -101,7 +101,7 @@ pub mod __private {
     pub use core::result::Result::{self, Err, Ok};
 
     pub use crate::site::Site;
-    pub use crate::timeout::{timeout, timeout_default};
+    pub use crate::timeout::{timeout, timeout_default, timeout_until};
 
     pub use crate::mps::call::{Action, Driver, attempt_async};
     pub use crate::mps::site::MpsSite;

@@ -16,7 +16,7 @@ use std::future::{Future, IntoFuture};
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::alert::{self, AlertKind};
 use crate::config;
@@ -54,10 +54,17 @@ enum State {
     Armed(Duration),
     /// Not started, with the default timeout, read when it starts.
     ArmedDefault,
+    /// Not started, with a deadline (`until = ..`).
+    ArmedUntil(Instant),
     /// Started: registered with the shared timer.
     /// `after` in nanoseconds, to keep the future small: held at 584
-    /// years, a deadline that no one sees come.
-    Waiting { deadline: Deadline, after: u64 },
+    /// years, a deadline that no one sees come. `until`: made with a
+    /// deadline, which the error says.
+    Waiting {
+        deadline: Deadline,
+        after: u64,
+        until: bool,
+    },
     /// No timer: the kill switch was off.
     Unbounded,
     /// An invalid timeout, reported at the first poll.
@@ -78,6 +85,16 @@ where
         Err(bad) => State::Invalid(bad),
     };
     Timeout::new(site, state, fut)
+}
+
+#[doc(hidden)] // Not public API: called by `timeout_async!`.
+#[inline(always)]
+pub fn timeout_until<D, F>(site: &'static Site, deadline: D, fut: F) -> Timeout<F::IntoFuture>
+where
+    D: Into<Instant>,
+    F: IntoFuture,
+{
+    Timeout::new(site, State::ArmedUntil(deadline.into()), fut)
 }
 
 #[doc(hidden)] // Not public API: called by `timeout_async!`.
@@ -112,7 +129,7 @@ impl<F: Future> Future for Timeout<F> {
         // The first poll, the one that matters for a future ready at once,
         // goes straight to the inner future.
         match this.timer.state {
-            State::Armed(_) | State::ArmedDefault => {}
+            State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => {}
             // A re-poll: past its deadline only rarely.
             State::Waiting { ref deadline, .. } => {
                 if deadline.has_fired() {
@@ -217,17 +234,19 @@ impl<F> Drop for Timeout<F> {
 impl Timer {
     /// Starts the timer on the first pending poll; polls it on later ones.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<TimeoutError> {
-        let after = match self.state {
-            State::Armed(after) => after,
-            State::ArmedDefault => config::default_timeout(),
+        let (after, until) = match self.state {
+            State::Armed(after) => (after, false),
+            State::ArmedDefault => (config::default_timeout(), false),
+            State::ArmedUntil(at) => (at.saturating_duration_since(Instant::now()), true),
             State::Waiting {
                 ref mut deadline,
                 after,
+                until,
             } => {
                 return match deadline.poll(cx) {
                     Poll::Ready(outcome) => {
                         let due = deadline.due();
-                        self.end(outcome, due, Duration::from_nanos(after), cx)
+                        self.end(outcome, due, Duration::from_nanos(after), until, cx)
                     }
                     Poll::Pending => Poll::Pending,
                 };
@@ -242,7 +261,13 @@ impl Timer {
             return Poll::Pending;
         }
         if after.is_zero() {
-            return self.end(Outcome::Elapsed, crate::clock::now_nanos(), after, cx);
+            return self.end(
+                Outcome::Elapsed,
+                crate::clock::now_nanos(),
+                after,
+                until,
+                cx,
+            );
         }
         match timer::start(after, cx.waker()) {
             // Registered with `cx`'s waker already: no need to poll it.
@@ -252,12 +277,13 @@ impl Timer {
                 self.state = State::Waiting {
                     deadline,
                     after: crate::clock::saturating_nanos(after),
+                    until,
                 };
                 if let Some(outcome) = ended {
-                    return self.end(outcome, due, after, cx);
+                    return self.end(outcome, due, after, until, cx);
                 }
             }
-            Start::Due(due) => return self.end(Outcome::Elapsed, due, after, cx),
+            Start::Due(due) => return self.end(Outcome::Elapsed, due, after, until, cx),
             // Half a billion years away: it never comes.
             Start::Never => self.state = State::Unbounded,
         }
@@ -275,6 +301,7 @@ impl Timer {
         outcome: Outcome,
         due: u64,
         after: Duration,
+        until: bool,
         cx: &mut Context<'_>,
     ) -> Poll<TimeoutError> {
         if outcome == Outcome::Elapsed && Enclosing::came_first(due) {
@@ -282,7 +309,7 @@ impl Timer {
             return Poll::Pending;
         }
         Poll::Ready(match outcome {
-            Outcome::Elapsed => self.expire(after, due),
+            Outcome::Elapsed => self.expire(after, until, due),
             Outcome::NoTimer => self.no_timer(after),
         })
     }
@@ -298,22 +325,22 @@ impl Timer {
 
     #[cold]
     #[inline(never)]
-    fn expire(&mut self, after: Duration, due: u64) -> TimeoutError {
+    fn expire(&mut self, after: Duration, until: bool, due: u64) -> TimeoutError {
         // Leaves the shared timer.
         self.state = State::Unbounded;
         let site = self.site;
         stats::count_timeout(site);
         #[cfg(feature = "metrics")]
         crate::export::timeout(site.label());
-        match site.label() {
-            Some(label) => {
-                log::warn!(target: "opguard", "'{label}' timed out after {after:?} at {site}")
-            }
-            None => log::warn!(target: "opguard", "future timed out after {after:?} at {site}"),
-        }
+        let err = if until {
+            TimeoutError::deadline(site, after)
+        } else {
+            TimeoutError::elapsed(site, after)
+        };
+        log::warn!(target: "opguard", "{err}");
         // Counted at its deadline, which has just passed: no clock read.
         alert::count_at(AlertKind::Timeouts, site.label(), site, due);
-        TimeoutError::elapsed(site, after)
+        err
     }
 
     /// Settles the two states that `poll` checks before the inner future:
@@ -381,6 +408,7 @@ impl<F> fmt::Debug for Timeout<F> {
             State::Armed(after) => after,
             State::Invalid(bad) => bad,
             State::ArmedDefault => &"default",
+            State::ArmedUntil(at) => at,
             State::Waiting { after, .. } => {
                 waiting = Duration::from_nanos(*after);
                 &waiting

@@ -7,9 +7,12 @@
 /// timeout_async!(SECS, FUT)                    // SECS: integer or float seconds, or a Duration
 /// timeout_async!(label = "name", FUT)          // labelled: the label shows in logs, errors, counters
 /// timeout_async!(label = "name", SECS, FUT)
+/// timeout_async!(until = INSTANT, FUT)         // a deadline, like tokio's `timeout_at`
+/// timeout_async!(label = "name", until = INSTANT, FUT)
 ///
 /// timeout_async! {                             // item form, like `@timeout_async(seconds=60)`
-///     #[timeout(SECS)]                         // or #[timeout(label = "name", SECS)], #[timeout]
+///     #[timeout(SECS)]                         // or #[timeout(label = "name", SECS)], #[timeout],
+///                                              // #[timeout(until = INSTANT)] (evaluated at each call)
 ///     VIS async fn NAME(PARAMS) -> T { BODY }
 /// }
 /// ```
@@ -21,7 +24,9 @@
 ///
 /// A trailing comma is accepted. `FUT` is anything that implements
 /// [`IntoFuture`](std::future::IntoFuture); `SECS` anything that implements
-/// [`IntoTimeout`](crate::IntoTimeout); the label is a string constant.
+/// [`IntoTimeout`](crate::IntoTimeout); `INSTANT` anything that converts
+/// into a [`std::time::Instant`] (tokio's `Instant` does); the label is a
+/// string constant.
 ///
 /// The expression forms return a [`Timeout`](crate::Timeout) future that
 /// yields `Result<T, `[`TimeoutError`](crate::TimeoutError)`>`, where `T` is
@@ -36,7 +41,10 @@
 ///   [`stats`](crate::stats) and [`alert`](crate::alert) count it.
 /// - A negative, NaN or infinite `SECS` yields an error naming the value,
 ///   without polling the future; a huge one is just a long timeout; zero times
-///   out unless the future is ready at its first poll.
+///   out unless the future is ready at its first poll, and so does an
+///   `INSTANT` already past. A deadline's error says it was one
+///   ([`TimeoutError::is_deadline`](crate::TimeoutError::is_deadline)) and how
+///   long the future had from its first poll.
 /// - In nested timeouts the earliest deadline fires, and its error says which.
 /// - While the kill switch is off ([`set_timeouts_enabled`](crate::set_timeouts_enabled),
 ///   `OPGUARD_TIMEOUT_DISABLE`), every form passes its future through as `Ok`.
@@ -85,6 +93,23 @@
 /// # });
 /// ```
 ///
+/// A deadline shared by several calls, like tokio's `timeout_at`:
+/// ```
+/// # futures::executor::block_on(async {
+/// use opguard::timeout_async;
+/// use std::time::{Duration, Instant};
+///
+/// let deadline = Instant::now() + Duration::from_millis(20);
+/// let first = timeout_async!(until = deadline, async { 1 }).await;
+/// assert_eq!(first, Ok(1));
+/// let err = timeout_async!(until = deadline, std::future::pending::<()>())
+///     .await
+///     .unwrap_err();
+/// assert!(err.is_deadline());
+/// assert!(Instant::now() >= deadline);
+/// # });
+/// ```
+///
 /// The item form, an attribute on the function (like a Python decorator):
 /// ```
 /// use opguard::{timeout_async, TimeoutError};
@@ -130,6 +155,17 @@ macro_rules! timeout_async {
     () => {
         ::core::compile_error! { $crate::__opguard_timeout_forms!("timeout_async! needs a future.") }
     };
+    // timeout_async!(label = "name", until = DEADLINE, fut); before the
+    // next arm, where `until = DEADLINE` would parse as an assignment.
+    (label = $label:expr, until = $deadline:expr, $fut:expr $(,)?) => {
+        $crate::__private::timeout_until($crate::__opguard_site!($label), $deadline, $fut)
+    };
+    // timeout_async!(label = "name", until = DEADLINE) and other misuse of `until`
+    (label = $label:expr, until = $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async!(label = \"name\", until = DEADLINE, ..) takes an Instant, then the future."
+        ) }
+    };
     // timeout_async!(label = "name", SECS, fut)
     (label = $label:expr, $timeout:expr, $fut:expr $(,)?) => {
         $crate::__private::timeout($crate::__opguard_site!($label), $timeout, $fut)
@@ -142,6 +178,16 @@ macro_rules! timeout_async {
     (label $($rest:tt)*) => {
         ::core::compile_error! { $crate::__opguard_timeout_forms!(
             "timeout_async!(label = \"name\", ..) takes a string label, then an optional timeout, then the future."
+        ) }
+    };
+    // timeout_async!(until = DEADLINE, fut)
+    (until = $deadline:expr, $fut:expr $(,)?) => {
+        $crate::__private::timeout_until($crate::__opguard_site!(), $deadline, $fut)
+    };
+    // timeout_async!(until = DEADLINE) and other misuse of `until`
+    (until = $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async!(until = DEADLINE, ..) takes an Instant, then the future."
         ) }
     };
     // timeout_async!(SECS, fut)
@@ -173,6 +219,8 @@ macro_rules! __opguard_timeout_forms {
             "    timeout_async!(Duration::from_millis(250), fut)\n",
             "    timeout_async!(label = \"name\", 30, fut)\n",
             "    timeout_async!(label = \"name\", fut)\n",
+            "    timeout_async!(until = Instant::now() + Duration::from_secs(5), fut)\n",
+            "    timeout_async!(label = \"name\", until = deadline, fut)\n",
             "    timeout_async! { #[timeout(30)] async fn name(..) -> T { .. } }",
         )
     };

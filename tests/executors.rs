@@ -41,4 +41,6 @@ on_every_executor!(
     zero_times_out_unless_ready_at_once,
     default_form_passes_results_through,
     thousands_of_concurrent_timeouts_on_one_task,
+    a_deadline_fires_at_its_instant,
+    a_past_deadline_times_out_unless_ready_at_once,
 );

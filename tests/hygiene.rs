@@ -31,6 +31,45 @@ fn every_expression_form_with_and_without_trailing_comma() {
     assert!(block_on(opguard::timeout_async!(label = "h", async { 1 },)).is_ok());
     assert!(block_on(opguard::timeout_async!(label = "h", 0.5, async { 1 })).is_ok());
     assert!(block_on(opguard::timeout_async!(label = "h", 0.5, async { 1 },)).is_ok());
+    let at = std::time::Instant::now() + d;
+    assert!(block_on(opguard::timeout_async!(until = at, async { 1 })).is_ok());
+    assert!(block_on(opguard::timeout_async!(until = at, async { 1 },)).is_ok());
+    assert!(
+        block_on(opguard::timeout_async!(label = "h", until = at, async {
+            1
+        }))
+        .is_ok()
+    );
+    assert!(
+        block_on(opguard::timeout_async!(label = "h", until = at, async {
+            1
+        },))
+        .is_ok()
+    );
+}
+
+opguard::timeout_async! {
+    /// The deadline is an expression of the parameters, evaluated at each call.
+    #[timeout(label = "by_deadline", until = deadline)]
+    async fn by_deadline(deadline: std::time::Instant, hang: bool) -> u8 {
+        if hang {
+            pending::<()>().await;
+        }
+        1
+    }
+}
+
+#[test]
+fn item_form_takes_a_deadline() {
+    let soon = std::time::Instant::now() + Duration::from_millis(20);
+    assert_eq!(
+        block_on(by_deadline(soon, false)),
+        std::result::Result::Ok(1)
+    );
+    let err = block_on(by_deadline(soon, true)).unwrap_err();
+    assert!(err.is_deadline(), "{err}");
+    assert_eq!(err.label(), std::option::Option::Some("by_deadline"));
+    assert!(std::time::Instant::now() >= soon);
 }
 
 #[test]

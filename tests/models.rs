@@ -100,7 +100,10 @@ fn set_device_failing_inside_the_work_leaves_a_model_that_trains_on_cpu() {
     // last step's loss would not do: they are different batches, and with
     // another random stream the last one can be the harder one.)
     let after = loss_over_all(&m.net, &data);
-    assert!(after < before, "it trained: {before} -> {after}, steps {losses:?}");
+    assert!(
+        after < before,
+        "it trained: {before} -> {after}, steps {losses:?}"
+    );
     // Three real MPS failures disabled MPS; the rest went straight to CPU.
     let s = mps::stats();
     assert_eq!(

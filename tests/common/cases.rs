@@ -193,3 +193,48 @@ pub async fn thousands_of_concurrent_timeouts_on_one_task() {
         }
     }
 }
+
+pub async fn a_deadline_fires_at_its_instant() {
+    let start = Instant::now();
+    let deadline = start + Duration::from_millis(60);
+    // Shared by two calls: the second has only what is left.
+    let out = timeout_async!(until = deadline, async {
+        Delay::new(Duration::from_millis(10)).await;
+        1
+    })
+    .await;
+    assert_eq!(out, Ok(1));
+    let err = timeout_async!(label = "until_labelled", until = deadline, pending::<()>())
+        .await
+        .unwrap_err();
+    assert_window(start.elapsed(), Duration::from_millis(60));
+    assert!(err.is_elapsed() && err.is_deadline(), "{err}");
+    assert_eq!(err.label(), Some("until_labelled"));
+    let had = err.duration().unwrap();
+    assert!(
+        had < Duration::from_millis(60),
+        "it had what was left: {had:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("'until_labelled' timed out at its deadline (`until`), "),
+        "{err}"
+    );
+}
+
+pub async fn a_past_deadline_times_out_unless_ready_at_once() {
+    let past = Instant::now();
+    Delay::new(Duration::from_millis(2)).await;
+    assert_eq!(timeout_async!(until = past, async { 3 }).await, Ok(3));
+    let polled = Arc::new(AtomicUsize::new(0));
+    let counted = polled.clone();
+    let err = timeout_async!(until = past, async move {
+        counted.fetch_add(1, SeqCst);
+        pending::<()>().await
+    })
+    .await
+    .unwrap_err();
+    assert!(err.is_deadline());
+    assert_eq!(err.duration(), Some(Duration::ZERO));
+    assert_eq!(polled.load(SeqCst), 1, "polled once, like a zero timeout");
+}
