@@ -62,6 +62,8 @@
 
 mod clock;
 mod contain;
+#[cfg(any(feature = "test-util", feature = "tokio"))]
+mod controlled;
 mod duration;
 mod error;
 mod item_macro;
@@ -77,6 +79,9 @@ pub mod config;
 mod export;
 pub mod mps;
 pub mod stats;
+#[cfg(feature = "test-util")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_clock;
 
 pub use crate::config::{
     default_timeout, set_default_timeout, set_timeouts_enabled, timeouts_enabled,

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::alert::{self, AlertKind};
 use crate::config;
+#[cfg(any(feature = "test-util", feature = "tokio"))]
+use crate::controlled;
 use crate::duration::{IntoTimeout, InvalidTimeout};
 use crate::error::TimeoutError;
 use crate::site::Site;
@@ -47,6 +49,9 @@ pub struct Timeout<F> {
 struct Timer {
     state: State,
     site: &'static Site,
+    /// The test clock this timeout was made under, if any.
+    #[cfg(feature = "test-util")]
+    test_clock: Option<std::sync::Arc<crate::test_clock::Shared>>,
 }
 
 enum State {
@@ -56,6 +61,14 @@ enum State {
     ArmedDefault,
     /// Not started, with a deadline (`until = ..`).
     ArmedUntil(Instant),
+    /// Started on a clock a test controls (a test clock, tokio's paused
+    /// clock); boxed, as it is only for tests.
+    #[cfg(any(feature = "test-util", feature = "tokio"))]
+    Controlled {
+        deadline: Box<controlled::Deadline>,
+        after: u64,
+        until: bool,
+    },
     /// Started: registered with the shared timer.
     /// `after` in nanoseconds, to keep the future small: held at 584
     /// years, a deadline that no one sees come. `until`: made with a
@@ -111,7 +124,12 @@ impl<F: Future> Timeout<F> {
     fn new<I: IntoFuture<IntoFuture = F>>(site: &'static Site, state: State, fut: I) -> Self {
         Timeout {
             inner: ManuallyDrop::new(fut.into_future()),
-            timer: Timer { state, site },
+            timer: Timer {
+                state,
+                site,
+                #[cfg(feature = "test-util")]
+                test_clock: crate::test_clock::current(),
+            },
         }
     }
 }
@@ -126,12 +144,25 @@ impl<F: Future> Future for Timeout<F> {
         // or `drop`); it is never moved out. `Timeout` is `Unpin` only when
         // `F` is. `timer` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
+        // A test clock waits while its timeouts are being polled.
+        #[cfg(feature = "test-util")]
+        let _polling = this
+            .timer
+            .test_clock
+            .clone()
+            .map(crate::test_clock::Polling::new);
         // The first poll, the one that matters for a future ready at once,
         // goes straight to the inner future.
         match this.timer.state {
             State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => {}
             // A re-poll: past its deadline only rarely.
             State::Waiting { ref deadline, .. } => {
+                if deadline.has_fired() {
+                    return this.poll_past_deadline(cx);
+                }
+            }
+            #[cfg(any(feature = "test-util", feature = "tokio"))]
+            State::Controlled { ref deadline, .. } => {
                 if deadline.has_fired() {
                     return this.poll_past_deadline(cx);
                 }
@@ -193,10 +224,13 @@ impl<F: Future> Timeout<F> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<F::Output, TimeoutError>> {
-        let State::Waiting { ref deadline, .. } = self.timer.state else {
-            unreachable!("called for a started timer only");
+        let due = match self.timer.state {
+            State::Waiting { ref deadline, .. } => deadline.due(),
+            #[cfg(any(feature = "test-util", feature = "tokio"))]
+            State::Controlled { ref deadline, .. } => deadline.due(),
+            _ => unreachable!("called for a started timer only"),
         };
-        let enclosing = Enclosing::enter(deadline.due());
+        let enclosing = Enclosing::enter(due);
         // SAFETY: as in `poll`: polled in place, and still there (the state
         // is `Waiting`, not `Cancelled`).
         let polled = unsafe { Pin::new_unchecked(&mut *self.inner) }.poll(cx);
@@ -234,10 +268,8 @@ impl<F> Drop for Timeout<F> {
 impl Timer {
     /// Starts the timer on the first pending poll; polls it on later ones.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<TimeoutError> {
-        let (after, until) = match self.state {
-            State::Armed(after) => (after, false),
-            State::ArmedDefault => (config::default_timeout(), false),
-            State::ArmedUntil(at) => (at.saturating_duration_since(Instant::now()), true),
+        match self.state {
+            State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => {}
             State::Waiting {
                 ref mut deadline,
                 after,
@@ -251,15 +283,35 @@ impl Timer {
                     Poll::Pending => Poll::Pending,
                 };
             }
+            #[cfg(any(feature = "test-util", feature = "tokio"))]
+            State::Controlled {
+                ref mut deadline,
+                after,
+                until,
+            } => {
+                return match deadline.poll(cx) {
+                    Poll::Ready(()) => {
+                        let due = deadline.due();
+                        let after = Duration::from_nanos(after);
+                        self.end(Outcome::Elapsed, due, after, until, cx)
+                    }
+                    Poll::Pending => Poll::Pending,
+                };
+            }
             State::Unbounded => return Poll::Pending,
             State::Invalid(_) | State::Cancelled => {
                 unreachable!("`poll` settles these before the timer")
             }
-        };
+        }
         if !config::timeouts_enabled() {
             self.state = State::Unbounded;
             return Poll::Pending;
         }
+        #[cfg(any(feature = "test-util", feature = "tokio"))]
+        if let Some(started) = self.start_controlled(cx) {
+            return started;
+        }
+        let (after, until) = self.wait(Instant::now);
         if after.is_zero() {
             return self.end(
                 Outcome::Elapsed,
@@ -288,6 +340,51 @@ impl Timer {
             Start::Never => self.state = State::Unbounded,
         }
         Poll::Pending
+    }
+
+    /// How long a timer about to start waits, counted from `now` for a
+    /// deadline, and whether it was given as a deadline.
+    #[inline]
+    fn wait(&self, now: impl Fn() -> Instant) -> (Duration, bool) {
+        match self.state {
+            State::Armed(after) => (after, false),
+            State::ArmedDefault => (config::default_timeout(), false),
+            State::ArmedUntil(at) => (at.saturating_duration_since(now()), true),
+            _ => unreachable!("called before the timer starts"),
+        }
+    }
+
+    /// Starts the timer on a clock a test controls, when there is one: the
+    /// test clock this timeout was made under, or tokio's paused clock.
+    #[cfg(any(feature = "test-util", feature = "tokio"))]
+    #[cold]
+    #[inline(never)]
+    fn start_controlled(&mut self, cx: &mut Context<'_>) -> Option<Poll<TimeoutError>> {
+        let (after, until, started) =
+            controlled::start(self.controlled_clock(), cx, |now| self.wait(now))?;
+        Some(match started {
+            controlled::Started::Waiting(deadline) => {
+                self.state = State::Controlled {
+                    deadline,
+                    after: crate::clock::saturating_nanos(after),
+                    until,
+                };
+                Poll::Pending
+            }
+            controlled::Started::Due(due) => self.end(Outcome::Elapsed, due, after, until, cx),
+            controlled::Started::Never => {
+                self.state = State::Unbounded;
+                Poll::Pending
+            }
+        })
+    }
+
+    #[cfg(any(feature = "test-util", feature = "tokio"))]
+    fn controlled_clock(&self) -> controlled::Clock<'_> {
+        #[cfg(feature = "test-util")]
+        return self.test_clock.as_ref();
+        #[cfg(not(feature = "test-util"))]
+        return controlled::Clock::default();
     }
 
     /// The timer ended with `outcome`: the error, unless an enclosing
@@ -413,6 +510,11 @@ impl<F> fmt::Debug for Timeout<F> {
                 waiting = Duration::from_nanos(*after);
                 &waiting
             }
+            #[cfg(any(feature = "test-util", feature = "tokio"))]
+            State::Controlled { after, .. } => {
+                waiting = Duration::from_nanos(*after);
+                &waiting
+            }
             State::Unbounded => &"none",
             State::Cancelled => &"cancelled",
         };
@@ -420,7 +522,12 @@ impl<F> fmt::Debug for Timeout<F> {
             .field("timeout", state)
             .field(
                 "started",
-                &matches!(self.timer.state, State::Waiting { .. }),
+                &match self.timer.state {
+                    State::Waiting { .. } => true,
+                    #[cfg(any(feature = "test-util", feature = "tokio"))]
+                    State::Controlled { .. } => true,
+                    _ => false,
+                },
             )
             .field("site", self.timer.site)
             .finish_non_exhaustive()

@@ -44,3 +44,13 @@ on_every_executor!(
     a_deadline_fires_at_its_instant,
     a_past_deadline_times_out_unless_ready_at_once,
 );
+
+#[cfg(feature = "test-util")]
+mod test_clock {
+    use super::*;
+
+    on_every_executor!(
+        test_clock_moves_timeouts_when_told,
+        test_clock_auto_advances_when_every_timeout_waits,
+    );
+}

@@ -238,3 +238,58 @@ pub async fn a_past_deadline_times_out_unless_ready_at_once() {
     assert_eq!(err.duration(), Some(Duration::ZERO));
     assert_eq!(polled.load(SeqCst), 1, "polled once, like a zero timeout");
 }
+
+#[cfg(feature = "test-util")]
+pub async fn test_clock_moves_timeouts_when_told() {
+    use opguard::test_clock::TestClock;
+    let clock = TestClock::new();
+    let moves = clock.clone();
+    clock
+        .bind(async move {
+            let mut fut = pin!(timeout_async!(30, pending::<()>()));
+            assert!(futures::poll!(fut.as_mut()).is_pending());
+            moves.advance(Duration::from_secs(29));
+            assert!(futures::poll!(fut.as_mut()).is_pending());
+            moves.advance(Duration::from_secs(1));
+            // The task is woken as by a real deadline: the await finishes.
+            let err = fut.await.unwrap_err();
+            assert_eq!(err.duration(), Some(Duration::from_secs(30)));
+        })
+        .await;
+    assert_eq!(clock.waiting(), 0);
+}
+
+#[cfg(feature = "test-util")]
+pub async fn test_clock_auto_advances_when_every_timeout_waits() {
+    use opguard::test_clock::TestClock;
+    let clock = TestClock::auto_advancing();
+    let start = Instant::now();
+    let (hour, day, quick) = clock
+        .bind(async {
+            futures::join!(
+                timeout_async!(3600, pending::<()>()),
+                timeout_async!(
+                    label = "day",
+                    until = clock.now() + Duration::from_secs(86_400),
+                    pending::<()>()
+                ),
+                timeout_async!(5, async {
+                    futures::future::ready(()).await;
+                    "in time"
+                }),
+            )
+        })
+        .await;
+    assert_eq!(
+        hour.unwrap_err().duration(),
+        Some(Duration::from_secs(3600))
+    );
+    assert!(day.unwrap_err().is_deadline());
+    assert_eq!(quick, Ok("in time"));
+    assert_eq!(clock.elapsed(), Duration::from_secs(86_400));
+    assert!(
+        start.elapsed() < SLACK,
+        "a day of test time took {:?}",
+        start.elapsed()
+    );
+}

@@ -1,0 +1,449 @@
+//! A clock that tests drive (feature `test-util`): timeouts bound to it wait
+//! for it, not for real time, on any executor.
+//!
+//! ```
+//! use opguard::test_clock::TestClock;
+//! use opguard::timeout_async;
+//! use std::time::Duration;
+//!
+//! # futures::executor::block_on(async {
+//! // Jumps to the next deadline once every timeout bound to it waits.
+//! let clock = TestClock::auto_advancing();
+//! let hour = clock.bind(async {
+//!     timeout_async!(3600, std::future::pending::<()>()).await
+//! });
+//! assert!(hour.await.unwrap_err().is_elapsed()); // at once, in real time
+//! assert_eq!(clock.elapsed(), Duration::from_secs(3600));
+//! # });
+//! ```
+//!
+//! # Which timeouts follow it
+//! A timeout follows the clock that was entered on the thread where the
+//! `timeout_async!` expression ran (the future was made), from then on,
+//! wherever it is polled: [`TestClock::enter`] enters it until the guard
+//! drops, [`TestClock::bind`] around every poll of a future (and so for the
+//! timeouts made inside it, on whichever thread an executor polls it). Tests
+//! that run in parallel each make their own clock and do not see each
+//! other's. Timeouts made where no clock is entered run on real time, as
+//! without the feature.
+//!
+//! # How it moves
+//! The clock starts at the instant it was made and stands still:
+//! [`advance`](TestClock::advance) moves it by a duration and
+//! [`advance_to_next`](TestClock::advance_to_next) to the earliest deadline
+//! waiting on it. Deadlines fire in deadline order, when the clock reaches
+//! them and never before, and wake their tasks as a real deadline would.
+//!
+//! An auto-advancing clock ([`TestClock::auto_advancing`]) also moves by
+//! itself, to the next deadline, once every timeout bound to it is waiting:
+//! none is being polled, and none has been made, polled or dropped for
+//! [`settle`](TestClock::set_settle) of real time (1 ms unless set). So a test
+//! that awaits a 30 s timeout finishes at once. The clock cannot see tasks
+//! that hold no timeout of its own: a task that wakes a timed future after
+//! more real time than `settle` (real I/O, a thread, a timer of another
+//! kind) may find it timed out; use a longer settle, or a clock that moves
+//! only when told.
+//!
+//! Only in tests: the clock's own work takes a lock per poll of a bound
+//! timeout. Where no clock was ever entered in the process, a timeout pays a
+//! relaxed atomic load when made.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// A clock for tests: timeouts bound to it wait for it, not for real time.
+/// See the [module docs](self). Cloning gives another handle to the same
+/// clock.
+#[derive(Clone)]
+pub struct TestClock {
+    shared: Arc<Shared>,
+}
+
+/// The clock itself, shared by its handles and the timeouts bound to it.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Told when something that the auto-advance waits on changes.
+    changed: Condvar,
+    /// Timeouts bound to this clock that are being polled right now.
+    in_poll: AtomicUsize,
+    /// Bumped on every poll, start and drop of a bound timeout.
+    activity: AtomicU64,
+}
+
+struct State {
+    /// The instant the clock was made; it reads `start + elapsed`.
+    start: Instant,
+    elapsed: Duration,
+    /// Waiting deadlines, by (due, order of start): the waker to wake.
+    waiting: BTreeMap<(Duration, u64), Option<Waker>>,
+    next_order: u64,
+    /// Auto-advance after this much quiet real time; `None`: only when told.
+    settle: Option<Duration>,
+    /// The auto-advance thread runs.
+    driven: bool,
+}
+
+/// Whether any clock was ever entered in this process: until then a timeout
+/// made does not look for one.
+static ANY_ENTERED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static CURRENT: RefCell<Option<TestClock>> = const { RefCell::new(None) };
+}
+
+impl TestClock {
+    /// A clock that stands still at this instant until told to move.
+    pub fn new() -> Self {
+        TestClock {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    start: Instant::now(),
+                    elapsed: Duration::ZERO,
+                    waiting: BTreeMap::new(),
+                    next_order: 0,
+                    settle: None,
+                    driven: false,
+                }),
+                changed: Condvar::new(),
+                in_poll: AtomicUsize::new(0),
+                activity: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// A clock that moves to the next deadline by itself once every timeout
+    /// bound to it waits (like tokio's paused clock with auto-advance).
+    pub fn auto_advancing() -> Self {
+        let clock = TestClock::new();
+        clock.set_settle(Some(Duration::from_millis(1)));
+        clock
+    }
+
+    /// Auto-advance after `settle` of real time in which no bound timeout was
+    /// made, polled or dropped; `None` turns auto-advance off.
+    pub fn set_settle(&self, settle: Option<Duration>) {
+        let start_driver = {
+            let mut s = self.shared.lock();
+            s.settle = settle;
+            let start = settle.is_some() && !s.driven;
+            s.driven |= start;
+            start
+        };
+        self.shared.changed.notify_all();
+        if start_driver {
+            let weak = Arc::downgrade(&self.shared);
+            std::thread::Builder::new()
+                .name("opguard-test-clock".into())
+                .spawn(move || drive(weak))
+                .expect("opguard: cannot spawn the test clock's auto-advance thread");
+        }
+    }
+
+    /// Enters the clock on this thread: timeouts made here until the guard
+    /// drops follow it. Guards nest; dropping one restores the clock entered
+    /// before it.
+    pub fn enter(&self) -> Entered {
+        ANY_ENTERED.store(true, Ordering::Relaxed);
+        let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
+        Entered {
+            previous,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
+    /// Enters the clock around every poll of `fut`, on whichever thread
+    /// polls it: the timeouts made inside `fut` follow this clock.
+    pub fn bind<F: Future>(&self, fut: F) -> Bound<F> {
+        Bound {
+            clock: self.clone(),
+            fut: Box::pin(fut),
+        }
+    }
+
+    /// What the clock reads: the instant it was made plus how far it moved.
+    /// For `timeout_async!(until = clock.now() + d, ..)`.
+    pub fn now(&self) -> Instant {
+        let s = self.shared.lock();
+        s.start + s.elapsed
+    }
+
+    /// How far the clock has moved since it was made.
+    pub fn elapsed(&self) -> Duration {
+        self.shared.lock().elapsed
+    }
+
+    /// How many started timeouts wait on this clock.
+    pub fn waiting(&self) -> usize {
+        self.shared.lock().waiting.len()
+    }
+
+    /// Moves the clock by `by`, firing in deadline order the deadlines it
+    /// reaches.
+    pub fn advance(&self, by: Duration) {
+        let s = self.shared.lock();
+        let to = s.elapsed.saturating_add(by);
+        self.shared.fire_until(s, to);
+    }
+
+    /// Moves the clock to the earliest waiting deadline and fires it (with
+    /// any others due at the same time). Returns how far it moved, or `None`
+    /// when no deadline waits (the clock stays).
+    pub fn advance_to_next(&self) -> Option<Duration> {
+        self.shared.advance_to_next()
+    }
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        TestClock::new()
+    }
+}
+
+impl fmt::Debug for TestClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.shared.lock();
+        f.debug_struct("TestClock")
+            .field("elapsed", &s.elapsed)
+            .field("waiting", &s.waiting.len())
+            .field("settle", &s.settle)
+            .finish()
+    }
+}
+
+/// The clock entered on this thread by [`TestClock::enter`], until dropped.
+#[must_use = "the clock is entered only while the guard lives"]
+pub struct Entered {
+    previous: Option<TestClock>,
+    /// Entered on one thread: the guard stays there.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // The clock handle goes out after the thread-local is restored.
+        let _ = CURRENT.try_with(|c| c.replace(previous));
+    }
+}
+
+impl fmt::Debug for Entered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entered").finish_non_exhaustive()
+    }
+}
+
+/// A future that enters its clock around every poll: made by
+/// [`TestClock::bind`].
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Bound<F> {
+    clock: TestClock,
+    fut: Pin<Box<F>>,
+}
+
+impl<F: Future> Future for Bound<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let _entered = self.clock.enter();
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+impl<F> fmt::Debug for Bound<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bound")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The clock entered on this thread, for a timeout being made.
+#[inline]
+pub(crate) fn current() -> Option<Arc<Shared>> {
+    if !ANY_ENTERED.load(Ordering::Relaxed) {
+        return None;
+    }
+    CURRENT
+        .try_with(|c| c.borrow().as_ref().map(|clock| Arc::clone(&clock.shared)))
+        .ok()
+        .flatten()
+}
+
+/// Marks a bound timeout as being polled, until dropped.
+pub(crate) struct Polling(Arc<Shared>);
+
+impl Polling {
+    pub(crate) fn new(clock: Arc<Shared>) -> Self {
+        clock.in_poll.fetch_add(1, Ordering::AcqRel);
+        Polling(clock)
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        self.0.activity.fetch_add(1, Ordering::Relaxed);
+        if self.0.in_poll.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.changed.notify_all();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing of the user's runs under this lock; a poisoned one still
+        // holds consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the clock reads now.
+    pub(crate) fn now(&self) -> Instant {
+        let s = self.lock();
+        s.start + s.elapsed
+    }
+
+    /// Starts a deadline `after` from the clock's reading, with `waker`
+    /// registered, unless it is due already or never comes.
+    pub(crate) fn start(self: &Arc<Self>, after: Duration, waker: &Waker) -> Started {
+        let waker = waker.clone();
+        let mut s = self.lock();
+        let Some(due) = s.elapsed.checked_add(after) else {
+            return Started::Never;
+        };
+        if after.is_zero() {
+            return Started::Due(crate::clock::saturating_nanos(due));
+        }
+        let key = (due, s.next_order);
+        s.next_order += 1;
+        s.waiting.insert(key, Some(waker));
+        drop(s);
+        self.touch();
+        Started::Waiting(TestDeadline {
+            clock: Arc::clone(self),
+            key,
+        })
+    }
+
+    fn touch(&self) {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_all();
+    }
+
+    /// Fires, in deadline order, every deadline due at or before `to`, and
+    /// leaves the clock at `to`. The wakers run after the lock is let go.
+    fn fire_until(&self, mut s: MutexGuard<'_, State>, to: Duration) {
+        let mut woken = Vec::new();
+        while let Some(entry) = s.waiting.first_entry() {
+            if entry.key().0 > to {
+                break;
+            }
+            let (due, _) = *entry.key();
+            woken.extend(entry.remove());
+            s.elapsed = s.elapsed.max(due);
+        }
+        s.elapsed = s.elapsed.max(to);
+        drop(s);
+        for waker in woken {
+            waker.wake();
+        }
+    }
+
+    fn advance_to_next(&self) -> Option<Duration> {
+        let s = self.lock();
+        let (&(due, _), _) = s.waiting.first_key_value()?;
+        let moved = due.saturating_sub(s.elapsed);
+        self.fire_until(s, due);
+        Some(moved)
+    }
+}
+
+/// How a deadline on a test clock started.
+pub(crate) enum Started {
+    Waiting(TestDeadline),
+    /// Due already: the deadline, as `TestDeadline::due` gives it.
+    Due(u64),
+    Never,
+}
+
+/// A started timeout's place on its test clock.
+pub(crate) struct TestDeadline {
+    clock: Arc<Shared>,
+    key: (Duration, u64),
+}
+
+impl TestDeadline {
+    /// Ready once the clock has reached the deadline; otherwise keeps `cx`'s
+    /// waker registered.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.has_fired() {
+            return Poll::Ready(());
+        }
+        // Cloned, and the old one dropped, outside the lock: user code.
+        let waker = cx.waker().clone();
+        let old = {
+            let mut s = self.clock.lock();
+            match s.waiting.get_mut(&self.key) {
+                Some(slot) => slot.replace(waker),
+                None => return Poll::Ready(()),
+            }
+        };
+        drop(old);
+        Poll::Pending
+    }
+
+    /// Whether the clock has reached the deadline.
+    pub(crate) fn has_fired(&self) -> bool {
+        !self.clock.lock().waiting.contains_key(&self.key)
+    }
+
+    /// The deadline, in nanoseconds of the clock's own time.
+    pub(crate) fn due(&self) -> u64 {
+        crate::clock::saturating_nanos(self.key.0)
+    }
+}
+
+impl Drop for TestDeadline {
+    fn drop(&mut self) {
+        let waker = self.clock.lock().waiting.remove(&self.key);
+        drop(waker);
+        self.clock.touch();
+    }
+}
+
+/// The auto-advance thread of one clock: runs while the clock lives and
+/// auto-advances.
+fn drive(weak: Weak<Shared>) {
+    let mut seen = u64::MAX;
+    loop {
+        let Some(shared) = weak.upgrade() else {
+            return;
+        };
+        let s = shared.lock();
+        let Some(settle) = s.settle else {
+            let mut s = s;
+            s.driven = false;
+            return;
+        };
+        let activity = shared.activity.load(Ordering::Relaxed);
+        let quiet = activity == seen && shared.in_poll.load(Ordering::Acquire) == 0;
+        seen = activity;
+        if quiet && !s.waiting.is_empty() {
+            drop(s);
+            shared.advance_to_next();
+            seen = u64::MAX;
+            continue;
+        }
+        // Looks again after `settle`; the clock's handles may go meanwhile.
+        let (s, _) = shared
+            .changed
+            .wait_timeout(s, settle)
+            .unwrap_or_else(|e| e.into_inner());
+        drop(s);
+    }
+}

@@ -1,0 +1,310 @@
+//! The test clock (feature `test-util`): timeouts made under it wait for it,
+//! fire in deadline order when it reaches them and never before, wake their
+//! tasks, and tests on other threads do not see each other's clock.
+#![cfg(feature = "test-util")]
+
+use std::future::{Future, pending};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use opguard::test_clock::TestClock;
+use opguard::{TimeoutError, timeout_async};
+
+/// A waker that records its name in a shared list when woken.
+struct Named(&'static str, Arc<Mutex<Vec<&'static str>>>);
+impl Wake for Named {
+    fn wake(self: Arc<Self>) {
+        self.1.lock().unwrap().push(self.0);
+    }
+}
+
+fn poll_with<F: Future + ?Sized>(fut: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(waker))
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+type Hang = Pin<Box<dyn Future<Output = Result<(), TimeoutError>> + Send>>;
+
+fn hang(after: u64) -> Hang {
+    Box::pin(timeout_async!(after, pending::<()>()))
+}
+
+#[test]
+fn deadlines_fire_in_order_exactly_when_the_clock_reaches_them() {
+    let clock = TestClock::new();
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let mut futs = {
+        let _entered = clock.enter();
+        [("30s", hang(30)), ("10s", hang(10)), ("20s", hang(20))]
+    };
+    let wakers: Vec<Waker> = futs
+        .iter()
+        .map(|(name, _)| Waker::from(Arc::new(Named(name, woken.clone()))))
+        .collect();
+    for ((_, fut), waker) in futs.iter_mut().zip(&wakers) {
+        assert!(poll_with(fut.as_mut(), waker).is_pending());
+    }
+    assert_eq!(clock.waiting(), 3);
+
+    // A nanosecond short of the first deadline: nothing fires.
+    clock.advance(secs(10) - Duration::from_nanos(1));
+    assert!(woken.lock().unwrap().is_empty());
+    assert!(poll_with(futs[1].1.as_mut(), &wakers[1]).is_pending());
+
+    // Past all three at once: woken in deadline order.
+    clock.advance(secs(25));
+    assert_eq!(*woken.lock().unwrap(), ["10s", "20s", "30s"]);
+    assert_eq!(clock.elapsed(), secs(35) - Duration::from_nanos(1));
+    for (i, want) in [(0, 30), (1, 10), (2, 20)] {
+        let Poll::Ready(Err(err)) = poll_with(futs[i].1.as_mut(), &wakers[i]) else {
+            panic!("#{i} did not time out");
+        };
+        assert!(err.is_elapsed());
+        assert_eq!(err.duration(), Some(secs(want)));
+    }
+    assert_eq!(clock.waiting(), 0);
+}
+
+#[test]
+fn advance_to_next_moves_to_the_earliest_deadline() {
+    let clock = TestClock::new();
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let waker = Waker::from(Arc::new(Named("any", woken.clone())));
+    let (mut a, mut b) = {
+        let _entered = clock.enter();
+        (hang(7), hang(3))
+    };
+    assert!(poll_with(a.as_mut(), &waker).is_pending());
+    assert!(poll_with(b.as_mut(), &waker).is_pending());
+    assert_eq!(clock.advance_to_next(), Some(secs(3)));
+    assert!(poll_with(b.as_mut(), &waker).is_ready());
+    assert!(poll_with(a.as_mut(), &waker).is_pending());
+    assert_eq!(clock.advance_to_next(), Some(secs(4)));
+    assert!(poll_with(a.as_mut(), &waker).is_ready());
+    assert_eq!(clock.advance_to_next(), None, "nothing waits");
+    assert_eq!(clock.elapsed(), secs(7));
+}
+
+#[test]
+fn the_deadline_form_reads_the_test_clock() {
+    let clock = TestClock::new();
+    clock.advance(secs(100));
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let waker = Waker::from(Arc::new(Named("until", woken.clone())));
+    let mut fut = {
+        let _entered = clock.enter();
+        Box::pin(timeout_async!(
+            until = clock.now() + secs(5),
+            pending::<()>()
+        ))
+    };
+    assert!(poll_with(fut.as_mut(), &waker).is_pending());
+    clock.advance(secs(4));
+    assert!(poll_with(fut.as_mut(), &waker).is_pending());
+    clock.advance(secs(1));
+    let Poll::Ready(Err(err)) = poll_with(fut.as_mut(), &waker) else {
+        panic!("the deadline passed on the test clock");
+    };
+    assert!(err.is_deadline(), "{err}");
+    assert_eq!(err.duration(), Some(secs(5)));
+}
+
+#[test]
+fn a_timeout_made_elsewhere_keeps_real_time() {
+    let clock = TestClock::new();
+    let waker = Waker::from(Arc::new(Named("real", Default::default())));
+    // Made before the clock is entered: real time.
+    let mut real = hang(30);
+    let _entered = clock.enter();
+    assert!(poll_with(real.as_mut(), &waker).is_pending());
+    clock.advance(secs(3600));
+    assert!(poll_with(real.as_mut(), &waker).is_pending());
+    assert_eq!(clock.waiting(), 0, "it never waited on the test clock");
+}
+
+#[test]
+fn a_dropped_timeout_leaves_the_clock() {
+    let clock = TestClock::new();
+    let waker = Waker::from(Arc::new(Named("drop", Default::default())));
+    let mut fut = {
+        let _entered = clock.enter();
+        hang(5)
+    };
+    assert!(poll_with(fut.as_mut(), &waker).is_pending());
+    assert_eq!(clock.waiting(), 1);
+    drop(fut);
+    assert_eq!(clock.waiting(), 0);
+}
+
+#[test]
+fn a_timeout_polled_on_another_thread_keeps_its_clock() {
+    let clock = TestClock::new();
+    let mut fut = {
+        let _entered = clock.enter();
+        hang(10)
+    };
+    // Polled first on a thread where no clock is entered.
+    let (polled, fut) = std::thread::spawn(move || {
+        let waker = Waker::from(Arc::new(Named("other", Default::default())));
+        (poll_with(fut.as_mut(), &waker).is_pending(), fut)
+    })
+    .join()
+    .unwrap();
+    assert!(polled);
+    assert_eq!(
+        clock.waiting(),
+        1,
+        "it waits on the clock it was made under"
+    );
+    let mut fut = fut;
+    clock.advance(secs(10));
+    let waker = Waker::from(Arc::new(Named("here", Default::default())));
+    assert!(matches!(
+        poll_with(fut.as_mut(), &waker),
+        Poll::Ready(Err(_))
+    ));
+}
+
+#[test]
+fn tests_on_other_threads_do_not_see_each_others_clock() {
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let threads: Vec<_> = [1u64, 2]
+        .into_iter()
+        .map(|n| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let clock = TestClock::new();
+                let _entered = clock.enter();
+                let waker = Waker::from(Arc::new(Named("t", Default::default())));
+                let mut fut = hang(10);
+                assert!(poll_with(fut.as_mut(), &waker).is_pending());
+                barrier.wait();
+                // Thread 1 moves its clock past the deadline; thread 2 not.
+                if n == 1 {
+                    clock.advance(secs(60));
+                }
+                barrier.wait();
+                (n, poll_with(fut.as_mut(), &waker).is_ready())
+            })
+        })
+        .collect();
+    let mut results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    results.sort();
+    assert_eq!(results, [(1, true), (2, false)]);
+}
+
+#[test]
+fn guards_nest_and_restore_the_clock_before() {
+    let outer = TestClock::new();
+    let inner = TestClock::new();
+    let waker = Waker::from(Arc::new(Named("nest", Default::default())));
+    let _o = outer.enter();
+    let mut a = {
+        let _i = inner.enter();
+        hang(1)
+    };
+    let mut b = hang(1);
+    assert!(poll_with(a.as_mut(), &waker).is_pending());
+    assert!(poll_with(b.as_mut(), &waker).is_pending());
+    assert_eq!((inner.waiting(), outer.waiting()), (1, 1));
+}
+
+#[test]
+fn a_waker_that_advances_the_clock_again_does_not_deadlock() {
+    // Wakers run after the clock's lock is let go: one may call back in.
+    struct Again(TestClock, Arc<AtomicUsize>);
+    impl Wake for Again {
+        fn wake(self: Arc<Self>) {
+            self.1.fetch_add(1, SeqCst);
+            self.0.advance(secs(1));
+            let _ = self.0.waiting();
+        }
+    }
+    let clock = TestClock::new();
+    let count = Arc::new(AtomicUsize::new(0));
+    let waker = Waker::from(Arc::new(Again(clock.clone(), count.clone())));
+    let mut futs: Vec<_> = {
+        let _entered = clock.enter();
+        (1..=3).map(hang).collect()
+    };
+    for f in &mut futs {
+        assert!(poll_with(f.as_mut(), &waker).is_pending());
+    }
+    clock.advance(secs(1));
+    // The first wake moves the clock on to the second deadline, and so on.
+    assert_eq!(count.load(SeqCst), 3);
+    assert_eq!(clock.waiting(), 0);
+}
+
+#[test]
+fn auto_advance_ends_an_hour_long_timeout_at_once_in_deadline_order() {
+    let clock = TestClock::auto_advancing();
+    let start = Instant::now();
+    let (first, second) = futures::executor::block_on(clock.bind(async {
+        let first = async {
+            let e = timeout_async!(20, pending::<()>()).await.unwrap_err();
+            (e.duration(), Instant::now())
+        };
+        let second = async {
+            let e = timeout_async!(3600, pending::<()>()).await.unwrap_err();
+            (e.duration(), Instant::now())
+        };
+        futures::join!(first, second)
+    }));
+    assert_eq!(first.0, Some(secs(20)));
+    assert_eq!(second.0, Some(secs(3600)));
+    assert!(first.1 <= second.1, "the earlier deadline fired first");
+    assert_eq!(
+        clock.elapsed(),
+        secs(3600),
+        "it stopped at the last deadline"
+    );
+    assert!(
+        start.elapsed() < secs(20),
+        "an hour of test time took {:?} of real time",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn auto_advance_lets_a_future_that_finishes_in_time_finish() {
+    let clock = TestClock::auto_advancing();
+    let out = futures::executor::block_on(clock.bind(async {
+        // Ready after 200 polls that each take 200 µs of real time (40 ms
+        // in all, forty times the clock's settle time): the clock must not
+        // move while the timeout is polled, nor between the polls.
+        let mut left = 200;
+        let busy = std::future::poll_fn(move |cx| {
+            std::thread::sleep(Duration::from_micros(200));
+            if left == 0 {
+                return Poll::Ready(7);
+            }
+            left -= 1;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        });
+        timeout_async!(30, busy).await
+    }));
+    assert_eq!(out, Ok(7));
+    assert_eq!(clock.elapsed(), Duration::ZERO);
+}
+
+#[test]
+fn a_bound_future_enters_its_clock_on_every_poll() {
+    let clock = TestClock::new();
+    let mut fut = pin!(clock.bind(async { timeout_async!(5, pending::<()>()).await }));
+    let waker = Waker::from(Arc::new(Named("bound", Default::default())));
+    assert!(poll_with(fut.as_mut(), &waker).is_pending());
+    assert_eq!(clock.waiting(), 1);
+    clock.advance(secs(5));
+    assert!(matches!(
+        poll_with(fut.as_mut(), &waker),
+        Poll::Ready(Err(_))
+    ));
+}
