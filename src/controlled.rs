@@ -88,10 +88,10 @@ fn start_tokio(
     wait: impl FnOnce(&dyn Fn() -> Instant) -> (Duration, bool),
 ) -> (Duration, bool, Started) {
     let (after, until) = wait(&|| now.into_std());
-    let due = nanos(now + after);
     let Some(at) = now.checked_add(after) else {
         return (after, until, Started::Never);
     };
+    let due = nanos(at);
     if after.is_zero() {
         return (after, until, Started::Due(due));
     }
