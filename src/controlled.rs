@@ -1,88 +1,124 @@
 //! Deadlines on a clock that a test controls instead of real time: the test
-//! clock a timeout was made under (feature `test-util`), or the paused clock
-//! of the tokio runtime it is polled in (feature `tokio`).
+//! clock entered where a timeout starts (feature `test-util`), or the paused
+//! clock of the tokio runtime it starts in (feature `tokio`).
 
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// The test clock a timeout was made under, if any.
-#[cfg(feature = "test-util")]
-pub(crate) type Clock<'a> = Option<&'a std::sync::Arc<crate::test_clock::Shared>>;
-#[cfg(not(feature = "test-util"))]
-pub(crate) type Clock<'a> = std::marker::PhantomData<&'a ()>;
+/// A started deadline on a controlled clock. A trait object, so that a
+/// `Timeout`'s drop needs no code for the kinds of clock (tokio's `Sleep`
+/// has a large drop) on the paths that never use one.
+pub(crate) trait Deadline: Send + Sync {
+    /// Ready once the clock has reached the deadline; otherwise keeps `cx`'s
+    /// waker registered.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()>;
 
-/// A started deadline on a controlled clock.
-pub(crate) enum Deadline {
+    /// Whether the clock has reached the deadline.
+    fn has_fired(&self) -> bool;
+
+    /// The deadline, for comparing nested timeouts on the same clock.
+    fn due(&self) -> u64;
+
+    /// The test clock it waits on, if it does.
     #[cfg(feature = "test-util")]
-    Test(crate::test_clock::TestDeadline),
-    #[cfg(feature = "tokio")]
-    Tokio {
-        sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-        due: u64,
-    },
+    fn test_clock(&self) -> Option<&std::sync::Arc<crate::test_clock::Shared>> {
+        None
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl Deadline for crate::test_clock::TestDeadline {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        crate::test_clock::TestDeadline::poll(self, cx)
+    }
+
+    fn has_fired(&self) -> bool {
+        crate::test_clock::TestDeadline::has_fired(self)
+    }
+
+    fn due(&self) -> u64 {
+        crate::test_clock::TestDeadline::due(self)
+    }
+
+    fn test_clock(&self) -> Option<&std::sync::Arc<crate::test_clock::Shared>> {
+        Some(self.clock())
+    }
+}
+
+/// A deadline on tokio's paused clock.
+#[cfg(feature = "tokio")]
+struct TokioDeadline {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    due: u64,
+}
+
+#[cfg(feature = "tokio")]
+impl Deadline for TokioDeadline {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.sleep.as_mut().poll(cx)
+    }
+
+    fn has_fired(&self) -> bool {
+        self.sleep.is_elapsed()
+    }
+
+    fn due(&self) -> u64 {
+        self.due
+    }
 }
 
 /// How a deadline on a controlled clock started.
 pub(crate) enum Started {
-    Waiting(Box<Deadline>),
+    Waiting(Box<dyn Deadline>),
     /// Due already, at this time (`Deadline::due`'s units).
     Due(u64),
     Never,
 }
 
-/// Starts a deadline on the controlled clock, if there is one: `wait` says,
-/// from the clock's reading, how long to wait and whether it is a deadline.
-/// `None`: real time it is.
-pub(crate) fn start(
-    clock: Clock<'_>,
+/// Starts a deadline on the test clock entered on this thread, if one is:
+/// `wait` says, from the clock's reading, how long to wait and whether it is
+/// a deadline.
+#[cfg(feature = "test-util")]
+#[cold]
+pub(crate) fn start_on_test_clock(
     cx: &mut Context<'_>,
     wait: impl FnOnce(&dyn Fn() -> Instant) -> (Duration, bool),
 ) -> Option<(Duration, bool, Started)> {
-    #[cfg(feature = "test-util")]
-    if let Some(clock) = clock {
-        return Some(start_test(clock, cx, wait));
-    }
-    #[cfg(not(feature = "test-util"))]
-    let _ = clock;
-    #[cfg(feature = "tokio")]
-    if let Some(now) = tokio_paused_now() {
-        return Some(start_tokio(now, cx, wait));
-    }
-    #[cfg(not(feature = "tokio"))]
-    let _ = (cx, wait);
-    None
-}
-
-#[cfg(feature = "test-util")]
-fn start_test(
-    clock: &std::sync::Arc<crate::test_clock::Shared>,
-    cx: &mut Context<'_>,
-    wait: impl FnOnce(&dyn Fn() -> Instant) -> (Duration, bool),
-) -> (Duration, bool, Started) {
     use crate::test_clock::Started as S;
+    let clock = crate::test_clock::current()?;
     // A deadline form counts from the clock's own reading.
     let now = clock.now();
     let (after, until) = wait(&|| now);
     let started = match clock.start(after, cx.waker()) {
-        S::Waiting(deadline) => Started::Waiting(Box::new(Deadline::Test(deadline))),
+        S::Waiting(deadline) => Started::Waiting(Box::new(deadline)),
         S::Due(due) => Started::Due(due),
         S::Never => Started::Never,
     };
-    (after, until, started)
+    Some((after, until, started))
 }
 
-/// What tokio's clock reads, when it is paused: two readings in a row are
-/// equal only on a paused clock (a running one moves by nanoseconds between
-/// them), and tokio pauses only current-thread runtimes, whose clock does
-/// not move while a task is polled.
+/// What tokio's clock reads: `Ok` when it is paused, `Err` with the real
+/// time otherwise. Two readings in a row are equal only on a paused clock (a
+/// running one, which is the real clock, moves by nanoseconds between them),
+/// and tokio pauses only current-thread runtimes, whose clock does not move
+/// while a task is polled. The second reading is the one the real timer
+/// needs anyway: one extra clock read.
 #[cfg(feature = "tokio")]
-fn tokio_paused_now() -> Option<tokio::time::Instant> {
+#[inline]
+pub(crate) fn tokio_reading() -> Result<tokio::time::Instant, Instant> {
     let first = tokio::time::Instant::now();
-    (tokio::time::Instant::now() == first).then_some(first)
+    let second = tokio::time::Instant::now();
+    if second == first {
+        Ok(first)
+    } else {
+        Err(second.into_std())
+    }
 }
 
+/// Starts a deadline on tokio's paused clock, which reads `now`.
 #[cfg(feature = "tokio")]
-fn start_tokio(
+#[cold]
+pub(crate) fn start_on_tokio(
     now: tokio::time::Instant,
     cx: &mut Context<'_>,
     wait: impl FnOnce(&dyn Fn() -> Instant) -> (Duration, bool),
@@ -98,7 +134,7 @@ fn start_tokio(
     let mut sleep = Box::pin(tokio::time::sleep_until(at));
     let started = match sleep.as_mut().poll(cx) {
         Poll::Ready(()) => Started::Due(due),
-        Poll::Pending => Started::Waiting(Box::new(Deadline::Tokio { sleep, due })),
+        Poll::Pending => Started::Waiting(Box::new(TokioDeadline { sleep, due })),
     };
     (after, until, started)
 }
@@ -110,37 +146,4 @@ fn nanos(at: tokio::time::Instant) -> u64 {
         at.into_std()
             .saturating_duration_since(crate::clock::epoch()),
     )
-}
-
-impl Deadline {
-    /// Ready once the clock has reached the deadline; otherwise keeps `cx`'s
-    /// waker registered.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match self {
-            #[cfg(feature = "test-util")]
-            Deadline::Test(d) => d.poll(cx),
-            #[cfg(feature = "tokio")]
-            Deadline::Tokio { sleep, .. } => sleep.as_mut().poll(cx),
-        }
-    }
-
-    /// Whether the clock has reached the deadline.
-    pub(crate) fn has_fired(&self) -> bool {
-        match self {
-            #[cfg(feature = "test-util")]
-            Deadline::Test(d) => d.has_fired(),
-            #[cfg(feature = "tokio")]
-            Deadline::Tokio { sleep, .. } => sleep.is_elapsed(),
-        }
-    }
-
-    /// The deadline, for comparing nested timeouts on the same clock.
-    pub(crate) fn due(&self) -> u64 {
-        match self {
-            #[cfg(feature = "test-util")]
-            Deadline::Test(d) => d.due(),
-            #[cfg(feature = "tokio")]
-            Deadline::Tokio { due, .. } => *due,
-        }
-    }
 }

@@ -264,12 +264,15 @@ impl<F> fmt::Debug for Bound<F> {
     }
 }
 
-/// The clock entered on this thread, for a timeout being made.
+/// Whether a clock was ever entered in this process: until then, no
+/// timeout looks for one.
 #[inline]
+pub(crate) fn any_entered() -> bool {
+    ANY_ENTERED.load(Ordering::Relaxed)
+}
+
+/// The clock entered on this thread, for a timeout that starts.
 pub(crate) fn current() -> Option<Arc<Shared>> {
-    if !ANY_ENTERED.load(Ordering::Relaxed) {
-        return None;
-    }
     CURRENT
         .try_with(|c| c.borrow().as_ref().map(|clock| Arc::clone(&clock.shared)))
         .ok()
@@ -395,6 +398,10 @@ impl TestDeadline {
         };
         drop(old);
         Poll::Pending
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<Shared> {
+        &self.clock
     }
 
     /// Whether the clock has reached the deadline.

@@ -49,9 +49,6 @@ pub struct Timeout<F> {
 struct Timer {
     state: State,
     site: &'static Site,
-    /// The test clock this timeout was made under, if any.
-    #[cfg(feature = "test-util")]
-    test_clock: Option<std::sync::Arc<crate::test_clock::Shared>>,
 }
 
 enum State {
@@ -65,7 +62,7 @@ enum State {
     /// clock); boxed, as it is only for tests.
     #[cfg(any(feature = "test-util", feature = "tokio"))]
     Controlled {
-        deadline: Box<controlled::Deadline>,
+        deadline: Box<dyn controlled::Deadline>,
         after: u64,
         until: bool,
     },
@@ -124,12 +121,7 @@ impl<F: Future> Timeout<F> {
     fn new<I: IntoFuture<IntoFuture = F>>(site: &'static Site, state: State, fut: I) -> Self {
         Timeout {
             inner: ManuallyDrop::new(fut.into_future()),
-            timer: Timer {
-                state,
-                site,
-                #[cfg(feature = "test-util")]
-                test_clock: crate::test_clock::current(),
-            },
+            timer: Timer { state, site },
         }
     }
 }
@@ -144,13 +136,6 @@ impl<F: Future> Future for Timeout<F> {
         // or `drop`); it is never moved out. `Timeout` is `Unpin` only when
         // `F` is. `timer` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
-        // A test clock waits while its timeouts are being polled.
-        #[cfg(feature = "test-util")]
-        let _polling = this
-            .timer
-            .test_clock
-            .clone()
-            .map(crate::test_clock::Polling::new);
         // The first poll, the one that matters for a future ready at once,
         // goes straight to the inner future.
         match this.timer.state {
@@ -162,11 +147,7 @@ impl<F: Future> Future for Timeout<F> {
                 }
             }
             #[cfg(any(feature = "test-util", feature = "tokio"))]
-            State::Controlled { ref deadline, .. } => {
-                if deadline.has_fired() {
-                    return this.poll_past_deadline(cx);
-                }
-            }
+            State::Controlled { .. } => return this.poll_controlled(cx),
             _ => {
                 if let Some(settled) = this.poll_settled() {
                     return settled;
@@ -213,6 +194,30 @@ impl<F: Future> Timeout<F> {
             return Some(Poll::Ready(Err(err)));
         }
         None
+    }
+
+    /// A poll of a timeout on a clock that a test controls: as the usual one,
+    /// and a test clock knows that its timeout is being polled meanwhile
+    /// (it does not auto-advance then).
+    #[cfg(any(feature = "test-util", feature = "tokio"))]
+    #[cold]
+    #[inline(never)]
+    fn poll_controlled(&mut self, cx: &mut Context<'_>) -> Poll<Result<F::Output, TimeoutError>> {
+        #[cfg(feature = "test-util")]
+        let _polling = self
+            .timer
+            .test_clock()
+            .cloned()
+            .map(crate::test_clock::Polling::new);
+        if let State::Controlled { ref deadline, .. } = self.timer.state
+            && deadline.has_fired()
+        {
+            return self.poll_past_deadline(cx);
+        }
+        // SAFETY: as in `poll`: polled in place, and still there (the state
+        // is not `Cancelled`).
+        let polled = unsafe { Pin::new_unchecked(&mut *self.inner) }.poll(cx);
+        self.then_the_timer(polled, cx)
     }
 
     /// A poll once the deadline has passed: the inner future still gets its
@@ -307,21 +312,34 @@ impl Timer {
             self.state = State::Unbounded;
             return Poll::Pending;
         }
-        #[cfg(any(feature = "test-util", feature = "tokio"))]
-        if let Some(started) = self.start_controlled(cx) {
-            return started;
+        // A test clock entered on this thread (one relaxed load when none
+        // ever was).
+        #[cfg(feature = "test-util")]
+        if crate::test_clock::any_entered()
+            && let Some(started) = controlled::start_on_test_clock(cx, |now| self.wait(now))
+        {
+            return self.controlled(started, cx);
         }
-        let (after, until) = self.wait(Instant::now);
+        // The clock's reading, for the deadline form and the timer; tokio's
+        // paused clock when it is paused.
+        #[cfg(feature = "tokio")]
+        let now = match controlled::tokio_reading() {
+            Ok(paused) => {
+                let started = controlled::start_on_tokio(paused, cx, |now| self.wait(now));
+                return self.controlled(started, cx);
+            }
+            Err(now) => now,
+        };
+        #[cfg(not(feature = "tokio"))]
+        let now = Instant::now();
+        let (after, until) = self.wait(|| now);
         if after.is_zero() {
-            return self.end(
-                Outcome::Elapsed,
-                crate::clock::now_nanos(),
-                after,
-                until,
-                cx,
+            let due = crate::clock::saturating_nanos(
+                now.saturating_duration_since(crate::clock::epoch()),
             );
+            return self.end(Outcome::Elapsed, due, after, until, cx);
         }
-        match timer::start(after, cx.waker()) {
+        match timer::start(now, after, cx.waker()) {
             // Registered with `cx`'s waker already: no need to poll it.
             Start::Waiting(deadline) => {
                 let ended = deadline.ended();
@@ -354,15 +372,26 @@ impl Timer {
         }
     }
 
-    /// Starts the timer on a clock a test controls, when there is one: the
-    /// test clock this timeout was made under, or tokio's paused clock.
+    /// The test clock this timeout waits on, if any.
+    #[cfg(feature = "test-util")]
+    fn test_clock(&self) -> Option<&std::sync::Arc<crate::test_clock::Shared>> {
+        match &self.state {
+            State::Controlled { deadline, .. } => deadline.test_clock(),
+            _ => None,
+        }
+    }
+
+    /// The timer started on a clock a test controls: the test clock entered
+    /// on this thread, or tokio's paused clock.
     #[cfg(any(feature = "test-util", feature = "tokio"))]
     #[cold]
     #[inline(never)]
-    fn start_controlled(&mut self, cx: &mut Context<'_>) -> Option<Poll<TimeoutError>> {
-        let (after, until, started) =
-            controlled::start(self.controlled_clock(), cx, |now| self.wait(now))?;
-        Some(match started {
+    fn controlled(
+        &mut self,
+        (after, until, started): (Duration, bool, controlled::Started),
+        cx: &mut Context<'_>,
+    ) -> Poll<TimeoutError> {
+        match started {
             controlled::Started::Waiting(deadline) => {
                 self.state = State::Controlled {
                     deadline,
@@ -376,15 +405,7 @@ impl Timer {
                 self.state = State::Unbounded;
                 Poll::Pending
             }
-        })
-    }
-
-    #[cfg(any(feature = "test-util", feature = "tokio"))]
-    fn controlled_clock(&self) -> controlled::Clock<'_> {
-        #[cfg(feature = "test-util")]
-        return self.test_clock.as_ref();
-        #[cfg(not(feature = "test-util"))]
-        return controlled::Clock::default();
+        }
     }
 
     /// The timer ended with `outcome`: the error, unless an enclosing

@@ -1,4 +1,4 @@
-//! The test clock (feature `test-util`): timeouts made under it wait for it,
+//! The test clock (feature `test-util`): timeouts started under it wait for it,
 //! fire in deadline order when it reaches them and never before, wake their
 //! tasks, and tests on other threads do not see each other's clock.
 #![cfg(feature = "test-util")]
@@ -39,10 +39,8 @@ fn hang(after: u64) -> Hang {
 fn deadlines_fire_in_order_exactly_when_the_clock_reaches_them() {
     let clock = TestClock::new();
     let woken = Arc::new(Mutex::new(Vec::new()));
-    let mut futs = {
-        let _entered = clock.enter();
-        [("30s", hang(30)), ("10s", hang(10)), ("20s", hang(20))]
-    };
+    let _entered = clock.enter();
+    let mut futs = [("30s", hang(30)), ("10s", hang(10)), ("20s", hang(20))];
     let wakers: Vec<Waker> = futs
         .iter()
         .map(|(name, _)| Waker::from(Arc::new(Named(name, woken.clone()))))
@@ -76,10 +74,8 @@ fn advance_to_next_moves_to_the_earliest_deadline() {
     let clock = TestClock::new();
     let woken = Arc::new(Mutex::new(Vec::new()));
     let waker = Waker::from(Arc::new(Named("any", woken.clone())));
-    let (mut a, mut b) = {
-        let _entered = clock.enter();
-        (hang(7), hang(3))
-    };
+    let _entered = clock.enter();
+    let (mut a, mut b) = (hang(7), hang(3));
     assert!(poll_with(a.as_mut(), &waker).is_pending());
     assert!(poll_with(b.as_mut(), &waker).is_pending());
     assert_eq!(clock.advance_to_next(), Some(secs(3)));
@@ -97,13 +93,11 @@ fn the_deadline_form_reads_the_test_clock() {
     clock.advance(secs(100));
     let woken = Arc::new(Mutex::new(Vec::new()));
     let waker = Waker::from(Arc::new(Named("until", woken.clone())));
-    let mut fut = {
-        let _entered = clock.enter();
-        Box::pin(timeout_async!(
-            until = clock.now() + secs(5),
-            pending::<()>()
-        ))
-    };
+    let _entered = clock.enter();
+    let mut fut = Box::pin(timeout_async!(
+        until = clock.now() + secs(5),
+        pending::<()>()
+    ));
     assert!(poll_with(fut.as_mut(), &waker).is_pending());
     clock.advance(secs(4));
     assert!(poll_with(fut.as_mut(), &waker).is_pending());
@@ -116,13 +110,13 @@ fn the_deadline_form_reads_the_test_clock() {
 }
 
 #[test]
-fn a_timeout_made_elsewhere_keeps_real_time() {
+fn a_timeout_started_where_no_clock_is_entered_keeps_real_time() {
     let clock = TestClock::new();
     let waker = Waker::from(Arc::new(Named("real", Default::default())));
-    // Made before the clock is entered: real time.
     let mut real = hang(30);
-    let _entered = clock.enter();
     assert!(poll_with(real.as_mut(), &waker).is_pending());
+    // Entered after it started: it keeps the real clock.
+    let _entered = clock.enter();
     clock.advance(secs(3600));
     assert!(poll_with(real.as_mut(), &waker).is_pending());
     assert_eq!(clock.waiting(), 0, "it never waited on the test clock");
@@ -132,10 +126,8 @@ fn a_timeout_made_elsewhere_keeps_real_time() {
 fn a_dropped_timeout_leaves_the_clock() {
     let clock = TestClock::new();
     let waker = Waker::from(Arc::new(Named("drop", Default::default())));
-    let mut fut = {
-        let _entered = clock.enter();
-        hang(5)
-    };
+    let _entered = clock.enter();
+    let mut fut = hang(5);
     assert!(poll_with(fut.as_mut(), &waker).is_pending());
     assert_eq!(clock.waiting(), 1);
     drop(fut);
@@ -143,26 +135,40 @@ fn a_dropped_timeout_leaves_the_clock() {
 }
 
 #[test]
-fn a_timeout_polled_on_another_thread_keeps_its_clock() {
+fn a_started_timeout_keeps_its_clock_on_another_thread() {
     let clock = TestClock::new();
-    let mut fut = {
+    let mut fut = hang(10);
+    {
         let _entered = clock.enter();
-        hang(10)
-    };
-    // Polled first on a thread where no clock is entered.
-    let (polled, fut) = std::thread::spawn(move || {
+        let waker = Waker::from(Arc::new(Named("here", Default::default())));
+        assert!(poll_with(fut.as_mut(), &waker).is_pending());
+    }
+    assert_eq!(clock.waiting(), 1, "it waits on the clock it started under");
+    clock.advance(secs(10));
+    // Polled next on a thread where no clock is entered.
+    let ended = std::thread::spawn(move || {
+        let waker = Waker::from(Arc::new(Named("other", Default::default())));
+        matches!(poll_with(fut.as_mut(), &waker), Poll::Ready(Err(_)))
+    })
+    .join()
+    .unwrap();
+    assert!(ended);
+}
+
+#[test]
+fn a_bound_future_takes_its_clock_to_the_thread_that_polls_it() {
+    let clock = TestClock::new();
+    // Made here, first polled on another thread: `bind` enters the clock
+    // there, around each poll.
+    let mut fut = Box::pin(clock.bind(hang(10)));
+    let (pending, mut fut) = std::thread::spawn(move || {
         let waker = Waker::from(Arc::new(Named("other", Default::default())));
         (poll_with(fut.as_mut(), &waker).is_pending(), fut)
     })
     .join()
     .unwrap();
-    assert!(polled);
-    assert_eq!(
-        clock.waiting(),
-        1,
-        "it waits on the clock it was made under"
-    );
-    let mut fut = fut;
+    assert!(pending);
+    assert_eq!(clock.waiting(), 1);
     clock.advance(secs(10));
     let waker = Waker::from(Arc::new(Named("here", Default::default())));
     assert!(matches!(
@@ -205,12 +211,11 @@ fn guards_nest_and_restore_the_clock_before() {
     let inner = TestClock::new();
     let waker = Waker::from(Arc::new(Named("nest", Default::default())));
     let _o = outer.enter();
-    let mut a = {
+    let (mut a, mut b) = (hang(1), hang(1));
+    {
         let _i = inner.enter();
-        hang(1)
-    };
-    let mut b = hang(1);
-    assert!(poll_with(a.as_mut(), &waker).is_pending());
+        assert!(poll_with(a.as_mut(), &waker).is_pending());
+    }
     assert!(poll_with(b.as_mut(), &waker).is_pending());
     assert_eq!((inner.waiting(), outer.waiting()), (1, 1));
 }
@@ -229,10 +234,8 @@ fn a_waker_that_advances_the_clock_again_does_not_deadlock() {
     let clock = TestClock::new();
     let count = Arc::new(AtomicUsize::new(0));
     let waker = Waker::from(Arc::new(Again(clock.clone(), count.clone())));
-    let mut futs: Vec<_> = {
-        let _entered = clock.enter();
-        (1..=3).map(hang).collect()
-    };
+    let _entered = clock.enter();
+    let mut futs: Vec<_> = (1..=3).map(hang).collect();
     for f in &mut futs {
         assert!(poll_with(f.as_mut(), &waker).is_pending());
     }

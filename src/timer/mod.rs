@@ -343,9 +343,13 @@ impl WakerId {
     }
 }
 
-/// Registers `waker` to be woken `after` from now, rounded up to a tick.
-pub(crate) fn start(after: Duration, waker: &Waker) -> Start {
-    let Some(due) = clock::epoch().elapsed().checked_add(after) else {
+/// Registers `waker` to be woken `after` from `now` (the clock's reading
+/// just taken), rounded up to a tick.
+pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
+    let Some(due) = now
+        .saturating_duration_since(clock::epoch())
+        .checked_add(after)
+    else {
         return Start::Never;
     };
     let Some(at) = ticks(due) else {

@@ -20,7 +20,7 @@ fn counter() -> (Arc<Count>, Waker) {
 }
 
 fn waiting(after: Duration, waker: &Waker) -> Deadline {
-    match start(after, waker) {
+    match start(Instant::now(), after, waker) {
         Start::Waiting(d) => d,
         Start::Due(_) => panic!("due at once"),
         Start::Never => panic!("never"),
@@ -248,7 +248,10 @@ fn after_its_last_tick_fired_a_thread_joins_a_new_one() {
 #[test]
 fn unrepresentable_deadlines_need_no_timer() {
     let (_, waker) = counter();
-    assert!(matches!(start(Duration::MAX, &waker), Start::Never));
+    assert!(matches!(
+        start(Instant::now(), Duration::MAX, &waker),
+        Start::Never
+    ));
 }
 
 #[test]
