@@ -26,7 +26,8 @@
 //! # });
 //! ```
 //!
-//! See [`timeout_async!`] for the grammar of every form.
+//! See [`timeout_async!`] for the grammar of every form, a deadline
+//! (`until = INSTANT`, like tokio's `timeout_at`) among them.
 //!
 //! With the `tch` feature, `safe_mps!` runs tensor work written with
 //! [`tch`](https://docs.rs/tch) on Apple's MPS and, on an MPS error, moves the
@@ -47,6 +48,25 @@
 //! });
 //! assert_eq!(sum.unwrap().double_value(&[]), 6.0);
 //! ```
+//!
+//! # Testing code that times out
+//! A test of "this call gives up after 30 s" need not take 30 s:
+//! - with the `test-util` feature, [`test_clock::TestClock`] is a clock a
+//!   test moves by hand or lets jump to the next deadline, on any executor;
+//! - with the `tokio` feature, a timeout that starts in a tokio runtime whose
+//!   clock is paused (`#[tokio::test(start_paused = true)]`,
+//!   `tokio::time::pause`) follows tokio's clock, so `tokio::time::advance`
+//!   and auto-advance move it.
+//!
+//! Both are meant for `[dev-dependencies]`; the README shows each in a
+//! runnable test.
+//!
+//! # Features
+//! - `tch`: `safe_mps!`, the `MoveToCpu` trait and the tensor side of [`mps`].
+//! - `metrics`: the counters also go to the `metrics` facade.
+//! - `test-util`: [`test_clock`].
+//! - `tokio`: follow tokio's paused clock (one more clock read when a timeout
+//!   starts).
 //!
 //! # Logging
 //! Every timeout is a warn line with its label, duration and call site, and

@@ -18,14 +18,15 @@
 //! ```
 //!
 //! # Which timeouts follow it
-//! A timeout follows the clock that was entered on the thread where the
-//! `timeout_async!` expression ran (the future was made), from then on,
-//! wherever it is polled: [`TestClock::enter`] enters it until the guard
-//! drops, [`TestClock::bind`] around every poll of a future (and so for the
-//! timeouts made inside it, on whichever thread an executor polls it). Tests
-//! that run in parallel each make their own clock and do not see each
-//! other's. Timeouts made where no clock is entered run on real time, as
-//! without the feature.
+//! A timeout follows the clock entered on the thread where it starts: its
+//! first poll that leaves it pending, which is where its deadline is set. It
+//! keeps that clock wherever it is polled afterwards. [`TestClock::enter`]
+//! enters a clock on this thread until the guard drops;
+//! [`TestClock::bind`] enters it around every poll of a future, on whichever
+//! thread an executor polls it, which is what a multi-thread executor or a
+//! spawned task needs. Tests that run in parallel each make their own clock
+//! and do not see each other's. A timeout that starts where no clock is
+//! entered runs on real time, as without the feature.
 //!
 //! # How it moves
 //! The clock starts at the instant it was made and stands still:
@@ -35,8 +36,8 @@
 //! them and never before, and wake their tasks as a real deadline would.
 //!
 //! An auto-advancing clock ([`TestClock::auto_advancing`]) also moves by
-//! itself, to the next deadline, once every timeout bound to it is waiting:
-//! none is being polled, and none has been made, polled or dropped for
+//! itself, to the next deadline, once every timeout waiting on it is idle:
+//! none is being polled, and none has been started, polled or dropped for
 //! [`settle`](TestClock::set_settle) of real time (1 ms unless set). So a test
 //! that awaits a 30 s timeout finishes at once. The clock cannot see tasks
 //! that hold no timeout of its own: a task that wakes a timed future after
@@ -44,9 +45,11 @@
 //! kind) may find it timed out; use a longer settle, or a clock that moves
 //! only when told.
 //!
-//! Only in tests: the clock's own work takes a lock per poll of a bound
-//! timeout. Where no clock was ever entered in the process, a timeout pays a
-//! relaxed atomic load when made.
+//! # Cost
+//! Meant for tests (enable the feature in `[dev-dependencies]`). Where no
+//! clock was ever entered in the process, a timeout that starts pays one
+//! relaxed atomic load, and a timeout ready at its first poll nothing. A
+//! timeout on a test clock takes the clock's lock on each poll.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -73,7 +76,7 @@ pub(crate) struct Shared {
     changed: Condvar,
     /// Timeouts bound to this clock that are being polled right now.
     in_poll: AtomicUsize,
-    /// Bumped on every poll, start and drop of a bound timeout.
+    /// Bumped on every poll, start and drop of a timeout on this clock.
     activity: AtomicU64,
 }
 
@@ -91,7 +94,7 @@ struct State {
 }
 
 /// Whether any clock was ever entered in this process: until then a timeout
-/// made does not look for one.
+/// that starts does not look for one.
 static ANY_ENTERED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
@@ -126,8 +129,12 @@ impl TestClock {
         clock
     }
 
-    /// Auto-advance after `settle` of real time in which no bound timeout was
-    /// made, polled or dropped; `None` turns auto-advance off.
+    /// Auto-advance after `settle` of real time in which no timeout on this
+    /// clock was started, polled or dropped; `None` turns auto-advance off.
+    /// The first `Some` starts a thread that lives as long as the clock.
+    ///
+    /// # Panics
+    /// If that thread cannot be spawned.
     pub fn set_settle(&self, settle: Option<Duration>) {
         let start_driver = {
             let mut s = self.shared.lock();
@@ -146,9 +153,9 @@ impl TestClock {
         }
     }
 
-    /// Enters the clock on this thread: timeouts made here until the guard
-    /// drops follow it. Guards nest; dropping one restores the clock entered
-    /// before it.
+    /// Enters the clock on this thread: timeouts that start here until the
+    /// guard drops follow it. Guards nest; dropping one restores the clock
+    /// entered before it.
     pub fn enter(&self) -> Entered {
         ANY_ENTERED.store(true, Ordering::Relaxed);
         let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
@@ -159,7 +166,7 @@ impl TestClock {
     }
 
     /// Enters the clock around every poll of `fut`, on whichever thread
-    /// polls it: the timeouts made inside `fut` follow this clock.
+    /// polls it: the timeouts that start inside `fut` follow this clock.
     pub fn bind<F: Future>(&self, fut: F) -> Bound<F> {
         Bound {
             clock: self.clone(),
@@ -279,7 +286,7 @@ pub(crate) fn current() -> Option<Arc<Shared>> {
         .flatten()
 }
 
-/// Marks a bound timeout as being polled, until dropped.
+/// Marks a timeout on this clock as being polled, until dropped.
 pub(crate) struct Polling(Arc<Shared>);
 
 impl Polling {
