@@ -1,7 +1,8 @@
-//! What `timeout_async!` accepts as a timeout: seconds or a `Duration`.
+//! What `timeout_async!` accepts as a timeout (seconds or a `Duration`) and
+//! as a deadline (an `Instant`).
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A value that `timeout_async!` takes as its timeout.
 ///
@@ -33,6 +34,51 @@ use std::time::Duration;
 pub trait IntoTimeout {
     /// Turns `self` into a timeout, or says why it is not one.
     fn into_timeout(self) -> Result<Duration, InvalidTimeout>;
+}
+
+/// A value that `timeout_async!(until = .., ..)` takes as its deadline.
+///
+/// Implemented for [`std::time::Instant`] (and a reference to one) and, with
+/// the `tokio` feature, for `tokio::time::Instant`; without the feature, pass
+/// a tokio instant as `deadline.into_std()`.
+///
+/// ```
+/// use opguard::IntoDeadline;
+/// use std::time::{Duration, Instant};
+///
+/// let at = Instant::now() + Duration::from_secs(5);
+/// assert_eq!(at.into_deadline(), at);
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a deadline",
+    label = "expected a `std::time::Instant` (or, with the `tokio` feature, a `tokio::time::Instant`)",
+    note = "`timeout_async!(until = INSTANT, fut)` takes an instant; for a number of seconds or a `Duration`, leave out `until =`: `timeout_async!(SECS, fut)`"
+)]
+pub trait IntoDeadline {
+    /// The deadline as a [`std::time::Instant`].
+    fn into_deadline(self) -> Instant;
+}
+
+impl IntoDeadline for Instant {
+    #[inline]
+    fn into_deadline(self) -> Instant {
+        self
+    }
+}
+
+impl IntoDeadline for &Instant {
+    #[inline]
+    fn into_deadline(self) -> Instant {
+        *self
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl IntoDeadline for tokio::time::Instant {
+    #[inline]
+    fn into_deadline(self) -> Instant {
+        self.into_std()
+    }
 }
 
 /// Why a number of seconds is not a valid timeout.

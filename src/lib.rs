@@ -106,7 +106,7 @@ pub mod test_clock;
 pub use crate::config::{
     default_timeout, set_default_timeout, set_timeouts_enabled, timeouts_enabled,
 };
-pub use crate::duration::{IntoTimeout, InvalidTimeout};
+pub use crate::duration::{IntoDeadline, IntoTimeout, InvalidTimeout};
 pub use crate::error::TimeoutError;
 #[cfg(feature = "tch")]
 pub use crate::mps::MoveToCpu;

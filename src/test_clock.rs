@@ -55,6 +55,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -193,17 +194,23 @@ impl TestClock {
 
     /// Moves the clock by `by`, firing in deadline order the deadlines it
     /// reaches.
+    ///
+    /// # Panics
+    /// If a waker panics when woken, after every waker has been woken.
     pub fn advance(&self, by: Duration) {
         let s = self.shared.lock();
         let to = s.elapsed.saturating_add(by);
-        self.shared.fire_until(s, to);
+        self.shared.fire_until(s, to, false);
     }
 
     /// Moves the clock to the earliest waiting deadline and fires it (with
     /// any others due at the same time). Returns how far it moved, or `None`
     /// when no deadline waits (the clock stays).
+    ///
+    /// # Panics
+    /// If a waker panics when woken, after every waker has been woken.
     pub fn advance_to_next(&self) -> Option<Duration> {
-        self.shared.advance_to_next()
+        self.shared.advance_to_next(false)
     }
 }
 
@@ -346,8 +353,11 @@ impl Shared {
     }
 
     /// Fires, in deadline order, every deadline due at or before `to`, and
-    /// leaves the clock at `to`. The wakers run after the lock is let go.
-    fn fire_until(&self, mut s: MutexGuard<'_, State>, to: Duration) {
+    /// leaves the clock at `to`. The wakers run after the lock is let go,
+    /// every one of them even if some panic; the first panic then goes on
+    /// to the caller (a test's `advance`), unless `contained` (the
+    /// auto-advance thread, which must keep running).
+    fn fire_until(&self, mut s: MutexGuard<'_, State>, to: Duration, contained: bool) {
         let mut woken = Vec::new();
         while let Some(entry) = s.waiting.first_entry() {
             if entry.key().0 > to {
@@ -359,16 +369,26 @@ impl Shared {
         }
         s.elapsed = s.elapsed.max(to);
         drop(s);
+        let mut first_panic = None;
         for waker in woken {
-            waker.wake();
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+                if contained || first_panic.is_some() {
+                    crate::contain::drop_payload(payload);
+                } else {
+                    first_panic = Some(payload);
+                }
+            }
+        }
+        if let Some(payload) = first_panic {
+            resume_unwind(payload);
         }
     }
 
-    fn advance_to_next(&self) -> Option<Duration> {
+    fn advance_to_next(&self, contained: bool) -> Option<Duration> {
         let s = self.lock();
         let (&(due, _), _) = s.waiting.first_key_value()?;
         let moved = due.saturating_sub(s.elapsed);
-        self.fire_until(s, due);
+        self.fire_until(s, due, contained);
         Some(moved)
     }
 }
@@ -449,7 +469,8 @@ fn drive(weak: Weak<Shared>) {
         seen = activity;
         if quiet && !s.waiting.is_empty() {
             drop(s);
-            shared.advance_to_next();
+            // Wakers run here, on this clock's own thread: contained.
+            shared.advance_to_next(true);
             seen = u64::MAX;
             continue;
         }

@@ -22,7 +22,7 @@ use crate::alert::{self, AlertKind};
 use crate::config;
 #[cfg(any(feature = "test-util", feature = "tokio"))]
 use crate::controlled;
-use crate::duration::{IntoTimeout, InvalidTimeout};
+use crate::duration::{IntoDeadline, IntoTimeout, InvalidTimeout};
 use crate::error::TimeoutError;
 use crate::site::Site;
 use crate::stats;
@@ -101,10 +101,10 @@ where
 #[inline(always)]
 pub fn timeout_until<D, F>(site: &'static Site, deadline: D, fut: F) -> Timeout<F::IntoFuture>
 where
-    D: Into<Instant>,
+    D: IntoDeadline,
     F: IntoFuture,
 {
-    Timeout::new(site, State::ArmedUntil(deadline.into()), fut)
+    Timeout::new(site, State::ArmedUntil(deadline.into_deadline()), fut)
 }
 
 #[doc(hidden)] // Not public API: called by `timeout_async!`.

@@ -24,9 +24,9 @@
 ///
 /// A trailing comma is accepted. `FUT` is anything that implements
 /// [`IntoFuture`](std::future::IntoFuture); `SECS` anything that implements
-/// [`IntoTimeout`](crate::IntoTimeout); `INSTANT` anything that converts
-/// into a [`std::time::Instant`] (tokio's `Instant` does); the label is a
-/// string constant.
+/// [`IntoTimeout`](crate::IntoTimeout); `INSTANT` a [`std::time::Instant`]
+/// or, with the `tokio` feature, a `tokio::time::Instant`
+/// ([`IntoDeadline`](crate::IntoDeadline)); the label is a string constant.
 ///
 /// The expression forms return a [`Timeout`](crate::Timeout) future that
 /// yields `Result<T, `[`TimeoutError`](crate::TimeoutError)`>`, where `T` is

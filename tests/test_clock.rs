@@ -311,3 +311,48 @@ fn a_bound_future_enters_its_clock_on_every_poll() {
         Poll::Ready(Err(_))
     ));
 }
+
+/// A waker that panics when woken.
+struct Panics;
+impl Wake for Panics {
+    fn wake(self: Arc<Self>) {
+        panic!("waker");
+    }
+}
+
+#[test]
+fn a_panicking_waker_does_not_keep_the_others_asleep() {
+    let clock = TestClock::new();
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let _entered = clock.enter();
+    let (mut bad, mut good) = (hang(1), hang(2));
+    assert!(poll_with(bad.as_mut(), &Waker::from(Arc::new(Panics))).is_pending());
+    let waker = Waker::from(Arc::new(Named("good", woken.clone())));
+    assert!(poll_with(good.as_mut(), &waker).is_pending());
+    // The test's own call: the panic reaches it, after every wake.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        clock.advance(secs(5));
+    }));
+    assert!(caught.is_err());
+    assert_eq!(*woken.lock().unwrap(), ["good"]);
+    assert_eq!(clock.elapsed(), secs(5));
+}
+
+#[test]
+fn a_panicking_waker_does_not_stop_auto_advance() {
+    let clock = TestClock::auto_advancing();
+    let _entered = clock.enter();
+    let mut bad = hang(1);
+    assert!(poll_with(bad.as_mut(), &Waker::from(Arc::new(Panics))).is_pending());
+    drop(_entered);
+    // Woken (and panicking) on the clock's own thread; then the next one,
+    // within a real-time bound should the clock's thread have died.
+    let next = clock.bind(hang(10));
+    let watchdog = futures_timer::Delay::new(secs(20));
+    let out = match futures::executor::block_on(futures::future::select(next, watchdog)) {
+        futures::future::Either::Left((out, _)) => out,
+        futures::future::Either::Right(_) => panic!("the clock stopped advancing"),
+    };
+    assert!(out.unwrap_err().is_elapsed());
+    assert_eq!(clock.elapsed(), secs(10));
+}
