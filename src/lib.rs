@@ -127,6 +127,7 @@ pub mod __private {
 
     pub use crate::site::Site;
     pub use crate::timeout::{timeout, timeout_default, timeout_until};
+    pub use crate::timeout_macro::{label, returning};
 
     pub use crate::mps::call::{Action, Driver, attempt_async};
     pub use crate::mps::site::MpsSite;
@@ -135,16 +136,4 @@ pub mod __private {
     pub use crate::safe_mps_macro::{Classify, ErrorOfOther, ErrorOfResult};
     #[cfg(feature = "tch")]
     pub use tch::Device;
-
-    /// The label of a `label = ..` argument: a string constant.
-    #[inline(always)]
-    pub const fn label(label: &'static str) -> Option<&'static str> {
-        Some(label)
-    }
-
-    /// Fixes an `async` block's output type, so that `?` inside it infers.
-    #[inline(always)]
-    pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
-        fut
-    }
 }

@@ -40,13 +40,14 @@ pub struct Timeout<F> {
     /// moved. Dropped early when the timer wins (the state is then
     /// `Cancelled`), otherwise by `Timeout`'s `Drop`.
     inner: ManuallyDrop<F>,
-    /// Not pinned: `Timer` is `Unpin`.
-    timer: Timer,
+    /// Not pinned: `Race` is `Unpin`.
+    race: Race,
 }
 
-/// Everything about the race that does not depend on the inner future's type,
-/// so that it is compiled once rather than once per future type.
-struct Timer {
+/// The timer's side of the race: everything that does not depend on the
+/// inner future's type, so that it is compiled once rather than once per
+/// future type. (The timer itself is the `timer` module's.)
+struct Race {
     state: State,
     site: &'static Site,
 }
@@ -121,7 +122,7 @@ impl<F: Future> Timeout<F> {
     fn new<I: IntoFuture<IntoFuture = F>>(site: &'static Site, state: State, fut: I) -> Self {
         Timeout {
             inner: ManuallyDrop::new(fut.into_future()),
-            timer: Timer { state, site },
+            race: Race { state, site },
         }
     }
 }
@@ -134,11 +135,11 @@ impl<F: Future> Future for Timeout<F> {
         // SAFETY: `inner` is structurally pinned. It is only ever polled
         // through `Pin::new_unchecked` below, or dropped in place (in `cancel`
         // or `drop`); it is never moved out. `Timeout` is `Unpin` only when
-        // `F` is. `timer` is not pinned.
+        // `F` is. `race` is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
         // The first poll, the one that matters for a future ready at once,
         // goes straight to the inner future.
-        match this.timer.state {
+        match this.race.state {
             State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => {}
             // A re-poll: past its deadline only rarely.
             State::Waiting { ref deadline, .. } => {
@@ -172,7 +173,7 @@ impl<F: Future> Timeout<F> {
         if let Poll::Ready(output) = polled {
             return Poll::Ready(Ok(output));
         }
-        match self.timer.poll_elapsed(cx) {
+        match self.race.poll_elapsed(cx) {
             Poll::Ready(err) => {
                 // Cancel the inner future before reporting.
                 self.cancel();
@@ -188,8 +189,8 @@ impl<F: Future> Timeout<F> {
     #[cold]
     #[inline(never)]
     fn poll_settled(&mut self) -> Option<Poll<Result<F::Output, TimeoutError>>> {
-        if let State::Invalid(_) | State::Cancelled = self.timer.state {
-            let err = self.timer.reject()?;
+        if let State::Invalid(_) | State::Cancelled = self.race.state {
+            let err = self.race.reject()?;
             self.cancel();
             return Some(Poll::Ready(Err(err)));
         }
@@ -205,11 +206,11 @@ impl<F: Future> Timeout<F> {
     fn poll_controlled(&mut self, cx: &mut Context<'_>) -> Poll<Result<F::Output, TimeoutError>> {
         #[cfg(feature = "test-util")]
         let _polling = self
-            .timer
+            .race
             .test_clock()
             .cloned()
             .map(crate::test_clock::Polling::new);
-        if let State::Controlled { ref deadline, .. } = self.timer.state
+        if let State::Controlled { ref deadline, .. } = self.race.state
             && deadline.has_fired()
         {
             return self.poll_past_deadline(cx);
@@ -229,7 +230,7 @@ impl<F: Future> Timeout<F> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<F::Output, TimeoutError>> {
-        let due = match self.timer.state {
+        let due = match self.race.state {
             State::Waiting { ref deadline, .. } => deadline.due(),
             #[cfg(any(feature = "test-util", feature = "tokio"))]
             State::Controlled { ref deadline, .. } => deadline.due(),
@@ -247,10 +248,10 @@ impl<F: Future> Timeout<F> {
 impl<F> Timeout<F> {
     /// Drops the inner future in place, once.
     fn cancel(&mut self) {
-        if !matches!(self.timer.state, State::Cancelled) {
+        if !matches!(self.race.state, State::Cancelled) {
             // Marked first: should `F`'s drop panic, `drop` below does not
             // drop it a second time.
-            self.timer.state = State::Cancelled;
+            self.race.state = State::Cancelled;
             // SAFETY: not dropped before (the state was not `Cancelled`), and
             // never used again (the state is `Cancelled` now). Dropping in
             // place keeps the pinning promise.
@@ -262,7 +263,7 @@ impl<F> Timeout<F> {
 impl<F> Drop for Timeout<F> {
     #[inline]
     fn drop(&mut self) {
-        if !matches!(self.timer.state, State::Cancelled) {
+        if !matches!(self.race.state, State::Cancelled) {
             // SAFETY: not dropped yet (the state is not `Cancelled`), and
             // `self` goes away now; dropped in place, as pinning requires.
             unsafe { ManuallyDrop::drop(&mut self.inner) };
@@ -270,7 +271,7 @@ impl<F> Drop for Timeout<F> {
     }
 }
 
-impl Timer {
+impl Race {
     /// Starts the timer on the first pending poll; polls it on later ones.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<TimeoutError> {
         match self.state {
@@ -522,7 +523,7 @@ impl Drop for Enclosing {
 impl<F> fmt::Debug for Timeout<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let waiting;
-        let state: &dyn fmt::Debug = match &self.timer.state {
+        let state: &dyn fmt::Debug = match &self.race.state {
             State::Armed(after) => after,
             State::Invalid(bad) => bad,
             State::ArmedDefault => &"default",
@@ -543,14 +544,14 @@ impl<F> fmt::Debug for Timeout<F> {
             .field("timeout", state)
             .field(
                 "started",
-                &match self.timer.state {
+                &match self.race.state {
                     State::Waiting { .. } => true,
                     #[cfg(any(feature = "test-util", feature = "tokio"))]
                     State::Controlled { .. } => true,
                     _ => false,
                 },
             )
-            .field("site", self.timer.site)
+            .field("site", self.race.site)
             .finish_non_exhaustive()
     }
 }

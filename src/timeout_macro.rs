@@ -1,4 +1,19 @@
-//! `timeout_async!` and its hidden helpers.
+//! `timeout_async!` and its hidden helpers (macros and functions that the
+//! expansions of both macros call through `$crate::__private`).
+
+/// The label of a `label = ..` argument: a string constant.
+#[doc(hidden)]
+#[inline(always)]
+pub const fn label(label: &'static str) -> Option<&'static str> {
+    Some(label)
+}
+
+/// Fixes an `async` block's output type, so that `?` inside it infers.
+#[doc(hidden)]
+#[inline(always)]
+pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
+    fut
+}
 
 /// Puts a timeout on a future, inline, on any executor.
 ///
