@@ -12,10 +12,16 @@ if [ "$mode" = --short ]; then
 fi
 
 cargo bench --bench timeout -- "${criterion[@]}" | tee target/bench/timeout.txt
-python3 scripts/bench_table.py target/criterion > target/bench/timeout.md
+python3 scripts/bench_table.py "${CARGO_TARGET_DIR:-target}/criterion" > target/bench/timeout.md
 OPGUARD_BENCH_OUT=target/bench/scale.md cargo bench --bench scale -- $mode
 python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
 OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo bench --bench accuracy -- $mode
 
 . scripts/torch-env.sh
-cargo bench --features tch --bench safe_mps -- "${criterion[@]}" | tee target/bench/safe_mps.txt
+if [ "$mode" = --short ]; then
+    # Each benchmark once, as a test, on the debug build of tch that the
+    # tests use: a release build of tch would compile its C++ again.
+    cargo test --features tch --bench safe_mps | tee target/bench/safe_mps.txt
+else
+    cargo bench --features tch --bench safe_mps | tee target/bench/safe_mps.txt
+fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: the default build, then every feature against real
-# libtorch (installed on first use into target/torch-venv), then the examples.
+# libtorch (installed on first use into ~/.cache/opguard), then the examples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -100,7 +100,6 @@ mod export;
 pub mod mps;
 pub mod stats;
 #[cfg(feature = "test-util")]
-#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
 pub mod test_clock;
 
 pub use crate::config::{
