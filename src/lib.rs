@@ -78,6 +78,7 @@
     unreachable_pub,
     rust_2018_idioms
 )]
+#![deny(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;

@@ -8,15 +8,18 @@
 //! counts from that first pending poll.
 //!
 //! When the timer wins, the inner future is dropped in place (cancelled)
-//! before the error is returned.
+//! before the error is returned. The pinning is `pin_project!`'s, without
+//! `unsafe` of our own: the inner future sits in an enum whose variant is
+//! replaced in place when it is cancelled.
 
 use std::cell::Cell;
 use std::fmt;
 use std::future::{Future, IntoFuture};
-use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use pin_project_lite::pin_project;
 
 use crate::alert::{self, AlertKind};
 use crate::config;
@@ -28,20 +31,34 @@ use crate::site::Site;
 use crate::stats;
 use crate::timer::{self, Deadline, Outcome, Start};
 
-/// A future with a timeout, made by [`timeout_async!`](crate::timeout_async).
-///
-/// Yields `Ok(output)` when the inner future finishes in time, and
-/// `Err(`[`TimeoutError`]`)` when the deadline passes first (the inner
-/// future is then dropped), the timeout was invalid, or no timer could run
-/// ([`TimeoutError::is_no_timer`]).
-#[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct Timeout<F> {
-    /// Structurally pinned: polled in place and dropped in place, never
-    /// moved. Dropped early when the timer wins (the state is then
-    /// `Cancelled`), otherwise by `Timeout`'s `Drop`.
-    inner: ManuallyDrop<F>,
-    /// Not pinned: `Race` is `Unpin`.
-    race: Race,
+pin_project! {
+    /// A future with a timeout, made by [`timeout_async!`](crate::timeout_async).
+    ///
+    /// Yields `Ok(output)` when the inner future finishes in time, and
+    /// `Err(`[`TimeoutError`]`)` when the deadline passes first (the inner
+    /// future is then dropped), the timeout was invalid, or no timer could run
+    /// ([`TimeoutError::is_no_timer`]).
+    ///
+    /// # Panics
+    /// Polling it again after it yielded an error panics, as a finished
+    /// future may.
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct Timeout<F> {
+        #[pin]
+        inner: Inner<F>,
+        race: Race,
+    }
+}
+
+pin_project! {
+    /// The inner future, polled and dropped where it is pinned; dropped
+    /// early, in place, when the timer wins.
+    #[project = InnerProj]
+    #[project_replace = InnerReplaced]
+    enum Inner<F> {
+        Running { #[pin] fut: F },
+        Gone,
+    }
 }
 
 /// The timer's side of the race: everything that does not depend on the
@@ -121,7 +138,9 @@ impl<F: Future> Timeout<F> {
     #[inline(always)]
     fn new<I: IntoFuture<IntoFuture = F>>(site: &'static Site, state: State, fut: I) -> Self {
         Timeout {
-            inner: ManuallyDrop::new(fut.into_future()),
+            inner: Inner::Running {
+                fut: fut.into_future(),
+            },
             race: Race { state, site },
         }
     }
@@ -132,143 +151,134 @@ impl<F: Future> Future for Timeout<F> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `inner` is structurally pinned. It is only ever polled
-        // through `Pin::new_unchecked` below, or dropped in place (in `cancel`
-        // or `drop`); it is never moved out. `Timeout` is `Unpin` only when
-        // `F` is. `race` is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
+        let (mut inner, race) = (this.inner, this.race);
         // The first poll, the one that matters for a future ready at once,
         // goes straight to the inner future.
-        match this.race.state {
+        match race.state {
             State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => {}
             // A re-poll: past its deadline only rarely.
             State::Waiting { ref deadline, .. } => {
                 if deadline.has_fired() {
-                    return this.poll_past_deadline(cx);
+                    return poll_past_deadline(inner, race, cx);
                 }
             }
             #[cfg(any(feature = "test-util", feature = "tokio"))]
-            State::Controlled { .. } => return this.poll_controlled(cx),
+            State::Controlled { .. } => return poll_controlled(inner, race, cx),
             _ => {
-                if let Some(settled) = this.poll_settled() {
+                if let Some(settled) = poll_settled(inner.as_mut(), race) {
                     return settled;
                 }
             }
         }
-        // SAFETY: see above; `inner` stays where it is, and is still there:
-        // the state is not `Cancelled` (`reject` panics on that).
-        let polled = unsafe { Pin::new_unchecked(&mut *this.inner) }.poll(cx);
-        this.then_the_timer(polled, cx)
+        let polled = inner.as_mut().poll_fut(cx);
+        then_the_timer(inner, race, polled, cx)
     }
 }
 
-impl<F: Future> Timeout<F> {
-    /// After the inner future's poll: its output, or the timer's verdict.
+impl<F: Future> Inner<F> {
     #[inline(always)]
-    fn then_the_timer(
-        &mut self,
-        polled: Poll<F::Output>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<F::Output, TimeoutError>> {
-        if let Poll::Ready(output) = polled {
-            return Poll::Ready(Ok(output));
-        }
-        match self.race.poll_elapsed(cx) {
-            Poll::Ready(err) => {
-                // Cancel the inner future before reporting.
-                self.cancel();
-                Poll::Ready(Err(err))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    /// The states that settle before the inner future is polled: an invalid
-    /// timeout gives its error (unless the kill switch is off), and a
-    /// finished one panics; `None` goes on to the usual poll.
-    #[cold]
-    #[inline(never)]
-    fn poll_settled(&mut self) -> Option<Poll<Result<F::Output, TimeoutError>>> {
-        if let State::Invalid(_) | State::Cancelled = self.race.state {
-            let err = self.race.reject()?;
-            self.cancel();
-            return Some(Poll::Ready(Err(err)));
-        }
-        None
-    }
-
-    /// A poll of a timeout on a clock that a test controls: as the usual one,
-    /// and a test clock knows that its timeout is being polled meanwhile
-    /// (it does not auto-advance then).
-    #[cfg(any(feature = "test-util", feature = "tokio"))]
-    #[cold]
-    #[inline(never)]
-    fn poll_controlled(&mut self, cx: &mut Context<'_>) -> Poll<Result<F::Output, TimeoutError>> {
-        #[cfg(feature = "test-util")]
-        let _polling = self
-            .race
-            .test_clock()
-            .cloned()
-            .map(crate::test_clock::Polling::new);
-        if let State::Controlled { ref deadline, .. } = self.race.state
-            && deadline.has_fired()
-        {
-            return self.poll_past_deadline(cx);
-        }
-        // SAFETY: as in `poll`: polled in place, and still there (the state
-        // is not `Cancelled`).
-        let polled = unsafe { Pin::new_unchecked(&mut *self.inner) }.poll(cx);
-        self.then_the_timer(polled, cx)
-    }
-
-    /// A poll once the deadline has passed: the inner future still gets its
-    /// chance, and the timeouts inside it learn that this deadline came, so
-    /// that the earliest one reports (see `Enclosing`).
-    #[cold]
-    #[inline(never)]
-    fn poll_past_deadline(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<F::Output, TimeoutError>> {
-        let due = match self.race.state {
-            State::Waiting { ref deadline, .. } => deadline.due(),
-            #[cfg(any(feature = "test-util", feature = "tokio"))]
-            State::Controlled { ref deadline, .. } => deadline.due(),
-            _ => unreachable!("called for a started timer only"),
-        };
-        let enclosing = Enclosing::enter(due);
-        // SAFETY: as in `poll`: polled in place, and still there (the state
-        // is `Waiting`, not `Cancelled`).
-        let polled = unsafe { Pin::new_unchecked(&mut *self.inner) }.poll(cx);
-        drop(enclosing);
-        self.then_the_timer(polled, cx)
-    }
-}
-
-impl<F> Timeout<F> {
-    /// Drops the inner future in place, once.
-    fn cancel(&mut self) {
-        if !matches!(self.race.state, State::Cancelled) {
-            // Marked first: should `F`'s drop panic, `drop` below does not
-            // drop it a second time.
-            self.race.state = State::Cancelled;
-            // SAFETY: not dropped before (the state was not `Cancelled`), and
-            // never used again (the state is `Cancelled` now). Dropping in
-            // place keeps the pinning promise.
-            unsafe { ManuallyDrop::drop(&mut self.inner) };
+    fn poll_fut(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            InnerProj::Running { fut } => fut.poll(cx),
+            // `poll` settles a cancelled timeout (it panics) before this.
+            InnerProj::Gone => unreachable!("the inner future is polled only while it runs"),
         }
     }
 }
 
-impl<F> Drop for Timeout<F> {
-    #[inline]
-    fn drop(&mut self) {
-        if !matches!(self.race.state, State::Cancelled) {
-            // SAFETY: not dropped yet (the state is not `Cancelled`), and
-            // `self` goes away now; dropped in place, as pinning requires.
-            unsafe { ManuallyDrop::drop(&mut self.inner) };
-        }
+impl<F> Inner<F> {
+    /// Drops the inner future in place. Should its drop panic, it is `Gone`
+    /// all the same, and not dropped again.
+    fn cancel(self: Pin<&mut Self>, race: &mut Race) {
+        race.state = State::Cancelled;
+        self.project_replace(Inner::Gone);
     }
+}
+
+/// After the inner future's poll: its output, or the timer's verdict.
+#[inline(always)]
+fn then_the_timer<F: Future>(
+    inner: Pin<&mut Inner<F>>,
+    race: &mut Race,
+    polled: Poll<F::Output>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, TimeoutError>> {
+    if let Poll::Ready(output) = polled {
+        return Poll::Ready(Ok(output));
+    }
+    match race.poll_elapsed(cx) {
+        Poll::Ready(err) => {
+            // Cancel the inner future before reporting.
+            inner.cancel(race);
+            Poll::Ready(Err(err))
+        }
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// The states that settle before the inner future is polled: an invalid
+/// timeout gives its error (unless the kill switch is off), and a finished
+/// one panics; `None` goes on to the usual poll.
+#[cold]
+#[inline(never)]
+fn poll_settled<F: Future>(
+    inner: Pin<&mut Inner<F>>,
+    race: &mut Race,
+) -> Option<Poll<Result<F::Output, TimeoutError>>> {
+    if let State::Invalid(_) | State::Cancelled = race.state {
+        let err = race.reject()?;
+        inner.cancel(race);
+        return Some(Poll::Ready(Err(err)));
+    }
+    None
+}
+
+/// A poll of a timeout on a clock that a test controls: as the usual one,
+/// and a test clock knows that its timeout is being polled meanwhile (it
+/// does not auto-advance then).
+#[cfg(any(feature = "test-util", feature = "tokio"))]
+#[cold]
+#[inline(never)]
+fn poll_controlled<F: Future>(
+    mut inner: Pin<&mut Inner<F>>,
+    race: &mut Race,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, TimeoutError>> {
+    #[cfg(feature = "test-util")]
+    let _polling = race
+        .test_clock()
+        .cloned()
+        .map(crate::test_clock::Polling::new);
+    if let State::Controlled { ref deadline, .. } = race.state
+        && deadline.has_fired()
+    {
+        return poll_past_deadline(inner, race, cx);
+    }
+    let polled = inner.as_mut().poll_fut(cx);
+    then_the_timer(inner, race, polled, cx)
+}
+
+/// A poll once the deadline has passed: the inner future still gets its
+/// chance, and the timeouts inside it learn that this deadline came, so that
+/// the earliest one reports (see `Enclosing`).
+#[cold]
+#[inline(never)]
+fn poll_past_deadline<F: Future>(
+    mut inner: Pin<&mut Inner<F>>,
+    race: &mut Race,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, TimeoutError>> {
+    let due = match race.state {
+        State::Waiting { ref deadline, .. } => deadline.due(),
+        #[cfg(any(feature = "test-util", feature = "tokio"))]
+        State::Controlled { ref deadline, .. } => deadline.due(),
+        _ => unreachable!("called for a started timer only"),
+    };
+    let enclosing = Enclosing::enter(due);
+    let polled = inner.as_mut().poll_fut(cx);
+    drop(enclosing);
+    then_the_timer(inner, race, polled, cx)
 }
 
 impl Race {
