@@ -31,13 +31,12 @@
 //!
 //! With the `tch` feature, `safe_mps!` runs tensor work written with
 //! [`tch`](https://docs.rs/tch) on Apple's MPS and, on an MPS error, moves the
-//! named tensors to CPU and runs the work once more there. A process-wide
-//! registry ([`mps`]) remembers: a call site whose op MPS cannot run stays on
-//! CPU (other sites keep MPS), and repeated device-level errors disable MPS
-//! for a cool-down. Without `tch`, [`is_mps_error`] and [`mps_error_kind`]
-//! judge PyTorch's error texts.
+//! named tensors to CPU and runs the work once more there. (The example runs
+//! with the `tch` feature; it forces MPS, so on a machine without it the
+//! fallback runs for real.)
 //!
-//! ```ignore
+#![cfg_attr(feature = "tch", doc = "```")]
+#![cfg_attr(not(feature = "tch"), doc = "```ignore")]
 //! use opguard::safe_mps;
 //! use tch::{Device, Kind, Tensor};
 //!
@@ -47,6 +46,50 @@
 //!     xs.f_to_device(dev)?.f_sum(Kind::Float)
 //! });
 //! assert_eq!(sum.unwrap().double_value(&[]), 6.0);
+//! ```
+//!
+//! # The MPS registry
+//! A process-wide registry ([`mps`]) remembers what went wrong, so that MPS
+//! trouble costs one failure and not one per call: a call site whose op MPS
+//! cannot run stays on CPU (other sites keep MPS), and repeated device-level
+//! errors disable MPS for a cool-down. Without `tch`, [`is_mps_error`] and
+//! [`mps_error_kind`] judge PyTorch's error texts.
+//!
+//! ```
+//! use opguard::mps::{self, MpsState};
+//! use opguard::{MpsErrorKind, mps_error_kind};
+//!
+//! // Disable MPS after 5 device-level errors in a row, for 10 minutes.
+//! mps::set_failure_threshold(5);
+//! mps::set_cooldown(600).unwrap();
+//! let s = mps::stats();
+//! assert_eq!(s.state, MpsState::Enabled);
+//! assert_eq!(s.fallbacks, 0);
+//!
+//! let text = "The operator 'aten::_fft_r2c' is not currently implemented for the MPS device.";
+//! assert_eq!(mps_error_kind(text), Some(MpsErrorKind::Op));
+//! ```
+//!
+//! # Configuration
+//! Kill switches and a default timeout, in code or in environment variables
+//! read once, when first needed ([`config`]: `OPGUARD_TIMEOUT_SECS`,
+//! `OPGUARD_TIMEOUT_DISABLE`, `OPGUARD_DISABLE`; [`mps`]:
+//! `OPGUARD_SAFE_MPS_DISABLE` and the breaker's settings). A setting made in
+//! code wins:
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! use opguard::timeout_async;
+//!
+//! opguard::set_default_timeout(0.5).unwrap(); // for `timeout_async!(fut)`
+//! assert_eq!(opguard::default_timeout(), std::time::Duration::from_millis(500));
+//!
+//! // Off: every timeout passes its future through, as if it were not there.
+//! opguard::set_timeouts_enabled(false);
+//! let out = timeout_async!(0.01, async { "no timer" }).await;
+//! assert_eq!(out, Ok("no timer"));
+//! opguard::set_timeouts_enabled(true);
+//! # });
 //! ```
 //!
 //! # Testing code that times out
@@ -88,6 +131,7 @@ mod controlled;
 mod duration;
 mod error;
 mod item_macro;
+mod report;
 mod safe_mps_macro;
 mod site;
 mod timeout;

@@ -21,14 +21,13 @@ use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 
-use crate::alert::{self, AlertKind};
 use crate::config;
 #[cfg(any(feature = "test-util", feature = "tokio"))]
 use crate::controlled;
 use crate::duration::{IntoDeadline, IntoTimeout, InvalidTimeout};
 use crate::error::TimeoutError;
+use crate::report;
 use crate::site::Site;
-use crate::stats;
 use crate::timer::{self, Deadline, Outcome, Start};
 
 pin_project! {
@@ -448,7 +447,7 @@ impl Race {
     fn no_timer(&mut self, after: Duration) -> TimeoutError {
         self.state = State::Unbounded;
         let err = TimeoutError::no_timer(self.site, after);
-        log::error!(target: "opguard", "{err}");
+        report::no_timer(&err);
         err
     }
 
@@ -457,18 +456,12 @@ impl Race {
     fn expire(&mut self, after: Duration, until: bool, due: u64) -> TimeoutError {
         // Leaves the shared timer.
         self.state = State::Unbounded;
-        let site = self.site;
-        stats::count_timeout(site);
-        #[cfg(feature = "metrics")]
-        crate::export::timeout(site.label());
         let err = if until {
-            TimeoutError::deadline(site, after)
+            TimeoutError::deadline(self.site, after)
         } else {
-            TimeoutError::elapsed(site, after)
+            TimeoutError::elapsed(self.site, after)
         };
-        log::warn!(target: "opguard", "{err}");
-        // Counted at its deadline, which has just passed: no clock read.
-        alert::count_at(AlertKind::Timeouts, site.label(), site, due);
+        report::timed_out(self.site, &err, due);
         err
     }
 
@@ -486,9 +479,8 @@ impl Race {
             self.state = State::Unbounded;
             return None;
         }
-        stats::count_invalid();
         let err = TimeoutError::invalid(self.site, bad);
-        log::warn!(target: "opguard", "{err}");
+        report::invalid_timeout(&err);
         Some(err)
     }
 }

@@ -21,7 +21,7 @@
 
 // Without `tch` nothing calls the steps; their unit tests still run.
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
-mod breaker;
+pub(crate) mod breaker;
 #[cfg_attr(not(feature = "tch"), allow(dead_code, unreachable_pub))]
 pub(crate) mod call;
 mod classify;
@@ -31,8 +31,6 @@ mod gate;
 mod quiet;
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
 mod registry;
-#[cfg_attr(not(feature = "tch"), allow(dead_code))]
-mod report;
 #[cfg_attr(not(feature = "tch"), allow(dead_code, unreachable_pub))]
 pub(crate) mod site;
 

@@ -26,11 +26,11 @@ use once_cell::sync::Lazy;
 use super::breaker::{Breaker, MpsState, Transition};
 use super::classify::MpsErrorKind;
 use super::gate::{self, Admission, Verdict};
-use super::report;
 use super::site::{Event, MpsSite, MpsSiteStats};
 use crate::clock::{now_nanos as now, saturating_nanos};
 use crate::config::{self, Switch};
 use crate::duration::{IntoTimeout, InvalidTimeout};
+use crate::report;
 
 /// The default number of consecutive device-level MPS failures that disable MPS.
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
@@ -270,7 +270,7 @@ pub(crate) fn failed(
         now,
         threshold(),
     );
-    report::mps_error(site, kind, message, t.site, cooldown_duration());
+    report::mps::mps_error(site, kind, message, t.site, cooldown_duration());
     transitions(site, t);
 }
 
@@ -282,7 +282,7 @@ pub(crate) fn fell_back(site: &'static MpsSite, ok: bool) {
     } else {
         Event::FailedFallback
     });
-    report::fallback(site, ok);
+    report::mps::fallback(site, ok);
 }
 
 /// The admitted attempt was dropped before its outcome was known.
@@ -306,12 +306,12 @@ fn transitions(site: &'static MpsSite, t: gate::Transitions) {
         if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
             site.count(Event::Pinned);
         }
-        report::site_transition(site, t);
+        report::mps::site_transition(site, t);
     }
     if let Some(t) = t.global {
         if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
             TIMES_DISABLED.fetch_add(1, Ordering::Relaxed);
         }
-        report::process_transition(t, cooldown_duration());
+        report::mps::process_transition(t, cooldown_duration());
     }
 }

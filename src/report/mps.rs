@@ -19,10 +19,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::breaker::Transition;
-use super::classify::MpsErrorKind;
-use super::site::MpsSite;
 use crate::alert::{self, AlertKind};
+use crate::mps::MpsErrorKind;
+use crate::mps::breaker::Transition;
+use crate::mps::site::MpsSite;
 
 /// An MPS error at `site`; `pin` is what it did to the site's breaker.
 #[cold]
