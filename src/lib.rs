@@ -94,7 +94,7 @@
 //!
 //! # Testing code that times out
 //! A test of "this call gives up after 30 s" need not take 30 s:
-//! - with the `test-util` feature, [`test_clock::TestClock`] is a clock a
+//! - with the `test-util` feature, `test_clock::TestClock` is a clock a
 //!   test moves by hand or lets jump to the next deadline, on any executor;
 //! - with the `tokio` feature, a timeout that starts in a tokio runtime whose
 //!   clock is paused (`#[tokio::test(start_paused = true)]`,
@@ -107,7 +107,7 @@
 //! # Features
 //! - `tch`: `safe_mps!`, the `MoveToCpu` trait and the tensor side of [`mps`].
 //! - `metrics`: the counters also go to the `metrics` facade.
-//! - `test-util`: [`test_clock`].
+//! - `test-util`: the `test_clock` module.
 //! - `tokio`: follow tokio's paused clock (one more clock read when a timeout
 //!   starts).
 //!
