@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # Runs every benchmark; BENCHMARKS.md was made with this (no argument).
-# `--short` is CI's quick mode: it only keeps the benches compiling and
-# running. Either way the numbers also go to target/bench/.
+# `--short` is CI's quick mode: each bench runs once, small, as a test on
+# the debug build that the tests use (no release build), only to keep the
+# benches compiling and running; its numbers mean nothing. Either way the
+# output also goes to target/bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p target/bench
-mode=${1:-}
-criterion=()
-if [ "$mode" = --short ]; then
-    criterion=(--warm-up-time 0.1 --measurement-time 0.2 --sample-size 10)
+
+if [ "${1:-}" = --short ]; then
+    cargo test --bench timeout | tee target/bench/timeout.txt
+    OPGUARD_BENCH_OUT=target/bench/scale.md cargo test --bench scale -- --short
+    python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
+    OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo test --bench accuracy -- --short
+    OPGUARD_PATHS=pending OPGUARD_PATHS_N=1000 cargo test --bench paths
+    . scripts/torch-env.sh
+    cargo test --features tch --bench safe_mps | tee target/bench/safe_mps.txt
+    exit 0
 fi
 
-cargo bench --bench timeout -- "${criterion[@]}" | tee target/bench/timeout.txt
+cargo bench --bench timeout | tee target/bench/timeout.txt
 python3 scripts/bench_table.py "${CARGO_TARGET_DIR:-target}/criterion" > target/bench/timeout.md
-OPGUARD_BENCH_OUT=target/bench/scale.md cargo bench --bench scale -- $mode
+OPGUARD_BENCH_OUT=target/bench/scale.md cargo bench --bench scale
 python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
-OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo bench --bench accuracy -- $mode
+OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo bench --bench accuracy
 
 . scripts/torch-env.sh
-if [ "$mode" = --short ]; then
-    # Each benchmark once, as a test, on the debug build of tch that the
-    # tests use: a release build of tch would compile its C++ again.
-    cargo test --features tch --bench safe_mps | tee target/bench/safe_mps.txt
-else
-    cargo bench --features tch --bench safe_mps | tee target/bench/safe_mps.txt
-fi
+cargo bench --features tch --bench safe_mps | tee target/bench/safe_mps.txt
