@@ -173,7 +173,9 @@ pub mod __private {
     pub use crate::timeout::{timeout, timeout_default, timeout_until};
     pub use crate::timeout_macro::{label, returning};
 
-    pub use crate::mps::call::{Action, Driver, attempt_async};
+    #[cfg(feature = "tch")]
+    pub use crate::mps::call::attempt_async;
+    pub use crate::mps::call::{Action, Driver};
     pub use crate::mps::site::MpsSite;
     #[cfg(feature = "tch")]
     pub use crate::safe_mps_macro::MoveNamed;

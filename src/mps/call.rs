@@ -22,11 +22,7 @@
 //! feature implements for `tch::Device`.
 
 use std::cell::Cell;
-use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::pin::pin;
-
-use futures::FutureExt;
 
 use super::classify::{MpsErrorKind, mps_error_kind, panic_message};
 use super::gate::Admission;
@@ -337,8 +333,14 @@ impl<D> Drop for Driver<D> {
     }
 }
 
-/// The async twin of [`Driver::attempt`], for a body that awaits.
+/// The async twin of [`Driver::attempt`], for a body that awaits. Only
+/// `safe_mps!`'s async form (feature `tch`) and the tests call it.
+#[cfg(any(feature = "tch", test))]
 pub async fn attempt_async<F: Future>(mode: Mode, body: F) -> Result<F::Output, Payload> {
+    use futures::FutureExt;
+    use std::future::poll_fn;
+    use std::pin::pin;
+
     match mode {
         Mode::Once => Ok(body.await),
         Mode::First => quiet::attempt_async(body).await,
@@ -404,6 +406,7 @@ mod tests {
     use super::*;
     use crate::mps::{self, MpsSiteStats, MpsState};
     use std::cell::{Cell, RefCell};
+    use std::future::poll_fn;
     use std::panic::panic_any;
     use std::sync::{Mutex, MutexGuard};
     use std::time::Duration;

@@ -23,12 +23,8 @@
 //! [`is_mps_error`]: crate::is_mps_error
 
 use std::cell::Cell;
-use std::future::{Future, poll_fn};
 use std::panic::{self, AssertUnwindSafe, PanicHookInfo, catch_unwind};
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use futures::FutureExt;
 
 use super::classify::{is_mps_error, is_mps_panic};
 
@@ -91,7 +87,12 @@ pub(crate) fn attempt<R>(f: impl FnOnce() -> R) -> Result<R, Payload> {
 }
 
 /// The async twin of [`attempt`]: the attempt is marked on every poll.
-pub(crate) async fn attempt_async<F: Future>(fut: F) -> Result<F::Output, Payload> {
+#[cfg(any(feature = "tch", test))]
+pub(crate) async fn attempt_async<F: std::future::Future>(fut: F) -> Result<F::Output, Payload> {
+    use futures::FutureExt;
+    use std::future::poll_fn;
+    use std::pin::pin;
+
     let mut fut = pin!(AssertUnwindSafe(fut).catch_unwind());
     let mut silenced = false;
     let out = poll_fn(|cx| {
