@@ -15,9 +15,10 @@ mod training_loop;
 use std::future::{Future, pending};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
+use common::PanickingWaker;
 use common::mps::fresh;
 use futures::FutureExt;
 use futures::executor::block_on;
@@ -165,14 +166,6 @@ fn panics_inside_async_safe_mps_come_out_unchanged_and_nothing_is_poisoned() {
     alert::clear_alert_hook();
     alert::set_alert_policy(alert::AlertKind::MpsFallbacks, alert::AlertPolicy::DEFAULT);
     assert_eq!(mps::stats().fallbacks, 1);
-}
-
-/// A waker that panics when woken.
-struct PanickingWaker;
-impl Wake for PanickingWaker {
-    fn wake(self: Arc<Self>) {
-        panic!("this waker panics");
-    }
 }
 
 #[test]

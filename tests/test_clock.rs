@@ -7,9 +7,12 @@ use std::future::{Future, pending};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{PanickingWaker, poll_with};
 use opguard::test_clock::TestClock;
 use opguard::{TimeoutError, timeout_async};
 
@@ -19,10 +22,6 @@ impl Wake for Named {
     fn wake(self: Arc<Self>) {
         self.1.lock().unwrap().push(self.0);
     }
-}
-
-fn poll_with<F: Future + ?Sized>(fut: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
-    fut.poll(&mut Context::from_waker(waker))
 }
 
 fn secs(s: u64) -> Duration {
@@ -312,21 +311,13 @@ fn a_bound_future_enters_its_clock_on_every_poll() {
     ));
 }
 
-/// A waker that panics when woken.
-struct Panics;
-impl Wake for Panics {
-    fn wake(self: Arc<Self>) {
-        panic!("waker");
-    }
-}
-
 #[test]
 fn a_panicking_waker_does_not_keep_the_others_asleep() {
     let clock = TestClock::new();
     let woken = Arc::new(Mutex::new(Vec::new()));
     let _entered = clock.enter();
     let (mut bad, mut good) = (hang(1), hang(2));
-    assert!(poll_with(bad.as_mut(), &Waker::from(Arc::new(Panics))).is_pending());
+    assert!(poll_with(bad.as_mut(), &Waker::from(Arc::new(PanickingWaker))).is_pending());
     let waker = Waker::from(Arc::new(Named("good", woken.clone())));
     assert!(poll_with(good.as_mut(), &waker).is_pending());
     // The test's own call: the panic reaches it, after every wake.
@@ -343,7 +334,7 @@ fn a_panicking_waker_does_not_stop_auto_advance() {
     let clock = TestClock::auto_advancing();
     let _entered = clock.enter();
     let mut bad = hang(1);
-    assert!(poll_with(bad.as_mut(), &Waker::from(Arc::new(Panics))).is_pending());
+    assert!(poll_with(bad.as_mut(), &Waker::from(Arc::new(PanickingWaker))).is_pending());
     drop(_entered);
     // Woken (and panicking) on the clock's own thread; then the next one,
     // within a real-time bound should the clock's thread have died.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use common::poll_with;
 use futures::executor::block_on;
 use opguard::timeout_async;
 
@@ -45,10 +46,6 @@ fn assert_the_timer_works() {
     );
 }
 
-fn poll_with<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
-    Pin::new(f).poll(&mut Context::from_waker(waker))
-}
-
 /// A waker whose last drop drops the pending timeout it holds.
 struct Holder(Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>);
 impl Wake for Holder {
@@ -73,12 +70,12 @@ fn a_waker_that_drops_a_timeout_when_dropped_cannot_stop_the_timer() {
     let mut x = Box::pin(async {
         let _ = timeout_async!(LONG, pending::<()>()).await;
     });
-    assert!(poll_with(&mut x, Waker::noop()).is_pending());
+    assert!(poll_with(Pin::new(&mut x), Waker::noop()).is_pending());
     // A waker whose state holds `x`.
     let waker = Waker::from(Arc::new(Holder(Mutex::new(Some(x)))));
     // `y`: the same duration, the same tick, polled with that waker.
     let mut y = Box::pin(timeout_async!(LONG, pending::<()>()));
-    assert!(poll_with(&mut y, &waker).is_pending());
+    assert!(poll_with(Pin::new(&mut y), &waker).is_pending());
     // The tick's list now holds the only other clone of the waker: dropping
     // `y` drops that clone, which drops `x`, which leaves the same tick.
     drop(waker);
@@ -100,7 +97,7 @@ fn a_waker_whose_clone_starts_a_timeout_cannot_stop_the_timer() {
     fn reenter() {
         // The same duration as the timeout being started: the same tick.
         let mut t = Box::pin(timeout_async!(LONG, pending::<()>()));
-        let _ = poll_with(&mut t, Waker::noop());
+        let _ = poll_with(Pin::new(&mut t), Waker::noop());
     }
     const VTABLE: RawWakerVTable = RawWakerVTable::new(
         |p| {
@@ -114,10 +111,10 @@ fn a_waker_whose_clone_starts_a_timeout_cannot_stop_the_timer() {
     // SAFETY: the vtable never reads the data pointer.
     let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
     let mut t = Box::pin(timeout_async!(LONG, pending::<()>()));
-    assert!(poll_with(&mut t, &waker).is_pending());
+    assert!(poll_with(Pin::new(&mut t), &waker).is_pending());
     // A new waker for the same timeout: the old clone is dropped.
-    assert!(poll_with(&mut t, Waker::noop()).is_pending());
-    assert!(poll_with(&mut t, &waker).is_pending());
+    assert!(poll_with(Pin::new(&mut t), Waker::noop()).is_pending());
+    assert!(poll_with(Pin::new(&mut t), &waker).is_pending());
     drop(t);
     assert_the_timer_works();
     println!("timer alive");
@@ -146,16 +143,16 @@ fn a_waker_whose_panic_payload_panics_on_drop_cannot_stop_the_timer() {
     }
     let hostile = Waker::from(Arc::new(Hostile));
     let mut long = Box::pin(timeout_async!(LONG, pending::<()>()));
-    assert!(poll_with(&mut long, Waker::noop()).is_pending());
+    assert!(poll_with(Pin::new(&mut long), Waker::noop()).is_pending());
     let mut short = Box::pin(timeout_async!(Duration::from_millis(5), pending::<()>()));
-    assert!(poll_with(&mut short, &hostile).is_pending());
+    assert!(poll_with(Pin::new(&mut short), &hostile).is_pending());
     // The short one's tick fires and its waker panics on the timer thread.
     std::thread::sleep(Duration::from_millis(100));
     assert!(
-        poll_with(&mut long, Waker::noop()).is_pending(),
+        poll_with(Pin::new(&mut long), Waker::noop()).is_pending(),
         "a one-hour timeout ended after 100 ms"
     );
-    assert!(poll_with(&mut short, Waker::noop()).is_ready());
+    assert!(poll_with(Pin::new(&mut short), Waker::noop()).is_ready());
     assert_the_timer_works();
     println!("timer alive");
 }
@@ -267,7 +264,7 @@ fn an_alert_hook_that_times_out_does_not_call_itself() {
         CALLS.fetch_add(1, SeqCst);
         // Polled by hand: futures' `block_on` refuses to nest.
         let mut inner = Box::pin(timeout_async!(Duration::ZERO, pending::<()>()));
-        let polled = poll_with(&mut inner, Waker::noop());
+        let polled = poll_with(Pin::new(&mut inner), Waker::noop());
         assert!(matches!(polled, Poll::Ready(Err(_))));
     });
     let out = block_on(timeout_async!(Duration::ZERO, pending::<()>()));

@@ -133,3 +133,20 @@ fn child_command(name: &str, envs: &[(&str, &str)]) -> Option<std::process::Comm
     cmd.envs(envs.iter().copied());
     Some(cmd)
 }
+
+/// Polls `fut` once with `waker`.
+pub fn poll_with<F: std::future::Future + ?Sized>(
+    fut: std::pin::Pin<&mut F>,
+    waker: &std::task::Waker,
+) -> std::task::Poll<F::Output> {
+    fut.poll(&mut std::task::Context::from_waker(waker))
+}
+
+/// A waker that panics when woken: `Waker::from(Arc::new(PanickingWaker))`.
+pub struct PanickingWaker;
+
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        panic!("this waker panics");
+    }
+}
