@@ -115,28 +115,32 @@ pub(crate) fn tokio_reading() -> Result<tokio::time::Instant, Instant> {
     }
 }
 
-/// Starts a deadline on tokio's paused clock, which reads `now`.
+/// Starts a deadline on tokio's paused clock, which reads `now`. `None`
+/// when the runtime has no timers (tokio lets a current-thread runtime
+/// without `enable_time` pause its clock, and then panics in
+/// `sleep_until`): the timeout runs on real time instead.
 #[cfg(feature = "tokio")]
 #[cold]
 pub(crate) fn start_on_tokio(
     now: tokio::time::Instant,
     cx: &mut Context<'_>,
     wait: impl FnOnce(&dyn Fn() -> Instant) -> (Duration, bool),
-) -> (Duration, bool, Started) {
+) -> Option<(Duration, bool, Started)> {
     let (after, until) = wait(&|| now.into_std());
     let Some(at) = now.checked_add(after) else {
-        return (after, until, Started::Never);
+        return Some((after, until, Started::Never));
     };
     let due = nanos(at);
     if after.is_zero() {
-        return (after, until, Started::Due(due));
+        return Some((after, until, Started::Due(due)));
     }
-    let mut sleep = Box::pin(tokio::time::sleep_until(at));
+    let sleep = crate::contain::contain(|| tokio::time::sleep_until(at))?;
+    let mut sleep = Box::pin(sleep);
     let started = match sleep.as_mut().poll(cx) {
         Poll::Ready(()) => Started::Due(due),
         Poll::Pending => Started::Waiting(Box::new(TokioDeadline { sleep, due })),
     };
-    (after, until, started)
+    Some((after, until, started))
 }
 
 /// A tokio instant in the units of `clock::now_nanos`.

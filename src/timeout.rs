@@ -334,10 +334,11 @@ impl Race {
         // paused clock when it is paused.
         #[cfg(feature = "tokio")]
         let now = match controlled::tokio_reading() {
-            Ok(paused) => {
-                let started = controlled::start_on_tokio(paused, cx, |now| self.wait(now));
-                return self.controlled(started, cx);
-            }
+            Ok(paused) => match controlled::start_on_tokio(paused, cx, |now| self.wait(now)) {
+                Some(started) => return self.controlled(started, cx),
+                // Paused, but without timers: real time.
+                None => Instant::now(),
+            },
             Err(now) => now,
         };
         #[cfg(not(feature = "tokio"))]

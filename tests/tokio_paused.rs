@@ -219,3 +219,23 @@ async fn only_timeouts_started_while_paused_follow_the_paused_clock() {
     assert!(real.elapsed() >= ms(20));
     assert_pending!(paused.poll(), "an hour has not passed on tokio's clock");
 }
+
+/// tokio lets a runtime without timers pause its clock; its own sleeps panic
+/// there. A timeout runs on real time instead.
+#[test]
+fn a_paused_runtime_without_timers_gets_real_time() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let real = std::time::Instant::now();
+    let err = rt
+        .block_on(async { timeout_async!(ms(20), pending::<()>()).await })
+        .unwrap_err();
+    assert!(err.is_elapsed());
+    let passed = real.elapsed();
+    assert!(
+        passed >= ms(20) && passed < Duration::from_secs(5),
+        "{passed:?}"
+    );
+}
