@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::sync::{Mutex, MutexGuard};
+
 use common::mps::fresh;
 use opguard::mps::{self, MpsState};
 use opguard::{MoveToCpu, safe_mps};
@@ -19,9 +21,20 @@ struct Model {
     opt: nn::Optimizer,
 }
 
+/// libtorch's random generator is one per process, and the tests run in
+/// parallel: seeding and drawing happen under this lock, or another test's
+/// draws land in between and the "same" model or batches differ.
+static RNG: Mutex<()> = Mutex::new(());
+
+fn seeded(seed: i64) -> MutexGuard<'static, ()> {
+    let guard = RNG.lock().unwrap_or_else(|p| p.into_inner());
+    tch::manual_seed(seed);
+    guard
+}
+
 /// A small regression model, made on CPU from a fixed seed.
 fn model() -> Model {
-    tch::manual_seed(21);
+    let _rng = seeded(21);
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
     let net = nn::seq()
@@ -34,7 +47,7 @@ fn model() -> Model {
 
 /// The same batches for every run.
 fn batches(n: usize) -> Vec<(Tensor, Tensor)> {
-    tch::manual_seed(22);
+    let _rng = seeded(22);
     (0..n)
         .map(|_| {
             let xs = Tensor::randn([16, 3], (Kind::Float, Device::Cpu));
