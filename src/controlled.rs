@@ -84,17 +84,11 @@ pub(crate) fn start_on_test_clock(
     cx: &mut Context<'_>,
     wait: impl FnOnce(&dyn Fn() -> Instant) -> (Duration, bool),
 ) -> Option<(Duration, bool, Started)> {
-    use crate::test_clock::Started as S;
     let clock = crate::test_clock::current()?;
     // A deadline form counts from the clock's own reading.
     let now = clock.now();
     let (after, until) = wait(&|| now);
-    let started = match clock.start(after, cx.waker()) {
-        S::Waiting(deadline) => Started::Waiting(Box::new(deadline)),
-        S::Due(due) => Started::Due(due),
-        S::Never => Started::Never,
-    };
-    Some((after, until, started))
+    Some((after, until, clock.start(after, cx.waker())))
 }
 
 /// What tokio's clock reads: `Ok` when it is paused, `Err` with the real

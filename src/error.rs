@@ -139,21 +139,25 @@ impl TimeoutError {
     }
 }
 
+impl TimeoutError {
+    /// "'label' VERB", or "future VERB" without a label.
+    fn subject(&self, f: &mut fmt::Formatter<'_>, verb: &str) -> fmt::Result {
+        match self.label() {
+            Some(label) => write!(f, "'{label}' {verb}"),
+            None => write!(f, "future {verb}"),
+        }
+    }
+}
+
 impl fmt::Display for TimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.inner.kind {
             Kind::Elapsed(after) => {
-                match self.label() {
-                    Some(label) => write!(f, "'{label}' timed out")?,
-                    None => f.write_str("future timed out")?,
-                }
+                self.subject(f, "timed out")?;
                 write!(f, " after {after:?} at {}", self.inner.site)
             }
             Kind::Deadline(had) => {
-                match self.label() {
-                    Some(label) => write!(f, "'{label}' timed out")?,
-                    None => f.write_str("future timed out")?,
-                }
+                self.subject(f, "timed out")?;
                 write!(
                     f,
                     " at its deadline (`until`), {had:?} after it started, at {}",
@@ -168,10 +172,7 @@ impl fmt::Display for TimeoutError {
                 write!(f, " at {}: {bad}", self.inner.site)
             }
             Kind::NoTimer(after) => {
-                match self.label() {
-                    Some(label) => write!(f, "'{label}' could not keep")?,
-                    None => f.write_str("future could not keep")?,
-                }
+                self.subject(f, "could not keep")?;
                 write!(
                     f,
                     " its {after:?} timeout at {}: the timer thread (futures-timer's) is not running",

@@ -62,6 +62,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use crate::controlled::Started;
+
 /// A clock for tests: timeouts bound to it wait for it, not for real time.
 /// See the [module docs](self). Cloning gives another handle to the same
 /// clock.
@@ -178,8 +180,7 @@ impl TestClock {
     /// What the clock reads: the instant it was made plus how far it moved.
     /// For `timeout_async!(until = clock.now() + d, ..)`.
     pub fn now(&self) -> Instant {
-        let s = self.shared.lock();
-        s.start + s.elapsed
+        self.shared.now()
     }
 
     /// How far the clock has moved since it was made.
@@ -341,10 +342,10 @@ impl Shared {
         s.waiting.insert(key, Some(waker));
         drop(s);
         self.touch();
-        Started::Waiting(TestDeadline {
+        Started::Waiting(Box::new(TestDeadline {
             clock: Arc::clone(self),
             key,
-        })
+        }))
     }
 
     fn touch(&self) {
@@ -391,14 +392,6 @@ impl Shared {
         self.fire_until(s, due, contained);
         Some(moved)
     }
-}
-
-/// How a deadline on a test clock started.
-pub(crate) enum Started {
-    Waiting(TestDeadline),
-    /// Due already: the deadline, as `TestDeadline::due` gives it.
-    Due(u64),
-    Never,
 }
 
 /// A started timeout's place on its test clock.

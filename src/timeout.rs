@@ -268,12 +268,7 @@ fn poll_past_deadline<F: Future>(
     race: &mut Race,
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, TimeoutError>> {
-    let due = match race.state {
-        State::Waiting { ref deadline, .. } => deadline.due(),
-        #[cfg(any(feature = "test-util", feature = "tokio"))]
-        State::Controlled { ref deadline, .. } => deadline.due(),
-        _ => unreachable!("called for a started timer only"),
-    };
+    let (due, ..) = race.started();
     let enclosing = Enclosing::enter(due);
     let polled = inner.as_mut().poll_fut(cx);
     drop(enclosing);
@@ -283,41 +278,52 @@ fn poll_past_deadline<F: Future>(
 impl Race {
     /// Starts the timer on the first pending poll; polls it on later ones.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<TimeoutError> {
-        match self.state {
-            State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => {}
+        let polled = match self.state {
+            State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => return self.start(cx),
             State::Waiting {
-                ref mut deadline,
-                after,
-                until,
-            } => {
-                return match deadline.poll(cx) {
-                    Poll::Ready(outcome) => {
-                        let due = deadline.due();
-                        self.end(outcome, due, Duration::from_nanos(after), until, cx)
-                    }
-                    Poll::Pending => Poll::Pending,
-                };
-            }
+                ref mut deadline, ..
+            } => deadline.poll(cx),
             #[cfg(any(feature = "test-util", feature = "tokio"))]
             State::Controlled {
-                ref mut deadline,
-                after,
-                until,
-            } => {
-                return match deadline.poll(cx) {
-                    Poll::Ready(()) => {
-                        let due = deadline.due();
-                        let after = Duration::from_nanos(after);
-                        self.end(Outcome::Elapsed, due, after, until, cx)
-                    }
-                    Poll::Pending => Poll::Pending,
-                };
-            }
+                ref mut deadline, ..
+            } => deadline.poll(cx).map(|()| Outcome::Elapsed),
             State::Unbounded => return Poll::Pending,
             State::Invalid(_) | State::Cancelled => {
                 unreachable!("`poll` settles these before the timer")
             }
+        };
+        match polled {
+            Poll::Ready(outcome) => {
+                let (due, after, until) = self.started();
+                self.end(outcome, due, after, until, cx)
+            }
+            Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// A started timer's deadline (in its clock's nanoseconds), its timeout,
+    /// and whether it was given as a deadline.
+    fn started(&self) -> (u64, Duration, bool) {
+        match self.state {
+            State::Waiting {
+                ref deadline,
+                after,
+                until,
+            } => (deadline.due(), Duration::from_nanos(after), until),
+            #[cfg(any(feature = "test-util", feature = "tokio"))]
+            State::Controlled {
+                ref deadline,
+                after,
+                until,
+            } => (deadline.due(), Duration::from_nanos(after), until),
+            _ => unreachable!("called for a started timer only"),
+        }
+    }
+
+    /// Starts the timer: on a clock a test controls, if there is one, else
+    /// on the shared timer.
+    #[inline]
+    fn start(&mut self, cx: &mut Context<'_>) -> Poll<TimeoutError> {
         if !config::timeouts_enabled() {
             self.state = State::Unbounded;
             return Poll::Pending;
