@@ -268,6 +268,9 @@ fn poll_past_deadline<F: Future>(
     race: &mut Race,
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, TimeoutError>> {
+    if let State::Waiting { ref deadline, .. } = race.state {
+        deadline.relay();
+    }
     let (due, ..) = race.started();
     let enclosing = Enclosing::enter(due);
     let polled = inner.as_mut().poll_fut(cx);

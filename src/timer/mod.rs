@@ -5,11 +5,14 @@
 //! global list and a wake-up of its helper thread. Here a deadline is rounded
 //! *up* to the next tick boundary (1 ms, [`TICK`]); the first timeout of a
 //! tick creates the tick's `Delay`, later ones only add their waker to the
-//! tick's list. When the `Delay` fires, the tick wakes every waiter and
-//! leaves the wheel. So a timeout:
+//! tick's list. When the `Delay` fires, the tick wakes its earliest waiter,
+//! and that one, when its task is polled, wakes the rest (see "Relayed
+//! wake-ups"); then the tick leaves the wheel. So a timeout:
 //!
 //! - never fires before its deadline (the tick is at or after it);
-//! - fires at most one tick after it, plus the helper thread's wake-up;
+//! - fires at most one tick after it, plus the helper thread's wake-up (and
+//!   for all but a tick's first waiter, the first one's scheduling, or one
+//!   more tick at most);
 //! - gives its memory back when dropped early: its waker at once, and the
 //!   tick itself (with its `Delay`) when its last waiter leaves, whatever the
 //!   deadline (but for the one tick each thread keeps, below), so memory
@@ -30,6 +33,19 @@
 //! next starts) shares it rather than starting and dropping a `Delay` each.
 //! It is retired once the thread moves on to another tick, or exits, if no
 //! one waits on it then: at most one empty tick per thread is kept.
+//!
+//! # Relayed wake-ups
+//! A tick's waiters were mostly started by one thread's tasks, so they are
+//! mostly woken into one executor. Woken from futures-timer's thread, each
+//! wake-up is a wake-up from outside that executor, which is dear: tokio
+//! pushes the task onto a shared queue under its lock and wakes its driver
+//! (a system call), for each one. So futures-timer's thread wakes only the
+//! first waiter; when its task polls (or drops) its timeout, it wakes the
+//! others, from inside the executor, where tokio queues them locally. The
+//! tick's `Delay` is set again for one tick later, and should the first
+//! task not have run by then (its executor busy, or blocked on something
+//! else) futures-timer's thread wakes the rest itself. Either way each
+//! waiter is woken once (they are taken out under the list's lock).
 //!
 //! # User code and locks
 //! Wakers are user code: cloning, waking or dropping one may start or drop a
@@ -124,10 +140,12 @@ impl Wake for TickWaker {
             // (it is being dropped, maybe unwinding): before the tick's time
             // that is no deadline, and must not time anyone out.
             let due = tick_instant(tick.key.0).is_some_and(|at| Instant::now() >= at);
-            if !due {
+            if due {
+                tick.fire();
+            } else {
                 note_failure("futures-timer's thread went away");
+                tick.finish(BROKEN);
             }
-            tick.finish(if due { FIRED } else { BROKEN });
         }
     }
 }
@@ -150,19 +168,88 @@ fn failed_recently() -> bool {
     at != 0 && clock::now_nanos().saturating_sub(at) < RETRY_AFTER_NANOS
 }
 
+/// Wakes each waker, once. Their panics are contained: on futures-timer's
+/// one thread a waker that panics must not take every other timer in the
+/// process down with it, and on a task's thread it must not keep the rest
+/// of a relay asleep.
+fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        if contain(|| waker.wake()).is_none() {
+            log::error!(target: "opguard", "a waker panicked when its timeout fired");
+        }
+    }
+}
+
 impl Tick {
     /// Wakes its waiters with `outcome`, once, and leaves the wheel.
     fn finish(&self, outcome: u8) {
         if let Some(woken) = self.list.finish(outcome) {
-            for waker in woken {
-                // On futures-timer's one thread, a waker that panics must not
-                // take every other timer in the process down with it.
-                if contain(|| waker.wake()).is_none() {
-                    log::error!(target: "opguard", "a waker panicked when its timeout fired");
-                }
-            }
+            wake_all(woken);
         }
         self.retire();
+    }
+
+    /// The tick's time has come: wakes its earliest waiter, which relays the
+    /// wake-up to the others when it is polled or dropped
+    /// ([`Tick::relay`]). Their wake-ups then come from the thread that
+    /// runs their tasks, where an executor takes them cheaply (tokio queues
+    /// a task woken from its own thread locally, where one woken from
+    /// another thread costs a shared queue's lock and a wake-up of its
+    /// driver, each). The `Delay` is set again one tick later, which relays
+    /// should the first waiter not be polled by then (its executor is busy
+    /// or blocked). A second call, from that `Delay`, relays.
+    fn fire(self: &Arc<Self>) {
+        let Some(fired) = self.list.fire() else {
+            return self.relay();
+        };
+        if fired.more && !self.again_in_a_tick() {
+            self.relay();
+        }
+        if let Some(first) = fired.first {
+            wake_all(vec![first]);
+        }
+        if !fired.more {
+            self.retire();
+        }
+    }
+
+    /// Wakes the waiters a fired tick has left, once, from whichever thread
+    /// comes first: the first waiter's, or futures-timer's a tick later.
+    fn relay(&self) {
+        if let Some(rest) = self.list.relay() {
+            wake_all(rest);
+            self.retire();
+        }
+    }
+
+    /// Sets the tick's `Delay` to fire again one tick from now; `false` when
+    /// it cannot (retired meanwhile, or futures-timer's thread is gone).
+    fn again_in_a_tick(self: &Arc<Self>) -> bool {
+        // Taken out, so that no lock of ours is held while futures-timer
+        // may call the waker (on this thread, should it fire meanwhile).
+        let Some(mut delay) = lock(&self.delay).take() else {
+            return false;
+        };
+        delay.reset(TICK);
+        let waker = Waker::from(Arc::new(TickWaker(Arc::downgrade(self))));
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Pin::new(&mut delay).poll(&mut Context::from_waker(&waker))
+        }));
+        match polled {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Ready(())) => return false,
+            Err(payload) => {
+                drop_payload(payload);
+                return false;
+            }
+        }
+        *lock(&self.delay) = Some(delay);
+        if !self.list.relaying() {
+            // Relayed and retired while it was out: it goes too.
+            let late = lock(&self.delay).take();
+            drop(late);
+        }
+        true
     }
 
     /// Takes the tick out of the wheel and drops its `Delay`.
@@ -199,7 +286,7 @@ impl Tick {
             Ok(polled) => {
                 *lock(&self.delay) = Some(delay);
                 if polled.is_ready() {
-                    self.finish(FIRED);
+                    self.fire();
                 } else if self.list.state() != OPEN {
                     // It fired (or broke) and retired before its `Delay`
                     // was stored: drop that too.
@@ -439,6 +526,16 @@ impl Deadline {
         self.tick.list.state() == FIRED
     }
 
+    /// Wakes the other waiters of its tick, if it fired and they are still
+    /// to be woken: the first waiter a tick wakes does this for the rest
+    /// (`Tick::fire`), when it is polled or dropped.
+    #[inline]
+    pub(crate) fn relay(&self) {
+        if self.tick.list.relaying() {
+            self.tick.relay();
+        }
+    }
+
     /// How it ended, if it has: for a deadline just started, whose waker is
     /// registered already.
     pub(crate) fn ended(&self) -> Option<Outcome> {
@@ -476,6 +573,7 @@ impl Drop for Deadline {
         if left.emptied {
             self.tick.retire();
         }
+        self.relay();
     }
 }
 

@@ -9,11 +9,11 @@
 //! back, after the lock is released.
 
 #[cfg(opguard_loom)]
-use loom::sync::atomic::{AtomicU8, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 #[cfg(opguard_loom)]
 use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(opguard_loom))]
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 #[cfg(not(opguard_loom))]
 use std::sync::{Mutex, MutexGuard};
 
@@ -95,6 +95,14 @@ impl Waiters {
         key
     }
 
+    /// The key of the earliest waiter still there.
+    fn first(&self) -> Option<u32> {
+        self.chunks.iter().enumerate().find_map(|(c, chunk)| {
+            let i = chunk.as_ref()?.slots.iter().position(Option::is_some)?;
+            u32::try_from(c * CHUNK + i).ok()
+        })
+    }
+
     #[inline]
     fn slot(&mut self, key: u32) -> Option<&mut Waker> {
         let (c, i) = split(key);
@@ -148,8 +156,19 @@ pub(super) struct Left {
     pub(super) emptied: bool,
 }
 
+/// What [`Waitlist::fire`] hands back.
+pub(super) struct Fired {
+    /// The earliest waiter's waker, to wake now.
+    pub(super) first: Option<Waker>,
+    /// Other waiters are left for [`Waitlist::relay`].
+    pub(super) more: bool,
+}
+
 pub(super) struct Waitlist {
     state: AtomicU8,
+    /// The tick fired and waiters other than the first are still to be
+    /// woken ([`Waitlist::relay`]).
+    relaying: AtomicBool,
     waiters: Mutex<Waiters>,
 }
 
@@ -158,6 +177,7 @@ impl Waitlist {
     pub(super) fn with_first(waker: Waker) -> Self {
         Waitlist {
             state: AtomicU8::new(OPEN),
+            relaying: AtomicBool::new(false),
             waiters: Mutex::new({
                 let mut w = Waiters::default();
                 w.insert(waker);
@@ -285,6 +305,48 @@ impl Waitlist {
         Some(all.drain())
     }
 
+    /// Marks the tick [`FIRED`] and hands back only its earliest waiter's
+    /// waker; the others stay, for [`Waitlist::relay`] (the woken waiter
+    /// relays to them from its own thread). No one may join any more, and
+    /// waiters may still leave. `None` when it had finished already.
+    pub(super) fn fire(&self) -> Option<Fired> {
+        self.state
+            .compare_exchange(OPEN, FIRED, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        let mut w = lock(&self.waiters);
+        w.closed = true;
+        let (first, chunk) = match w.first() {
+            Some(key) => w.remove(key),
+            None => (None, None),
+        };
+        let more = w.live != 0;
+        let memory = if more {
+            self.relaying.store(true, Ordering::Release);
+            None
+        } else {
+            Some(std::mem::replace(&mut *w, Waiters::closed()))
+        };
+        drop(w);
+        drop((chunk, memory));
+        Some(Fired { first, more })
+    }
+
+    /// Whether waiters of a fired tick are still to be relayed to.
+    #[inline]
+    pub(super) fn relaying(&self) -> bool {
+        self.relaying.load(Ordering::Acquire)
+    }
+
+    /// The wakers left after [`Waitlist::fire`], to wake, once: `None`
+    /// when there is nothing to relay (any more).
+    pub(super) fn relay(&self) -> Option<Vec<Waker>> {
+        if !self.relaying() || !self.relaying.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        let rest = std::mem::replace(&mut *lock(&self.waiters), Waiters::closed());
+        Some(rest.drain())
+    }
+
     /// Waiters still registered, and chunks still allocated (for tests).
     #[cfg(test)]
     pub(super) fn live(&self) -> (u32, usize) {
@@ -325,10 +387,48 @@ mod loom_tests {
         thread::spawn(move || f(&list))
     }
 
+    /// The tick fires (its first waiter is woken) and, at once, the backup
+    /// relays to the rest.
     fn fire(list: &Waitlist) {
-        if let Some(all) = list.finish(FIRED) {
-            all.into_iter().for_each(Waker::wake);
+        if let Some(fired) = list.fire() {
+            fired.first.into_iter().for_each(Waker::wake);
         }
+        relay(list);
+    }
+
+    fn relay(list: &Waitlist) {
+        if let Some(rest) = list.relay() {
+            rest.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// The first waiter's relay racing the backup's, while the second
+    /// waiter replaces its waker: the first is woken once; the second once,
+    /// by its new waker if its poll was pending, or its poll saw the tick
+    /// fired. Never neither, never twice.
+    #[test]
+    fn loom_a_relay_racing_the_backup_wakes_each_waiter_once() {
+        loom::model(|| {
+            let (c0, w0) = counter();
+            let list = Arc::new(Waitlist::with_first(w0));
+            let (c1, w1) = counter();
+            let Ok(key) = list.join(w1) else {
+                panic!("an open list takes a waiter");
+            };
+            let firing = on_a_thread(&list, fire);
+            let relaying = on_a_thread(&list, relay);
+            let (c2, w2) = counter();
+            let mut old = None;
+            let ready = list.poll(key, &w2, &mut old).is_ready();
+            drop(old);
+            firing.join().unwrap();
+            relaying.join().unwrap();
+            assert_eq!(c0.0.load(SeqCst), 1, "the first waiter, once");
+            let (a, b) = (c1.0.load(SeqCst), c2.0.load(SeqCst));
+            assert!(a + b <= 1, "one wake at most");
+            assert!(ready || b == 1, "pending, and its new waker not woken");
+            assert!(!list.relaying());
+        });
     }
 
     /// A waiter that joins while the tick fires is either woken once, or
