@@ -20,7 +20,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group};
-use opguard::{mps, safe_mps};
+use opguard::{mps, safe_mps, testing};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// PyTorch's op-level text for an operator without an MPS kernel.
@@ -76,7 +76,7 @@ fn operands() -> (Tensor, Tensor) {
 fn happy(c: &mut Criterion) {
     tch::set_num_threads(1);
     let (mut a, mut b) = operands();
-    mps::reset();
+    testing::reset_mps();
     let mut g = c.benchmark_group("happy");
     g.bench_function("bare", |bench| bench.iter(|| black_box(a.matmul(&b))));
     // The device form's body moves its input to `dev`; so does this bare twin.
@@ -99,7 +99,7 @@ fn happy(c: &mut Criterion) {
 fn disabled(c: &mut Criterion) {
     tch::set_num_threads(1);
     let (mut a, b) = operands();
-    mps::reset();
+    testing::reset_mps();
     mps::set_failure_threshold(1);
     mps::set_cooldown(3600).unwrap();
     let _ = safe_mps!(device = Device::Mps, |dev| a.f_to_device(dev));
@@ -124,7 +124,7 @@ fn first_fallback(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("safe_mps", |bench| {
         bench.iter(|| {
-            mps::reset();
+            testing::reset_mps();
             black_box(safe_mps!(device = Device::Mps, |dev| a
                 .f_to_device(dev)?
                 .f_matmul(&b)))
@@ -134,7 +134,7 @@ fn first_fallback(c: &mut Criterion) {
 }
 
 fn guard(c: &mut Criterion) {
-    mps::reset();
+    testing::reset_mps();
     mps::set_failure_threshold(1);
     mps::set_cooldown(3600).unwrap();
     log::set_max_level(log::LevelFilter::Off);
@@ -162,7 +162,7 @@ fn guard(c: &mut Criterion) {
     assert_eq!(while_disabled().unwrap(), Device::Cpu);
     g.finish();
     mps::set_failure_threshold(mps::DEFAULT_FAILURE_THRESHOLD);
-    mps::reset();
+    testing::reset_mps();
 }
 
 /// The bare 64x64 matmul, as a function callgrind can find.
@@ -178,7 +178,7 @@ fn instructions(n: usize) {
     tch::set_num_threads(1);
     let (a, b) = operands();
     log::set_max_level(log::LevelFilter::Off);
-    mps::reset();
+    testing::reset_mps();
     mps::set_failure_threshold(1);
     mps::set_cooldown(3600).unwrap();
     for _ in 0..n {

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_timer::Delay;
-use opguard::{stats, timeout_async};
+use opguard::{timeout_async, timeouts};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::{TcpListener, TcpStream};
 
@@ -103,7 +103,7 @@ fn main() -> io::Result<()> {
         );
 
         drop(server); // cancels the server task
-        let s = stats::timeout_stats();
+        let s = timeouts::stats();
         println!(
             "\ntimeouts: api_get {}, fetch_price {}",
             s.timeouts_labelled("api_get"),

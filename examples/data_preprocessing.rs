@@ -9,7 +9,7 @@
 //! CPU after a fallback. This machine has no MPS, so the example injects one
 //! MPS failure, as a test would, to walk the fallback path.
 
-use opguard::{MoveToCpu, mps, safe_mps};
+use opguard::{MoveToCpu, mps, safe_mps, testing};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// Raw images (N, 1, 8, 8) in 0..255, class labels, and an optional mask of valid rows.
@@ -72,7 +72,7 @@ fn main() -> Result<(), TchError> {
         labels: Tensor::randint(10, [16], (Kind::Int64, dev)),
         mask: Some(Tensor::ones([16], (Kind::Float, dev))),
     };
-    mps::inject_mps_failures(1);
+    testing::inject_mps_failures(1);
     let prepared = preprocess(&mut batch, 10)?;
     println!(
         "images {:?} (mean {:.3}, std {:.3}) and labels {:?} on {:?}",

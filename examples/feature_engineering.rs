@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use opguard::{mps, safe_mps};
+use opguard::{mps, safe_mps, testing};
 use tch::{Device, Kind, TchError, Tensor};
 
 type Columns = HashMap<String, Vec<Tensor>>;
@@ -75,7 +75,7 @@ fn main() -> Result<(), TchError> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let mut columns = market_data();
 
-    mps::inject_mps_failures(1);
+    testing::inject_mps_failures(1);
     let injected = build(&mut columns, None)?;
     let real = build(&mut columns, Some(Device::Mps))?;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use futures_timer::Delay;
-use opguard::{TimeoutError, stats, timeout_async};
+use opguard::{TimeoutError, timeout_async, timeouts};
 
 /// Stands in for real work: finishes after `ms` milliseconds.
 async fn work(ms: u64) -> &'static str {
@@ -80,7 +80,7 @@ fn main() {
         );
     });
 
-    let s = stats::timeout_stats();
+    let s = timeouts::stats();
     println!(
         "\ntimeouts: {} (invalid timeouts: {})",
         s.timeouts, s.invalid

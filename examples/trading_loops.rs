@@ -12,7 +12,7 @@ use std::future::pending;
 use std::time::Duration;
 
 use futures_timer::Delay;
-use opguard::{stats, timeout_async};
+use opguard::{timeout_async, timeouts};
 
 /// 60 s per iteration, scaled down 600x.
 const ITERATION_TIMEOUT: Duration = Duration::from_millis(60_000 / 600);
@@ -108,7 +108,7 @@ async fn main() {
         checks.unwrap()
     );
 
-    let s = stats::timeout_stats();
+    let s = timeouts::stats();
     println!("\ntimeouts in total: {}", s.timeouts);
     for label in ["trading_loop", "continual_learning_loop", "monitoring_loop"] {
         println!("  {label:<24} {}", s.timeouts_labelled(label));

@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use opguard::{mps, safe_mps, stats, timeout_async};
+use opguard::{mps, safe_mps, timeout_async, timeouts};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, TchError, Tensor};
 
@@ -132,6 +132,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nMPS registry: {:?}; {} MPS errors, {} CPU fallbacks, {} failed fallbacks, {} steps sent straight to CPU",
         m.state, m.mps_errors, m.fallbacks, m.failed_fallbacks, m.skipped
     );
-    println!("timeouts: {}", stats::timeout_stats().timeouts);
+    println!("timeouts: {}", timeouts::stats().timeouts);
     Ok(())
 }

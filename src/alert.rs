@@ -197,8 +197,8 @@ pub fn clear_alert_hook() {
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
 }
 
-/// Starts a fresh window for every kind (for tests).
-pub fn reset_alert_windows() {
+/// Starts a fresh window for every kind ([`crate::testing::reset_alert_windows`]).
+pub(crate) fn reset_windows() {
     COUNTERS
         .iter()
         .for_each(|c| c.state.store(0, Ordering::Relaxed));

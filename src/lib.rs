@@ -5,7 +5,7 @@
 //!   against a [`futures_timer::Delay`], which needs nothing from the runtime.
 //!
 //! Around it: logging through [`log`] (target `opguard`), counters in
-//! [`stats`], alerts in [`alert`] when timeouts come too often, a kill switch
+//! [`timeouts`], alerts in [`alert`] when timeouts come too often, a kill switch
 //! and a default timeout in code or environment variables ([`config`]), and,
 //! with the `metrics` feature, the same counters through the `metrics` facade.
 //!
@@ -143,9 +143,10 @@ pub mod config;
 #[cfg(feature = "metrics")]
 mod export;
 pub mod mps;
-pub mod stats;
 #[cfg(feature = "test-util")]
 pub mod test_clock;
+pub mod testing;
+pub mod timeouts;
 
 pub use crate::config::{
     default_timeout, set_default_timeout, set_timeouts_enabled, timeouts_enabled,

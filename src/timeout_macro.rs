@@ -53,7 +53,7 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 ///   future that is ready at once costs no timer and no allocation.
 /// - On timeout the inner future is dropped (cancelled), a warning is logged
 ///   with label, duration and call site, and the counters in
-///   [`stats`](crate::stats) and [`alert`](crate::alert) count it.
+///   [`timeouts::stats`](crate::timeouts::stats) and [`alert`](crate::alert) count it.
 /// - A negative, NaN or infinite `SECS` yields an error naming the value,
 ///   without polling the future; a huge one is just a long timeout; zero times
 ///   out unless the future is ready at its first poll, and so does an

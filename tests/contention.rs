@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use opguard::mps::{self, MpsState};
 use opguard::safe_mps;
+use opguard::testing;
 use tch::{Device, Kind, Tensor};
 
 const THREADS: usize = 16;
@@ -43,7 +44,7 @@ fn hammer(calls: usize) -> usize {
 #[test]
 fn sixteen_threads_exact_counts_one_disable_one_trial() {
     common::capture_logs();
-    mps::reset();
+    testing::reset_mps();
     mps::set_failure_threshold(3);
     mps::set_cooldown(3600).unwrap();
 

@@ -23,7 +23,7 @@ use common::mps::fresh;
 use futures::FutureExt;
 use futures::executor::block_on;
 use opguard::mps;
-use opguard::{alert, safe_mps, stats, timeout_async};
+use opguard::{alert, safe_mps, testing, timeout_async, timeouts};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -35,7 +35,7 @@ fn injected_mps_errors_during_the_training_loop_example() {
     let mut losses = Vec::new();
     for step in 0..60 {
         if step == 10 || step == 30 {
-            mps::inject_mps_failures(2);
+            testing::inject_mps_failures(2);
         }
         let (xs, ys) = training_loop::batch(64);
         losses.push(training_loop::train_step(&mut trainer, &xs, &ys).unwrap());
@@ -82,7 +82,7 @@ fn injected_mps_errors_during_the_a3c_example_updates() {
     let mut model = a3c::ActorCritic::new().unwrap();
     mps::set_failure_threshold(1000); // keep trying MPS: every update falls back
     for round in 0..30 {
-        mps::inject_mps_failures(u32::from(round % 3 == 0));
+        testing::inject_mps_failures(u32::from(round % 3 == 0));
         let (s, a, r) = a3c::rollout(&model, 32);
         a3c::update(&mut model, &s, &a, &r).unwrap();
     }
@@ -100,7 +100,7 @@ fn an_a3c_update_whose_cpu_retry_fails_lets_that_panic_out_unchanged() {
     let states = Tensor::randn([4, 3], (Kind::Float, Device::Cpu));
     let actions = Tensor::zeros([4], (Kind::Int64, Device::Cpu));
     let rewards = Tensor::zeros([4], (Kind::Float, Device::Cpu));
-    mps::inject_mps_failures(1);
+    testing::inject_mps_failures(1);
     let payload = catch_unwind(AssertUnwindSafe(|| {
         a3c::update(&mut model, &states, &actions, &rewards)
     }))
@@ -136,9 +136,9 @@ fn panics_inside_wrapped_futures_come_out_unchanged_on_every_executor() {
         assert_eq!(p.downcast_ref::<u32>(), Some(&42));
     }
     // Counters and timeouts still work.
-    let before = stats::timeout_stats().timeouts;
+    let before = timeouts::stats().timeouts;
     assert!(block_on(timeout_async!(0.001, pending::<()>())).is_err());
-    assert_eq!(stats::timeout_stats().timeouts, before + 1);
+    assert_eq!(timeouts::stats().timeouts, before + 1);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use opguard::alert::{self, Alert, AlertKind, AlertPolicy};
-use opguard::{stats, timeout_async};
+use opguard::{testing, timeout_async, timeouts};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -41,13 +41,13 @@ fn every_timeout_is_logged_at_warn_with_label_duration_and_site() {
 #[test]
 fn timeouts_are_counted_per_label_and_in_total() {
     let _g = serial();
-    let before = stats::timeout_stats();
+    let before = timeouts::stats();
     for _ in 0..3 {
         let _ = block_on(timeout_async!(label = "counted_op", 0.001, pending::<()>()));
     }
     // A future that finishes is not a timeout.
     let _ = block_on(timeout_async!(label = "counted_op", 5, async {}));
-    let after = stats::timeout_stats();
+    let after = timeouts::stats();
     assert_eq!(
         after.timeouts_labelled("counted_op"),
         before.timeouts_labelled("counted_op") + 3
@@ -64,18 +64,18 @@ fn timeouts_are_counted_per_label_and_in_total() {
 #[test]
 fn invalid_timeouts_are_counted_apart() {
     let _g = serial();
-    let before = stats::timeout_stats().invalid;
+    let before = timeouts::stats().invalid;
     let _ = block_on(timeout_async!(-2, async {}));
-    assert_eq!(stats::timeout_stats().invalid, before + 1);
+    assert_eq!(timeouts::stats().invalid, before + 1);
 }
 
 #[test]
 fn reset_sets_every_counter_to_zero() {
     let _g = serial();
     let _ = block_on(timeout_async!(label = "reset_op", 0.001, pending::<()>()));
-    assert!(stats::timeout_stats().timeouts_labelled("reset_op") >= 1);
-    stats::reset_timeout_stats();
-    let now = stats::timeout_stats();
+    assert!(timeouts::stats().timeouts_labelled("reset_op") >= 1);
+    testing::reset_timeouts();
+    let now = timeouts::stats();
     assert_eq!((now.timeouts, now.invalid), (0, 0));
     assert!(now.sites.is_empty(), "{:?}", now.sites);
 }

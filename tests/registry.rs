@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::rerun_in_child;
 use opguard::mps::{self, MpsState};
+use opguard::testing;
 
 #[test]
 fn defaults_and_injection_bookkeeping() {
@@ -18,16 +19,16 @@ fn defaults_and_injection_bookkeeping() {
         (s.failure_threshold, s.cooldown),
         (3, Duration::from_secs(60))
     );
-    mps::inject_mps_failures(2);
-    mps::inject_mps_failures(3);
+    testing::inject_mps_failures(2);
+    testing::inject_mps_failures(3);
     assert_eq!(mps::stats().injected_pending, 5);
-    mps::inject_mps_failures(u32::MAX);
+    testing::inject_mps_failures(u32::MAX);
     assert_eq!(
         mps::stats().injected_pending,
         u32::MAX,
         "saturates, never wraps"
     );
-    mps::reset();
+    testing::reset_mps();
     assert_eq!(mps::stats().injected_pending, 0);
 }
 

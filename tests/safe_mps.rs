@@ -17,6 +17,7 @@ use futures::executor::block_on;
 use opguard::alert::{self, AlertKind, AlertPolicy};
 use opguard::mps::{self, MpsState};
 use opguard::safe_mps;
+use opguard::testing;
 use tch::{Device, Kind, TchError, Tensor};
 
 fn ones(dev: Device) -> Result<Tensor, TchError> {
@@ -308,7 +309,7 @@ fn kill_switch_runs_once_on_the_preferred_device_and_propagates() {
 #[test]
 fn injected_failures_fall_back_on_a_machine_without_mps() {
     let _g = fresh();
-    mps::inject_mps_failures(2);
+    testing::inject_mps_failures(2);
     assert_eq!(mps::stats().injected_pending, 2);
     let devices = Mutex::new(Vec::new());
     for _ in 0..3 {
@@ -344,7 +345,7 @@ fn async_device_form_falls_back() {
 #[test]
 fn async_tensor_form_moves_tensors_and_works_under_timeout_async() {
     let _g = fresh();
-    mps::inject_mps_failures(1);
+    testing::inject_mps_failures(1);
     let mut xs = Tensor::ones([4], (Kind::Float, Device::Cpu));
     let out = block_on(opguard::timeout_async!(
         5,
@@ -404,7 +405,7 @@ fn item_forms_guard_their_body() {
     assert_eq!((s.mps_errors, s.failed_fallbacks), (1, 1));
     assert_eq!(logs_containing("'item_scale': MPS error at").len(), 1);
 
-    mps::inject_mps_failures(1);
+    testing::inject_mps_failures(1);
     let t = block_on(async_scale(xs, 3.0));
     assert_eq!(t.sum(Kind::Float).double_value(&[]), 9.0);
     assert_eq!(mps::stats().fallbacks, 1);

@@ -405,6 +405,7 @@ macro_rules! __opguard_drive {
 mod tests {
     use super::*;
     use crate::mps::{self, MpsSiteStats, MpsState};
+    use crate::testing;
     use std::cell::{Cell, RefCell};
     use std::future::poll_fn;
     use std::panic::panic_any;
@@ -577,7 +578,7 @@ mod tests {
         mps::set_safe_mps_enabled(true);
         mps::set_failure_threshold(3);
         mps::set_cooldown(Duration::from_secs(3600)).unwrap();
-        mps::reset();
+        testing::reset_mps();
         guard
     }
 
@@ -626,7 +627,7 @@ mod tests {
         let (_, steps) = call_unnamed(site, Some(Mps), op);
         assert_eq!(steps, [Step::Run(Cpu)], "pinned: straight to CPU");
         assert_eq!(stats(site).skipped, 1);
-        mps::inject_mps_failures(1);
+        testing::inject_mps_failures(1);
         let (out, steps) = call_unnamed(other, None, |_| Out::Value(3));
         assert_eq!((value(out), steps), (Ok(3), vec![Step::Run(Cpu)]));
         assert_eq!(stats(other).fallbacks, 1);
@@ -729,7 +730,7 @@ mod tests {
     fn an_injected_failure_replaces_the_first_attempt() {
         let _g = fresh();
         let site = site!();
-        mps::inject_mps_failures(1);
+        testing::inject_mps_failures(1);
         // Preferred CPU and nothing on MPS: the injection makes it an MPS call.
         let (out, steps) = call(site, None, &on(Cpu), |_| Out::Value(5));
         assert_eq!(value(out), Ok(5));

@@ -15,9 +15,9 @@
 //!   cool-down one trial call tries MPS again.
 //!
 //! Only work that ran on MPS moves either of them. [`stats`] reads the
-//! counters, in total and per call site. See also [`reset`],
-//! [`set_failure_threshold`], [`set_cooldown`], [`set_safe_mps_enabled`] and
-//! [`inject_mps_failures`].
+//! counters, in total and per call site (as [`crate::timeouts::stats`] reads
+//! the timeouts'). See also [`set_failure_threshold`], [`set_cooldown`] and
+//! [`set_safe_mps_enabled`]; for tests, [`crate::testing`].
 
 // Without `tch` nothing calls the steps; their unit tests still run.
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
@@ -30,7 +30,7 @@ mod gate;
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
 mod quiet;
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
-mod registry;
+pub(crate) mod registry;
 #[cfg_attr(not(feature = "tch"), allow(dead_code, unreachable_pub))]
 pub(crate) mod site;
 
@@ -40,8 +40,8 @@ mod tensors;
 pub use breaker::MpsState;
 pub use classify::{MpsErrorKind, is_mps_error, is_mps_panic, mps_error_kind};
 pub use registry::{
-    DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, MpsStats, inject_mps_failures, reset,
-    safe_mps_enabled, set_cooldown, set_failure_threshold, set_safe_mps_enabled, stats,
+    DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, MpsStats, safe_mps_enabled, set_cooldown,
+    set_failure_threshold, set_safe_mps_enabled, stats,
 };
 pub use site::MpsSiteStats;
 #[cfg(feature = "tch")]

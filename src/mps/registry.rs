@@ -144,10 +144,8 @@ pub fn stats() -> MpsStats {
 }
 
 /// Enables MPS again, unpins every call site, and sets every counter and
-/// injection to zero (for tests).
-///
-/// The threshold, cool-down and kill switch keep their settings.
-pub fn reset() {
+/// injection to zero ([`crate::testing::reset_mps`]).
+pub(crate) fn reset() {
     BREAKER.reset();
     MpsSite::all().for_each(MpsSite::reset);
     TIMES_DISABLED.store(0, Ordering::Relaxed);
@@ -180,15 +178,8 @@ pub fn safe_mps_enabled() -> bool {
     GUARD.enabled()
 }
 
-/// Makes the next `n` guarded MPS attempts fail with a device-level MPS
-/// error, without running them, so that the fallback path can be tested on
-/// machines without MPS. Adds to any injections still pending.
-///
-/// While injections are pending, `safe_mps!` attempts MPS even where the
-/// device would otherwise be CPU; each injected failure counts as a
-/// device-level MPS error, counts toward disabling MPS like a real one, and
-/// is followed by the CPU retry.
-pub fn inject_mps_failures(n: u32) {
+/// See [`crate::testing::inject_mps_failures`].
+pub(crate) fn inject_failures(n: u32) {
     INJECTED
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
             Some(p.saturating_add(n))

@@ -1,6 +1,6 @@
 //! What each event logs, counts, exports and alerts: one function per event.
 //! The guards only say what happened; these functions decide what a person
-//! (the log), the counters ([`crate::stats`], [`crate::mps::stats`]), a
+//! (the log), the counters ([`crate::timeouts::stats`], [`crate::mps::stats`]), a
 //! metrics backend (feature `metrics`) and the alert hook see.
 //!
 //! Timeouts (this module), log target `opguard`:
@@ -18,13 +18,13 @@ pub(crate) mod mps;
 use crate::alert::{self, AlertKind};
 use crate::error::TimeoutError;
 use crate::site::Site;
-use crate::stats;
+use crate::timeouts;
 
 /// A timeout at `site` elapsed at its deadline `due` (in
 /// `clock::now_nanos`, or its clock's own time): `err` is what it yields.
 #[cold]
 pub(crate) fn timed_out(site: &'static Site, err: &TimeoutError, due: u64) {
-    stats::count_timeout(site);
+    timeouts::count_timeout(site);
     #[cfg(feature = "metrics")]
     crate::export::timeout(site.label());
     log::warn!(target: "opguard", "{err}");
@@ -35,7 +35,7 @@ pub(crate) fn timed_out(site: &'static Site, err: &TimeoutError, due: u64) {
 /// A timeout given to the macro was not a valid duration.
 #[cold]
 pub(crate) fn invalid_timeout(err: &TimeoutError) {
-    stats::count_invalid();
+    timeouts::count_invalid();
     log::warn!(target: "opguard", "{err}");
 }
 

@@ -4,6 +4,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use opguard::mps;
+use opguard::testing;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -16,7 +17,7 @@ pub fn fresh() -> MutexGuard<'static, ()> {
     mps::set_safe_mps_enabled(true);
     mps::set_failure_threshold(mps::DEFAULT_FAILURE_THRESHOLD);
     mps::set_cooldown(mps::DEFAULT_COOLDOWN).unwrap();
-    mps::reset();
+    testing::reset_mps();
     guard
 }
 

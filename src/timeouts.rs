@@ -1,4 +1,5 @@
-//! Process-wide timeout counters: read them, reset them.
+//! Process-wide timeout counters, read with [`stats`] (as `safe_mps!`'s
+//! are with [`crate::mps::stats`]).
 //!
 //! # Atomic orderings
 //! All counters are independent event counts, read for reports: `Relaxed`.
@@ -12,7 +13,7 @@ use crate::site::Site;
 static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 static INVALID: AtomicU64 = AtomicU64::new(0);
 
-/// A snapshot of the timeout counters, from [`timeout_stats`].
+/// A snapshot of the timeout counters, from [`stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TimeoutStats {
@@ -21,13 +22,13 @@ pub struct TimeoutStats {
     /// `timeout_async!` calls given an invalid timeout.
     pub invalid: u64,
     /// Timeouts per call site, for the sites that have fired since the last reset.
-    pub sites: Vec<SiteStats>,
+    pub sites: Vec<TimeoutSiteStats>,
 }
 
 /// The timeouts of one `timeout_async!` call site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct SiteStats {
+pub struct TimeoutSiteStats {
     /// The `label = "..."` of the call, if any.
     pub label: Option<&'static str>,
     /// The file of the call.
@@ -44,7 +45,7 @@ impl TimeoutStats {
     /// Timeouts that fired at call sites with this label.
     ///
     /// ```
-    /// assert_eq!(opguard::stats::timeout_stats().timeouts_labelled("never_used"), 0);
+    /// assert_eq!(opguard::timeouts::stats().timeouts_labelled("never_used"), 0);
     /// ```
     pub fn timeouts_labelled(&self, label: &str) -> u64 {
         self.sites
@@ -56,13 +57,13 @@ impl TimeoutStats {
 }
 
 /// Reads the timeout counters.
-pub fn timeout_stats() -> TimeoutStats {
+pub fn stats() -> TimeoutStats {
     TimeoutStats {
         timeouts: TIMEOUTS.load(Ordering::Relaxed),
         invalid: INVALID.load(Ordering::Relaxed),
         sites: Site::all()
             .filter(|site| site.count() > 0)
-            .map(|site| SiteStats {
+            .map(|site| TimeoutSiteStats {
                 label: site.label(),
                 file: site.file(),
                 line: site.line(),
@@ -73,8 +74,8 @@ pub fn timeout_stats() -> TimeoutStats {
     }
 }
 
-/// Sets every timeout counter back to zero (for tests, or per reporting period).
-pub fn reset_timeout_stats() {
+/// Sets every timeout counter back to zero ([`crate::testing::reset_timeouts`]).
+pub(crate) fn reset() {
     TIMEOUTS.store(0, Ordering::Relaxed);
     INVALID.store(0, Ordering::Relaxed);
     Site::all().for_each(Site::reset);
