@@ -173,10 +173,13 @@ fn failed_recently() -> bool {
 /// process down with it, and on a task's thread it must not keep the rest
 /// of a relay asleep.
 fn wake_all(wakers: Vec<Waker>) {
-    for waker in wakers {
-        if contain(|| waker.wake()).is_none() {
-            log::error!(target: "opguard", "a waker panicked when its timeout fired");
-        }
+    wakers.into_iter().for_each(wake);
+}
+
+/// Wakes one waker, its panic contained (see [`wake_all`]).
+fn wake(waker: Waker) {
+    if contain(|| waker.wake()).is_none() {
+        log::error!(target: "opguard", "a waker panicked when its timeout fired");
     }
 }
 
@@ -206,7 +209,7 @@ impl Tick {
             self.relay();
         }
         if let Some(first) = fired.first {
-            wake_all(vec![first]);
+            wake(first);
         }
         if !fired.more {
             self.retire();
