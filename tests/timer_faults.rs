@@ -157,6 +157,82 @@ fn a_waker_whose_panic_payload_panics_on_drop_cannot_stop_the_timer() {
     println!("timer alive");
 }
 
+/// A waker that blocks futures-timer's thread (it waits for its thread to
+/// be released) holds up every timer that thread serves. Timeouts whose
+/// thread starts more timeouts meanwhile must not wait for it: that thread
+/// fires them itself, from where their tasks run.
+#[test]
+fn with_the_timer_thread_blocked_a_thread_that_starts_timeouts_fires_its_due_ones() {
+    if child_passes(
+        "with_the_timer_thread_blocked_a_thread_that_starts_timeouts_fires_its_due_ones",
+        &[],
+        "fired here",
+    ) {
+        return;
+    }
+    use std::sync::Barrier;
+    use std::thread::ThreadId;
+    /// Blocks whoever wakes it until the test lets it go.
+    struct Blocker {
+        entered: Barrier,
+        release: Barrier,
+    }
+    impl Wake for Blocker {
+        fn wake(self: Arc<Self>) {
+            self.entered.wait();
+            self.release.wait();
+        }
+    }
+    /// Records the thread that woke it, and starts a timeout there, as
+    /// hostile code may (the timer must hold no lock of its own meanwhile).
+    /// (Its panics would be contained, so it only records what it saw.)
+    struct Recorder(Mutex<Option<(ThreadId, bool)>>);
+    impl Wake for Recorder {
+        fn wake(self: Arc<Self>) {
+            let mut t = Box::pin(timeout_async!(LONG, pending::<()>()));
+            let started = poll_with(Pin::new(&mut t), Waker::noop()).is_pending();
+            *self.0.lock().unwrap() = Some((std::thread::current().id(), started));
+        }
+    }
+    let blocker = Arc::new(Blocker {
+        entered: Barrier::new(2),
+        release: Barrier::new(2),
+    });
+    let mut stall = futures_timer::Delay::new(Duration::from_millis(1));
+    let waker = Waker::from(blocker.clone());
+    assert!(poll_with(Pin::new(&mut stall), &waker).is_pending());
+    // futures-timer's thread is now inside the blocking waker.
+    blocker.entered.wait();
+
+    let recorder = Arc::new(Recorder(Mutex::new(None)));
+    let waker = Waker::from(recorder.clone());
+    let mut due = Box::pin(timeout_async!(Duration::from_millis(2), pending::<()>()));
+    assert!(poll_with(Pin::new(&mut due), &waker).is_pending());
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        None,
+        "woken while futures-timer's thread was blocked"
+    );
+    // Starting another timeout on this thread fires the due one from here.
+    let mut other = Box::pin(timeout_async!(LONG, pending::<()>()));
+    assert!(poll_with(Pin::new(&mut other), Waker::noop()).is_pending());
+    assert_eq!(
+        *recorder.0.lock().unwrap(),
+        Some((std::thread::current().id(), true)),
+        "the due timeout was not woken from the thread that started it, or \
+         its waker could not start a timeout there"
+    );
+    match poll_with(Pin::new(&mut due), Waker::noop()) {
+        Poll::Ready(Err(e)) => assert!(e.is_elapsed(), "{e}"),
+        other => panic!("the due timeout did not end with its error: {other:?}"),
+    }
+    blocker.release.wait();
+    drop(other);
+    assert_the_timer_works();
+    println!("fired here");
+}
+
 /// With futures-timer's thread unable to start (an address-space limit too
 /// small for its stack), timeouts end with an error value, not a panic or a
 /// hang, a second one in the same millisecond too; once the limit is lifted,

@@ -12,21 +12,23 @@
 //! - never fires before its deadline (the tick is at or after it);
 //! - fires at most one tick after it, plus the helper thread's wake-up (and
 //!   for all but a tick's first waiter, the first one's scheduling, or one
-//!   more tick at most);
+//!   more tick at most), or sooner when its own thread is busy starting
+//!   timeouts (see "Firing from the thread");
 //! - gives its memory back when dropped early: its waker at once, and the
 //!   tick itself (with its `Delay`) when its last waiter leaves, whatever the
 //!   deadline (but for the one tick each thread keeps, below), so memory
 //!   follows the timeouts that are pending, not the ones that were.
 //!
-//! Everything stays on futures-timer's own thread: no executor is involved.
+//! No executor is involved: the timer needs nothing from the runtime it runs
+//! on.
 //!
 //! # Lanes
 //! Each thread gets a lane, and a tick belongs to one lane: timeouts started
 //! on different threads (the workers of a multi-thread runtime) never share
-//! a tick, so they never contend on its lock or its reference count. Each
+//! a tick, so they never contend on its lock or its reference count. The
+//! wheel keeps each lane's ticks in a map of their own, by time. Each
 //! thread also remembers the tick it joined last: timeouts started within the
-//! same millisecond mostly land in it, and skip the wheel's shard lock and
-//! lookup. Threads past [`LANES`] share lanes.
+//! same millisecond mostly land in it, and skip the lane's lock and lookup. Threads past [`LANES`] share lanes.
 //!
 //! The tick a thread remembers stays open when its last waiter leaves, so
 //! that a run of timeouts started one after another (each dropped before the
@@ -46,6 +48,19 @@
 //! task not have run by then (its executor busy, or blocked on something
 //! else) futures-timer's thread wakes the rest itself. Either way each
 //! waiter is woken once (they are taken out under the list's lock).
+//!
+//! # Firing from the thread
+//! A thread that starts a timeout reads the clock anyway. It then also
+//! fires those of its lane's ticks whose time has come (one relaxed load
+//! when none has: each lane notes its earliest tick), waking their waiters
+//! from where their tasks run, and drops their `Delay`s. On a busy server
+//! that saves each timeout the wait for futures-timer's thread to be
+//! scheduled, and then for the runtime's, which under load is where most
+//! of a timeout's lateness came from; it also spares futures-timer's thread
+//! the work. A thread that starts no more timeouts leaves its ticks to
+//! futures-timer's thread, as before. Whichever comes first fires a tick,
+//! and never before its time: a tick is fired here only once the reading
+//! is at or past it.
 //!
 //! # User code and locks
 //! Wakers are user code: cloning, waking or dropping one may start or drop a
@@ -67,10 +82,9 @@
 //! if the limit was lifted.
 //!
 //! # Locks and atomic orderings
-//! The wheel is sharded; a shard's mutex guards its map only, and a tick's
-//! list mutex guards its waiters only. A shard's lock may be held while a
-//! tick's list is locked (joining through the wheel), never the other way
-//! round. The tick's state is set with `AcqRel` before its list is drained
+//! A lane's mutex guards its map only, and a tick's list mutex guards its
+//! waiters only. A lane's lock may be held while a tick's list is locked
+//! (joining through the wheel), never the other way round. The tick's state is set with `AcqRel` before its list is drained
 //! under the list's mutex, and read with `Acquire`; a waiter joins under the
 //! mutex unless the list is closed. So a wake-up is never lost: a waiter
 //! either joined before the drain (and is woken) or finds the list closed and
@@ -105,21 +119,41 @@ const _: () = assert!(
     "a tick divides a second"
 );
 
-/// Lanes: threads past this many share them.
+/// Lanes: threads past this many share them. One more lane, [`LANES`]
+/// itself, takes the timeouts of threads that are exiting.
 const LANES: u32 = 64;
-const SHARDS: usize = 16;
 type Key = (u64, u32);
-type Shard = Mutex<BTreeMap<Key, Arc<Tick>>>;
+
+/// One lane's ticks, by time.
+struct Lane {
+    ticks: Mutex<BTreeMap<Key, Arc<Tick>>>,
+    /// The time of its earliest tick (`u64::MAX`: none), kept up to date
+    /// under `ticks`' lock and read without it: a stale reading only makes
+    /// [`fire_due`] look once in vain, or leave a tick to futures-timer.
+    next: AtomicU64,
+}
+
+impl Lane {
+    /// Notes the earliest tick after `ticks` changed (with its lock held).
+    fn note_next(&self, ticks: &BTreeMap<Key, Arc<Tick>>) {
+        let next = ticks.first_key_value().map_or(u64::MAX, |(key, _)| key.0);
+        self.next.store(next, Ordering::Relaxed);
+    }
+}
+
 #[allow(clippy::declare_interior_mutable_const)] // Only used to build the array.
-const EMPTY_SHARD: Shard = Mutex::new(BTreeMap::new());
-static WHEEL: [Shard; SHARDS] = [EMPTY_SHARD; SHARDS];
+const EMPTY_LANE: Lane = Lane {
+    ticks: Mutex::new(BTreeMap::new()),
+    next: AtomicU64::new(u64::MAX),
+};
+static WHEEL: [Lane; LANES as usize + 1] = [EMPTY_LANE; LANES as usize + 1];
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn shard((at, lane): Key) -> &'static Shard {
-    &WHEEL[(at.wrapping_add(u64::from(lane)) % SHARDS as u64) as usize]
+fn lane((_, lane): Key) -> &'static Lane {
+    &WHEEL[lane.min(LANES) as usize]
 }
 
 /// One tick of one lane: its waiters and its `Delay`.
@@ -255,12 +289,30 @@ impl Tick {
         true
     }
 
+    /// Its time has come, seen on the thread that started its timeouts
+    /// (which took it out of the wheel): wakes every waiter from here, once,
+    /// and drops its `Delay` before futures-timer's thread is needed.
+    fn come(&self) {
+        match self.list.finish(FIRED) {
+            Some(woken) => wake_all(woken),
+            // futures-timer's thread came first: the rest may still be due
+            // a relay.
+            None => self.relay(),
+        }
+        self.retire();
+    }
+
     /// Takes the tick out of the wheel and drops its `Delay`.
     fn retire(&self) {
         let removed = {
-            let mut map = lock(shard(self.key));
+            let lane = lane(self.key);
+            let mut map = lock(&lane.ticks);
             match map.get(&self.key) {
-                Some(t) if std::ptr::eq(Arc::as_ptr(t), self) => map.remove(&self.key),
+                Some(t) if std::ptr::eq(Arc::as_ptr(t), self) => {
+                    let removed = map.remove(&self.key);
+                    lane.note_next(&map);
+                    removed
+                }
                 _ => None,
             }
         };
@@ -436,10 +488,8 @@ impl WakerId {
 /// Registers `waker` to be woken `after` from `now` (the clock's reading
 /// just taken), rounded up to a tick.
 pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
-    let Some(due) = now
-        .saturating_duration_since(clock::epoch())
-        .checked_add(after)
-    else {
+    let since = now.saturating_duration_since(clock::epoch());
+    let Some(due) = since.checked_add(after) else {
         return Start::Never;
     };
     let Some(at) = ticks(due) else {
@@ -461,6 +511,10 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         })
         // The thread is exiting: no cache, a lane of its own kind.
         .unwrap_or((None, LANES));
+    // This thread's ticks whose time has come, fired from here: with the
+    // clock read anyway, this saves waiting for futures-timer's thread to
+    // be scheduled, and then this one (see "Firing from the thread").
+    fire_due(lane, since);
     if let Some(tick) = cached {
         match tick.list.join(waker) {
             Ok(key) => {
@@ -481,7 +535,8 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     let key = (at, lane);
     let mut old = None;
     let (tick, index, new) = {
-        let mut map = lock(shard(key));
+        let lane = self::lane(key);
+        let mut map = lock(&lane.ticks);
         let joined = match map.get(&key) {
             Some(tick) => tick.list.join(waker).map(|index| (Arc::clone(tick), index)),
             None => Err((waker, OPEN)),
@@ -501,6 +556,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
                     delay: Mutex::new(None),
                 });
                 old = map.insert(key, Arc::clone(&tick));
+                lane.note_next(&map);
                 (tick, 0, true)
             }
         }
@@ -516,6 +572,46 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         early,
         waker: id,
     })
+}
+
+/// Fires the ticks of `lane` whose time has come by `since` (the clock's
+/// reading, since the epoch), one at a time, with no lock held while their
+/// wakers run.
+#[inline]
+fn fire_due(lane: u32, since: Duration) {
+    let lane = self::lane((0, lane));
+    let now = ticks_passed(since);
+    if lane.next.load(Ordering::Relaxed) > now {
+        return;
+    }
+    fire_due_slow(lane, now);
+}
+
+#[cold]
+fn fire_due_slow(lane: &Lane, now: u64) {
+    loop {
+        let tick = {
+            let mut map = lock(&lane.ticks);
+            let Some(entry) = map.first_entry() else {
+                return;
+            };
+            if entry.key().0 > now {
+                return;
+            }
+            let tick = entry.remove();
+            lane.note_next(&map);
+            tick
+        };
+        tick.come();
+    }
+}
+
+/// Whole ticks in `since`, rounded down: every tick up to this one has come.
+fn ticks_passed(since: Duration) -> u64 {
+    since
+        .as_secs()
+        .saturating_mul(TICKS_PER_SEC)
+        .saturating_add(u64::from(since.subsec_nanos() / TICK_NANOS))
 }
 
 impl Deadline {

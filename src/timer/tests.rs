@@ -38,7 +38,7 @@ fn wait(d: &mut Deadline, waker: &Waker) -> Outcome {
 }
 
 fn in_wheel(tick: &Arc<Tick>) -> bool {
-    lock(shard(tick.key))
+    lock(&lane(tick.key).ticks)
         .get(&tick.key)
         .is_some_and(|t| Arc::ptr_eq(t, tick))
 }
