@@ -11,7 +11,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use opguard::{MoveToCpu, mps, safe_mps};
+use opguard::mps::{self, MoveToCpu};
+use opguard::safe_mps;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, TchError, Tensor};
 

@@ -9,7 +9,8 @@
 //! CPU after a fallback. This machine has no MPS, so the example injects one
 //! MPS failure, as a test would, to walk the fallback path.
 
-use opguard::{MoveToCpu, mps, safe_mps, testing};
+use opguard::mps::{self, MoveToCpu};
+use opguard::{safe_mps, testing};
 use tch::{Device, Kind, TchError, Tensor};
 
 /// Raw images (N, 1, 8, 8) in 0..255, class labels, and an optional mask of valid rows.

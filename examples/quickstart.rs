@@ -36,7 +36,7 @@ fn show<T: std::fmt::Debug>(form: &str, out: Result<T, TimeoutError>) {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     // Shorter than the built-in 30 s so that the demo does not wait long.
-    opguard::set_default_timeout(0.3).expect("0.3 s is a valid timeout");
+    opguard::timeouts::set_default(0.3).expect("0.3 s is a valid timeout");
 
     block_on(async {
         show("timeout_async!(work(10))", timeout_async!(work(10)).await);

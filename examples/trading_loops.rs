@@ -83,8 +83,8 @@ async fn monitoring_loop() -> u32 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    opguard::alert::set_alert_hook(|alert| println!("ALERT HOOK: {alert}"));
-    opguard::alert::set_alert_policy(
+    opguard::alert::set_hook(|alert| println!("ALERT HOOK: {alert}"));
+    opguard::alert::set_policy(
         opguard::alert::AlertKind::Timeouts,
         opguard::alert::AlertPolicy::new(3, Duration::from_secs(60)),
     );

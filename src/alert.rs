@@ -3,14 +3,14 @@
 //! Each kind of event is counted in fixed windows (60 s by default). When the
 //! count in one window exceeds the threshold (10 by default), one alert fires
 //! for that window: a log line at error level, then the hook set with
-//! [`set_alert_hook`], if any.
+//! [`set_hook`], if any.
 //!
 //! ```
 //! use opguard::alert::{self, AlertKind, AlertPolicy};
 //! use std::time::Duration;
 //!
-//! alert::set_alert_policy(AlertKind::Timeouts, AlertPolicy::new(100, Duration::from_secs(10)));
-//! alert::set_alert_hook(|a| eprintln!("page the on-call: {a}"));
+//! alert::set_policy(AlertKind::Timeouts, AlertPolicy::new(100, Duration::from_secs(10)));
+//! alert::set_hook(|a| eprintln!("page the on-call: {a}"));
 //! ```
 //!
 //! # Atomic orderings
@@ -160,7 +160,7 @@ static COUNTERS: [Counter; AlertKind::ALL] = [
 static HOOK: RwLock<Option<Hook>> = RwLock::new(None);
 
 /// Sets when alerts of `kind` fire. It also starts a fresh window.
-pub fn set_alert_policy(kind: AlertKind, policy: AlertPolicy) {
+pub fn set_policy(kind: AlertKind, policy: AlertPolicy) {
     let c = &COUNTERS[kind.index()];
     c.threshold.store(policy.threshold, Ordering::Relaxed);
     c.window_nanos
@@ -169,7 +169,7 @@ pub fn set_alert_policy(kind: AlertKind, policy: AlertPolicy) {
 }
 
 /// The policy in force for `kind`.
-pub fn alert_policy(kind: AlertKind) -> AlertPolicy {
+pub fn policy(kind: AlertKind) -> AlertPolicy {
     let c = &COUNTERS[kind.index()];
     AlertPolicy::new(
         c.threshold.load(Ordering::Relaxed),
@@ -181,7 +181,7 @@ pub fn alert_policy(kind: AlertKind) -> AlertPolicy {
 /// earlier hook. A hook that panics is logged and does not reach the guarded
 /// code. Alerts raised on the same thread while the hook runs (by guarded
 /// calls inside it) are logged but do not call it again.
-pub fn set_alert_hook<F>(hook: F)
+pub fn set_hook<F>(hook: F)
 where
     F: Fn(&Alert) + Send + Sync + 'static,
 {
@@ -191,7 +191,7 @@ where
 }
 
 /// Removes the alert hook; alerts are then only logged.
-pub fn clear_alert_hook() {
+pub fn clear_hook() {
     *HOOK
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
@@ -298,11 +298,11 @@ mod tests {
     fn fires_once_when_count_exceeds_threshold_within_window() {
         let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         static SEEN: AtomicUsize = AtomicUsize::new(0);
-        set_alert_policy(
+        set_policy(
             AlertKind::MpsFallbacks,
             AlertPolicy::new(3, Duration::from_secs(3600)),
         );
-        set_alert_hook(|a| {
+        set_hook(|a| {
             if a.kind == AlertKind::MpsFallbacks {
                 assert_eq!(a.count, 4);
                 SEEN.fetch_add(1, Ordering::SeqCst);
@@ -316,19 +316,19 @@ mod tests {
             count(AlertKind::MpsFallbacks, Some("op"), &"here");
         }
         assert_eq!(SEEN.load(Ordering::SeqCst), 1);
-        clear_alert_hook();
-        set_alert_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
+        clear_hook();
+        set_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
     }
 
     #[test]
     fn a_new_window_starts_a_new_count() {
         let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         static SEEN: AtomicUsize = AtomicUsize::new(0);
-        set_alert_policy(
+        set_policy(
             AlertKind::Timeouts,
             AlertPolicy::new(1, Duration::from_millis(30)),
         );
-        set_alert_hook(|a| {
+        set_hook(|a| {
             if a.kind == AlertKind::Timeouts {
                 SEEN.fetch_add(1, Ordering::SeqCst);
             }
@@ -338,20 +338,20 @@ mod tests {
         // The earlier event is in an older window: one event here is no alert.
         count(AlertKind::Timeouts, None, &"a");
         let after_two_windows = SEEN.load(Ordering::SeqCst);
-        clear_alert_hook();
-        set_alert_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
+        clear_hook();
+        set_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
         assert_eq!(after_two_windows, 0);
     }
 
     #[test]
     fn a_panicking_hook_is_contained() {
         let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        set_alert_policy(
+        set_policy(
             AlertKind::MpsFallbacks,
             AlertPolicy::new(0, Duration::from_secs(3600)),
         );
         static CALLS: AtomicUsize = AtomicUsize::new(0);
-        set_alert_hook(|_| {
+        set_hook(|_| {
             CALLS.fetch_add(1, Ordering::SeqCst);
             panic!("hook failed");
         });
@@ -359,16 +359,16 @@ mod tests {
         count(AlertKind::MpsFallbacks, None, &"x");
         assert_eq!(CALLS.load(Ordering::SeqCst), 1);
         // The lock is not poisoned: the hook can be replaced and still runs.
-        set_alert_hook(|_| {
+        set_hook(|_| {
             CALLS.fetch_add(10, Ordering::SeqCst);
         });
-        set_alert_policy(
+        set_policy(
             AlertKind::MpsFallbacks,
             AlertPolicy::new(0, Duration::from_secs(3600)),
         );
         count(AlertKind::MpsFallbacks, None, &"x");
         assert_eq!(CALLS.load(Ordering::SeqCst), 11);
-        clear_alert_hook();
-        set_alert_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
+        clear_hook();
+        set_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
     }
 }

@@ -1,29 +1,15 @@
-//! Settings from code and from the environment: default timeout, kill switches.
-//!
-//! | variable | meaning | default |
-//! |---|---|---|
-//! | `OPGUARD_TIMEOUT_SECS` | default timeout of `timeout_async!(fut)`, in seconds (fractions allowed) | `30` |
-//! | `OPGUARD_TIMEOUT_DISABLE` | `1`/`true`/`yes`/`on`: every `timeout_async!` passes its future through | off |
-//! | `OPGUARD_DISABLE` | the same for every opguard macro | off |
-//!
-//! Each variable is read once, the first time it is needed. A value that does
-//! not parse is logged at warn level, naming the variable and the value, and
-//! the built-in default stays. A setting made in code wins over the variable.
+//! What the settings of both guards share: reading the environment (once,
+//! warning about values that do not parse) and the kill switches. The
+//! settings themselves are in [`crate::timeouts`] and [`crate::mps`].
 //!
 //! # Atomic orderings
 //! Settings are single values that publish nothing else, so they are stored
 //! and loaded `Relaxed`. The environment is read through `Lazy`, which
 //! synchronizes its own initialisation.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use once_cell::sync::Lazy;
-
-use crate::duration::{IntoTimeout, InvalidTimeout};
-
-/// The built-in default of `timeout_async!(fut)`: 30 seconds.
-pub const BUILTIN_DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) const ENV_TIMEOUT_SECS: &str = "OPGUARD_TIMEOUT_SECS";
 pub(crate) const ENV_TIMEOUT_DISABLE: &str = "OPGUARD_TIMEOUT_DISABLE";
@@ -109,66 +95,6 @@ pub(crate) fn enabled_by_env(var: &str) -> bool {
         log::warn!(target: "opguard", "{var} or {ENV_DISABLE} is set: the guard is off");
     }
     !disabled
-}
-
-static TIMEOUTS: Switch = Switch::new(|| enabled_by_env(ENV_TIMEOUT_DISABLE));
-
-/// Turns every `timeout_async!` into a pass-through (`false`) or back (`true`).
-///
-/// The kill switch for rollback: while off, `timeout_async!(secs, fut)` yields
-/// `Ok(fut.await)` and arms no timer, whatever `secs` is. It wins over
-/// `OPGUARD_TIMEOUT_DISABLE`. A future already waiting on its timer keeps it.
-///
-/// ```
-/// opguard::set_timeouts_enabled(false);
-/// assert!(!opguard::timeouts_enabled());
-/// opguard::set_timeouts_enabled(true);
-/// ```
-pub fn set_timeouts_enabled(enabled: bool) {
-    TIMEOUTS.set(enabled);
-}
-
-/// Whether `timeout_async!` enforces timeouts (see [`set_timeouts_enabled`]).
-pub fn timeouts_enabled() -> bool {
-    TIMEOUTS.enabled()
-}
-
-/// Nanoseconds of the default set in code; `NOT_SET` when none was.
-static CODE_DEFAULT: AtomicU64 = AtomicU64::new(NOT_SET);
-const NOT_SET: u64 = u64::MAX;
-
-static ENV_DEFAULT: Lazy<Duration> = Lazy::new(|| {
-    env_parse(ENV_TIMEOUT_SECS, "a number of seconds >= 0", |raw| {
-        raw.parse::<f64>().ok()?.into_timeout().ok()
-    })
-    .unwrap_or(BUILTIN_DEFAULT_TIMEOUT)
-});
-
-/// Sets the timeout of `timeout_async!(fut)`, the form without one.
-///
-/// Takes what the macro takes: seconds or a `Duration`. It wins over
-/// `OPGUARD_TIMEOUT_SECS`. Values past about 584 years are held as 584 years.
-///
-/// ```
-/// # fn main() -> Result<(), opguard::InvalidTimeout> {
-/// opguard::set_default_timeout(45)?;
-/// assert_eq!(opguard::default_timeout(), std::time::Duration::from_secs(45));
-/// assert!(opguard::set_default_timeout(-1).is_err());
-/// # Ok(()) }
-/// ```
-pub fn set_default_timeout(timeout: impl IntoTimeout) -> Result<(), InvalidTimeout> {
-    let timeout = timeout.into_timeout()?;
-    let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(NOT_SET - 1);
-    CODE_DEFAULT.store(nanos.min(NOT_SET - 1), Ordering::Relaxed);
-    Ok(())
-}
-
-/// The timeout of `timeout_async!(fut)`: set in code, else `OPGUARD_TIMEOUT_SECS`, else 30 s.
-pub fn default_timeout() -> Duration {
-    match CODE_DEFAULT.load(Ordering::Relaxed) {
-        NOT_SET => *ENV_DEFAULT,
-        nanos => Duration::from_nanos(nanos),
-    }
 }
 
 #[cfg(test)]

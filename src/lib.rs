@@ -6,7 +6,7 @@
 //!
 //! Around it: logging through [`log`] (target `opguard`), counters in
 //! [`timeouts`], alerts in [`alert`] when timeouts come too often, a kill switch
-//! and a default timeout in code or environment variables ([`config`]), and,
+//! and a default timeout in code or environment variables (also [`timeouts`]), and,
 //! with the `metrics` feature, the same counters through the `metrics` facade.
 //!
 //! ```
@@ -52,12 +52,11 @@
 //! A process-wide registry ([`mps`]) remembers what went wrong, so that MPS
 //! trouble costs one failure and not one per call: a call site whose op MPS
 //! cannot run stays on CPU (other sites keep MPS), and repeated device-level
-//! errors disable MPS for a cool-down. Without `tch`, [`is_mps_error`] and
-//! [`mps_error_kind`] judge PyTorch's error texts.
+//! errors disable MPS for a cool-down. Without `tch`, [`mps::is_mps_error`]
+//! and [`mps::mps_error_kind`] judge PyTorch's error texts.
 //!
 //! ```
-//! use opguard::mps::{self, MpsState};
-//! use opguard::{MpsErrorKind, mps_error_kind};
+//! use opguard::mps::{self, MpsErrorKind, MpsState, mps_error_kind};
 //!
 //! // Disable MPS after 5 device-level errors in a row, for 10 minutes.
 //! mps::set_failure_threshold(5);
@@ -71,24 +70,27 @@
 //! ```
 //!
 //! # Configuration
-//! Kill switches and a default timeout, in code or in environment variables
-//! read once, when first needed ([`config`]: `OPGUARD_TIMEOUT_SECS`,
-//! `OPGUARD_TIMEOUT_DISABLE`, `OPGUARD_DISABLE`; [`mps`]:
-//! `OPGUARD_SAFE_MPS_DISABLE` and the breaker's settings). A setting made in
-//! code wins:
+//! Each guard has a kill switch and its settings, in code or in environment
+//! variables read once, when first needed: [`timeouts`]
+//! (`OPGUARD_TIMEOUT_SECS`, `OPGUARD_TIMEOUT_DISABLE`) and [`mps`]
+//! (`OPGUARD_SAFE_MPS_DISABLE` and the registry's settings).
+//! `OPGUARD_DISABLE` turns both guards off. A setting made in code wins:
 //!
 //! ```
 //! # futures::executor::block_on(async {
-//! use opguard::timeout_async;
+//! use opguard::{mps, timeout_async, timeouts};
 //!
-//! opguard::set_default_timeout(0.5).unwrap(); // for `timeout_async!(fut)`
-//! assert_eq!(opguard::default_timeout(), std::time::Duration::from_millis(500));
+//! timeouts::set_default(0.5).unwrap(); // for `timeout_async!(fut)`
+//! assert_eq!(timeouts::default(), std::time::Duration::from_millis(500));
 //!
 //! // Off: every timeout passes its future through, as if it were not there.
-//! opguard::set_timeouts_enabled(false);
+//! timeouts::set_enabled(false);
 //! let out = timeout_async!(0.01, async { "no timer" }).await;
 //! assert_eq!(out, Ok("no timer"));
-//! opguard::set_timeouts_enabled(true);
+//! timeouts::set_enabled(true);
+//!
+//! // `safe_mps!`'s switch reads the same way.
+//! assert!(mps::enabled());
 //! # });
 //! ```
 //!
@@ -139,7 +141,7 @@ mod timeout_macro;
 mod timer;
 
 pub mod alert;
-pub mod config;
+mod config;
 #[cfg(feature = "metrics")]
 mod export;
 pub mod mps;
@@ -148,14 +150,8 @@ pub mod test_clock;
 pub mod testing;
 pub mod timeouts;
 
-pub use crate::config::{
-    default_timeout, set_default_timeout, set_timeouts_enabled, timeouts_enabled,
-};
 pub use crate::duration::{IntoDeadline, IntoTimeout, InvalidTimeout};
 pub use crate::error::TimeoutError;
-#[cfg(feature = "tch")]
-pub use crate::mps::MoveToCpu;
-pub use crate::mps::{MpsErrorKind, is_mps_error, is_mps_panic, mps_error_kind};
 pub use crate::timeout::Timeout;
 pub use crate::timer::TICK;
 

@@ -29,7 +29,7 @@
 /// says that the work is MPS work even when they are on CPU (the body moves
 /// them, say).
 ///
-/// Each named value implements [`MoveToCpu`](crate::MoveToCpu) (tensors,
+/// Each named value implements [`MoveToCpu`](crate::mps::MoveToCpu) (tensors,
 /// containers of them, a model's [`VarStore`](tch::nn::VarStore), your own
 /// structs) and is a place the macro can borrow mutably: a `mut` binding, a
 /// `&mut` reference, or a field reached through one. The work may run twice,
@@ -41,7 +41,7 @@
 ///    MPS (the device is not MPS and no named value is on MPS) runs once,
 ///    untouched by the registry, and errors propagate.
 /// 2. If it fails with an MPS error, either way tch reports one (an `Err`
-///    whose text [`is_mps_error`](crate::is_mps_error), or the panic of a
+///    whose text [`is_mps_error`](crate::mps::is_mps_error), or the panic of a
 ///    plain tensor method), the macro logs a warning (label, the error's
 ///    first line, call site), moves the named values to CPU, and runs the
 ///    work once more with `dev = Device::Cpu`. Any other error or panic
@@ -54,14 +54,14 @@
 /// The process-wide registry ([`mps`](crate::mps)) remembers failures, so that
 /// MPS trouble costs one failure rather than one per call. An *op-level* MPS
 /// error (an operator, dtype or layout MPS does not support, see
-/// [`MpsErrorKind`](crate::MpsErrorKind)) pins this call site to CPU: its
+/// [`MpsErrorKind`](crate::mps::MpsErrorKind)) pins this call site to CPU: its
 /// next calls go straight there, with no MPS attempt and no warning, while
 /// every other call site keeps MPS; after the cool-down one call tries MPS
 /// again. Repeated *device-level* errors (MPS missing, out of memory, ...)
 /// disable MPS for every call until the cool-down ends and one trial call
 /// tries it again. A `safe_mps!` inside a CPU retry runs on CPU once and
 /// never falls back. With the kill switch off
-/// ([`set_safe_mps_enabled`](crate::mps::set_safe_mps_enabled),
+/// ([`set_enabled`](crate::mps::set_enabled),
 /// `OPGUARD_SAFE_MPS_DISABLE`), the work runs once on the preferred device
 /// and errors propagate.
 ///
@@ -391,13 +391,13 @@ impl<T> ErrorOfOther for &Classify<'_, T> {}
 /// `MoveToCpu`'s own message.
 #[cfg(feature = "tch")]
 pub trait MoveNamed {
-    /// [`MoveToCpu::move_to_cpu`](crate::MoveToCpu::move_to_cpu).
+    /// [`MoveToCpu::move_to_cpu`](crate::mps::MoveToCpu::move_to_cpu).
     #[inline]
     fn __opguard_move_to_cpu(&mut self)
     where
-        Self: crate::MoveToCpu,
+        Self: crate::mps::MoveToCpu,
     {
-        crate::MoveToCpu::move_to_cpu(self);
+        crate::mps::MoveToCpu::move_to_cpu(self);
     }
 
     /// Nothing; a mutable use of the named value inside the async work, so
@@ -406,13 +406,13 @@ pub trait MoveNamed {
     #[inline(always)]
     fn __opguard_hold(&mut self) {}
 
-    /// [`MoveToCpu::is_on_mps`](crate::MoveToCpu::is_on_mps).
+    /// [`MoveToCpu::is_on_mps`](crate::mps::MoveToCpu::is_on_mps).
     #[inline]
     fn __opguard_is_on_mps(&self) -> bool
     where
-        Self: crate::MoveToCpu,
+        Self: crate::mps::MoveToCpu,
     {
-        crate::MoveToCpu::is_on_mps(self)
+        crate::mps::MoveToCpu::is_on_mps(self)
     }
 }
 

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 
-use crate::config;
 #[cfg(any(feature = "test-util", feature = "tokio"))]
 use crate::controlled;
 use crate::duration::{IntoDeadline, IntoTimeout, InvalidTimeout};
@@ -327,7 +326,7 @@ impl Race {
     /// on the shared timer.
     #[inline]
     fn start(&mut self, cx: &mut Context<'_>) -> Poll<TimeoutError> {
-        if !config::timeouts_enabled() {
+        if !crate::timeouts::enabled() {
             self.state = State::Unbounded;
             return Poll::Pending;
         }
@@ -386,7 +385,7 @@ impl Race {
     fn wait(&self, now: impl Fn() -> Instant) -> (Duration, bool) {
         match self.state {
             State::Armed(after) => (after, false),
-            State::ArmedDefault => (config::default_timeout(), false),
+            State::ArmedDefault => (crate::timeouts::default(), false),
             State::ArmedUntil(at) => (at.saturating_duration_since(now()), true),
             _ => unreachable!("called before the timer starts"),
         }
@@ -485,7 +484,7 @@ impl Race {
         let State::Invalid(bad) = self.state else {
             panic!("`timeout_async!` future polled after it timed out");
         };
-        if !config::timeouts_enabled() {
+        if !crate::timeouts::enabled() {
             self.state = State::Unbounded;
             return None;
         }

@@ -61,7 +61,7 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 ///   ([`TimeoutError::is_deadline`](crate::TimeoutError::is_deadline)) and how
 ///   long the future had from its first poll.
 /// - In nested timeouts the earliest deadline fires, and its error says which.
-/// - While the kill switch is off ([`set_timeouts_enabled`](crate::set_timeouts_enabled),
+/// - While the kill switch is off ([`timeouts::set_enabled`](crate::timeouts::set_enabled),
 ///   `OPGUARD_TIMEOUT_DISABLE`), every form passes its future through as `Ok`.
 ///
 /// A timeout can only fire when the future yields to its executor: work that

@@ -1,14 +1,100 @@
-//! Process-wide timeout counters, read with [`stats`] (as `safe_mps!`'s
-//! are with [`crate::mps::stats`]).
+//! The timeouts' settings and counters: the kill switch ([`set_enabled`]),
+//! the default timeout ([`set_default`]) and the counters ([`stats`]), as
+//! `safe_mps!`'s are in [`crate::mps`].
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `OPGUARD_TIMEOUT_SECS` | default timeout of `timeout_async!(fut)`, in seconds (fractions allowed) | `30` |
+//! | `OPGUARD_TIMEOUT_DISABLE` | `1`/`true`/`yes`/`on`: every `timeout_async!` passes its future through | off |
+//! | `OPGUARD_DISABLE` | the same for every opguard macro | off |
+//!
+//! Each variable is read once, the first time it is needed. A value that does
+//! not parse is logged at warn level, naming the variable and the value, and
+//! the built-in default stays. A setting made in code wins over the variable.
 //!
 //! # Atomic orderings
-//! All counters are independent event counts, read for reports: `Relaxed`.
-//! A snapshot is therefore not one atomic picture of all counters at once,
-//! which a report does not need.
+//! Settings are single values that publish nothing else, and the counters
+//! are independent event counts, read for reports: all `Relaxed`. A snapshot
+//! is therefore not one atomic picture of all counters at once, which a
+//! report does not need.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use once_cell::sync::Lazy;
+
+use crate::config::{ENV_TIMEOUT_DISABLE, ENV_TIMEOUT_SECS, Switch, enabled_by_env, env_parse};
+use crate::duration::{IntoTimeout, InvalidTimeout};
 
 use crate::site::Site;
+
+/// The built-in default of `timeout_async!(fut)`: 30 seconds.
+pub const BUILTIN_DEFAULT: Duration = Duration::from_secs(30);
+
+static SWITCH: Switch = Switch::new(|| enabled_by_env(ENV_TIMEOUT_DISABLE));
+
+/// Turns every `timeout_async!` into a pass-through (`false`) or back (`true`).
+///
+/// The kill switch for rollback: while off, `timeout_async!(secs, fut)` yields
+/// `Ok(fut.await)` and arms no timer, whatever `secs` is. It wins over
+/// `OPGUARD_TIMEOUT_DISABLE`. A future already waiting on its timer keeps it.
+///
+/// ```
+/// use opguard::timeouts;
+///
+/// timeouts::set_enabled(false);
+/// assert!(!timeouts::enabled());
+/// timeouts::set_enabled(true);
+/// ```
+pub fn set_enabled(enabled: bool) {
+    SWITCH.set(enabled);
+}
+
+/// Whether `timeout_async!` enforces timeouts (see [`set_enabled`]).
+#[inline]
+pub fn enabled() -> bool {
+    SWITCH.enabled()
+}
+
+/// Nanoseconds of the default set in code; `NOT_SET` when none was.
+static CODE_DEFAULT: AtomicU64 = AtomicU64::new(NOT_SET);
+const NOT_SET: u64 = u64::MAX;
+
+static ENV_DEFAULT: Lazy<Duration> = Lazy::new(|| {
+    env_parse(ENV_TIMEOUT_SECS, "a number of seconds >= 0", |raw| {
+        raw.parse::<f64>().ok()?.into_timeout().ok()
+    })
+    .unwrap_or(BUILTIN_DEFAULT)
+});
+
+/// Sets the timeout of `timeout_async!(fut)`, the form without one.
+///
+/// Takes what the macro takes: seconds or a `Duration`. It wins over
+/// `OPGUARD_TIMEOUT_SECS`. Values past about 584 years are held as 584 years.
+///
+/// ```
+/// # fn main() -> Result<(), opguard::InvalidTimeout> {
+/// use opguard::timeouts;
+///
+/// timeouts::set_default(45)?;
+/// assert_eq!(timeouts::default(), std::time::Duration::from_secs(45));
+/// assert!(timeouts::set_default(-1).is_err());
+/// # Ok(()) }
+/// ```
+pub fn set_default(timeout: impl IntoTimeout) -> Result<(), InvalidTimeout> {
+    let timeout = timeout.into_timeout()?;
+    let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(NOT_SET - 1);
+    CODE_DEFAULT.store(nanos.min(NOT_SET - 1), Ordering::Relaxed);
+    Ok(())
+}
+
+/// The timeout of `timeout_async!(fut)`: set in code, else `OPGUARD_TIMEOUT_SECS`, else 30 s.
+pub fn default() -> Duration {
+    match CODE_DEFAULT.load(Ordering::Relaxed) {
+        NOT_SET => *ENV_DEFAULT,
+        nanos => Duration::from_nanos(nanos),
+    }
+}
 
 static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 static INVALID: AtomicU64 = AtomicU64::new(0);

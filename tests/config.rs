@@ -20,7 +20,7 @@ fn kill_switch_in_code_makes_every_form_a_pass_through() {
     if rerun_in_child("kill_switch_in_code_makes_every_form_a_pass_through", &[]) {
         return;
     }
-    opguard::set_timeouts_enabled(false);
+    opguard::timeouts::set_enabled(false);
     assert_eq!(
         block_on(timeout_async!(0.01, pending_for(60))),
         Ok("finished")
@@ -34,7 +34,7 @@ fn kill_switch_in_code_makes_every_form_a_pass_through() {
         Ok(1),
         "even a bad timeout passes"
     );
-    opguard::set_timeouts_enabled(true);
+    opguard::timeouts::set_enabled(true);
     assert!(
         block_on(timeout_async!(0.01, pending::<()>()))
             .unwrap_err()
@@ -47,17 +47,17 @@ fn default_timeout_set_in_code() {
     if rerun_in_child("default_timeout_set_in_code", &[]) {
         return;
     }
-    assert_eq!(opguard::default_timeout(), Duration::from_secs(30));
-    opguard::set_default_timeout(0.05).unwrap();
+    assert_eq!(opguard::timeouts::default(), Duration::from_secs(30));
+    opguard::timeouts::set_default(0.05).unwrap();
     let start = Instant::now();
     let err = block_on(timeout_async!(pending::<()>())).unwrap_err();
     assert!(start.elapsed() >= Duration::from_millis(50));
     assert!(start.elapsed() < Duration::from_secs(2));
     assert_eq!(err.duration(), Some(Duration::from_millis(50)));
-    let bad = opguard::set_default_timeout(f64::NAN).unwrap_err();
+    let bad = opguard::timeouts::set_default(f64::NAN).unwrap_err();
     assert!(bad.to_string().contains("NaN"));
     assert_eq!(
-        opguard::default_timeout(),
+        opguard::timeouts::default(),
         Duration::from_millis(50),
         "a bad value changes nothing"
     );
@@ -71,17 +71,17 @@ fn default_timeout_from_env() {
     ) {
         return;
     }
-    assert_eq!(opguard::default_timeout(), Duration::from_millis(50));
+    assert_eq!(opguard::timeouts::default(), Duration::from_millis(50));
     let err = block_on(timeout_async!(label = "env_default", pending::<()>())).unwrap_err();
     assert_eq!(err.duration(), Some(Duration::from_millis(50)));
     // Code wins over the environment.
-    opguard::set_default_timeout(Duration::from_secs(9)).unwrap();
-    assert_eq!(opguard::default_timeout(), Duration::from_secs(9));
+    opguard::timeouts::set_default(Duration::from_secs(9)).unwrap();
+    assert_eq!(opguard::timeouts::default(), Duration::from_secs(9));
 }
 
 fn assert_default_kept_with_warning(value: &str) {
     common::capture_logs();
-    assert_eq!(opguard::default_timeout(), Duration::from_secs(30));
+    assert_eq!(opguard::timeouts::default(), Duration::from_secs(30));
     let want = format!(
         "WARN OPGUARD_TIMEOUT_SECS={value:?} is not a number of seconds >= 0; keeping the default"
     );
@@ -94,7 +94,7 @@ fn assert_default_kept_with_warning(value: &str) {
         1
     );
     // Read once: asking again warns no more.
-    let _ = opguard::default_timeout();
+    let _ = opguard::timeouts::default();
     assert_eq!(common::captured_logs().len(), logs.len());
 }
 
@@ -147,13 +147,13 @@ fn kill_switch_from_env() {
     if rerun_in_child("kill_switch_from_env", &[("OPGUARD_TIMEOUT_DISABLE", "1")]) {
         return;
     }
-    assert!(!opguard::timeouts_enabled());
+    assert!(!opguard::timeouts::enabled());
     assert_eq!(
         block_on(timeout_async!(0.01, pending_for(50))),
         Ok("finished")
     );
     // Code wins over the environment.
-    opguard::set_timeouts_enabled(true);
+    opguard::timeouts::set_enabled(true);
     assert!(block_on(timeout_async!(0.01, pending::<()>())).is_err());
 }
 
@@ -165,7 +165,7 @@ fn global_kill_switch_from_env() {
     ) {
         return;
     }
-    assert!(!opguard::timeouts_enabled());
+    assert!(!opguard::timeouts::enabled());
     assert_eq!(
         block_on(timeout_async!(0.01, pending_for(50))),
         Ok("finished")
@@ -181,7 +181,7 @@ fn garbage_kill_switch_in_env_warns_and_stays_on() {
         return;
     }
     common::capture_logs();
-    assert!(opguard::timeouts_enabled());
+    assert!(opguard::timeouts::enabled());
     let logs = common::captured_logs();
     assert!(
         logs.iter()

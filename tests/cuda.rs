@@ -16,7 +16,8 @@ mod common;
 use std::collections::HashMap;
 
 use common::mps::fresh;
-use opguard::{MoveToCpu, mps, safe_mps};
+use opguard::mps::{self, MoveToCpu};
+use opguard::safe_mps;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 

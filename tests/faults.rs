@@ -153,8 +153,8 @@ fn panics_inside_async_safe_mps_come_out_unchanged_and_nothing_is_poisoned() {
         Some("async op exploded")
     );
     // The panicking hook and the panics above poisoned nothing.
-    alert::set_alert_hook(|_| panic!("hook panics too"));
-    alert::set_alert_policy(
+    alert::set_hook(|_| panic!("hook panics too"));
+    alert::set_policy(
         alert::AlertKind::MpsFallbacks,
         alert::AlertPolicy::new(0, Duration::from_secs(60)),
     );
@@ -163,8 +163,8 @@ fn panics_inside_async_safe_mps_come_out_unchanged_and_nothing_is_poisoned() {
         (Kind::Float, dev)
     ));
     assert!(t.is_ok());
-    alert::clear_alert_hook();
-    alert::set_alert_policy(alert::AlertKind::MpsFallbacks, alert::AlertPolicy::DEFAULT);
+    alert::clear_hook();
+    alert::set_policy(alert::AlertKind::MpsFallbacks, alert::AlertPolicy::DEFAULT);
     assert_eq!(mps::stats().fallbacks, 1);
 }
 

@@ -10,8 +10,9 @@ mod common;
 use std::sync::{Mutex, MutexGuard};
 
 use common::mps::fresh;
+use opguard::mps::MoveToCpu;
 use opguard::mps::{self, MpsState};
-use opguard::{MoveToCpu, safe_mps};
+use opguard::safe_mps;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, TchError, Tensor};
 

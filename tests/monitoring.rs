@@ -86,11 +86,11 @@ fn an_alert_fires_once_when_timeouts_exceed_the_threshold_in_a_window() {
     common::capture_logs();
     let seen: Arc<Mutex<Vec<Alert>>> = Arc::default();
     let sink = seen.clone();
-    alert::set_alert_policy(
+    alert::set_policy(
         AlertKind::Timeouts,
         AlertPolicy::new(2, Duration::from_secs(3600)),
     );
-    alert::set_alert_hook(move |a| sink.lock().unwrap().push(a.clone()));
+    alert::set_hook(move |a| sink.lock().unwrap().push(a.clone()));
     for _ in 0..5 {
         let _ = block_on(timeout_async!(
             label = "alerting_op",
@@ -98,8 +98,8 @@ fn an_alert_fires_once_when_timeouts_exceed_the_threshold_in_a_window() {
             pending::<()>()
         ));
     }
-    alert::clear_alert_hook();
-    alert::set_alert_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
+    alert::clear_hook();
+    alert::set_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
 
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");
@@ -120,18 +120,18 @@ fn no_alert_below_the_threshold() {
     let _g = serial();
     let calls = Arc::new(AtomicU32::new(0));
     let c = calls.clone();
-    alert::set_alert_policy(
+    alert::set_policy(
         AlertKind::Timeouts,
         AlertPolicy::new(3, Duration::from_secs(3600)),
     );
-    alert::set_alert_hook(move |_| {
+    alert::set_hook(move |_| {
         c.fetch_add(1, SeqCst);
     });
     for _ in 0..3 {
         let _ = block_on(timeout_async!(0.001, pending::<()>()));
     }
-    alert::clear_alert_hook();
-    alert::set_alert_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
+    alert::clear_hook();
+    alert::set_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
     assert_eq!(calls.load(SeqCst), 0);
 }
 

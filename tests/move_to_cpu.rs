@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
-use opguard::MoveToCpu;
+use opguard::mps::MoveToCpu;
 use tch::{Device, Tensor, nn};
 
 /// Counts the calls that reach it (a test double for the recursion only);

@@ -3,8 +3,8 @@
 //! NVIDIA's own "MPS" service and ordinary errors whose backtraces name MPS
 //! sources. Runs without libtorch.
 
-use opguard::MpsErrorKind::{self, Device, Op};
-use opguard::{is_mps_error, mps_error_kind};
+use opguard::mps::MpsErrorKind::{self, Device, Op};
+use opguard::mps::{is_mps_error, mps_error_kind};
 
 /// PyTorch appends a C++ backtrace like this one; its paths name mps sources.
 const BACKTRACE: &str = "\nException raised from check at /Users/runner/work/pytorch/pytorch/aten/src/ATen/native/mps/operations/LinearAlgebra.mm:412 (most recent call first):\nframe #0: c10::Error::Error(c10::SourceLocation, std::string) + 0x52 (0x10 in libc10.dylib)\nframe #1: at::native::mps::mm_out_mps_impl(...) + 0x1c (0x20 in libtorch_cpu.dylib)\n";

@@ -13,8 +13,9 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use common::mps::{fresh, logs_containing};
+use opguard::mps::mps_error_kind;
 use opguard::mps::{self, MpsErrorKind, MpsState};
-use opguard::{mps_error_kind, safe_mps};
+use opguard::safe_mps;
 use tch::{Device, Kind, TchError, Tensor};
 
 /// PyTorch's message for an operator without an MPS kernel (ATen/mps/MPSFallback.mm).

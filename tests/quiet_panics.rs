@@ -106,10 +106,10 @@ fn child() {
     assert!(caught.is_err());
 
     part(3);
-    mps::set_safe_mps_enabled(false);
+    mps::set_enabled(false);
     let caught = catch_unwind(|| safe_mps!(device = Device::Mps, |dev| sum_on(dev)));
     assert!(caught.is_err());
-    mps::set_safe_mps_enabled(true);
+    mps::set_enabled(true);
 
     part(4);
     panic::set_hook(Box::new(|info| {

@@ -49,9 +49,9 @@ fn settings_in_code() {
     let err = mps::set_cooldown(-3).unwrap_err();
     assert!(err.to_string().contains("-3 seconds is negative"));
     assert_eq!(mps::stats().cooldown, Duration::from_millis(1500));
-    assert!(mps::safe_mps_enabled());
-    mps::set_safe_mps_enabled(false);
-    assert!(!mps::safe_mps_enabled());
+    assert!(mps::enabled());
+    mps::set_enabled(false);
+    assert!(!mps::enabled());
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn settings_from_env() {
         (s.failure_threshold, s.cooldown),
         (7, Duration::from_millis(250))
     );
-    assert!(!mps::safe_mps_enabled());
+    assert!(!mps::enabled());
 }
 
 #[test]
@@ -80,7 +80,7 @@ fn global_kill_switch_disables_safe_mps() {
     ) {
         return;
     }
-    assert!(!mps::safe_mps_enabled());
+    assert!(!mps::enabled());
 }
 
 #[test]
@@ -102,7 +102,7 @@ fn garbage_in_env_warns_naming_variable_and_value_and_keeps_defaults() {
         (s.failure_threshold, s.cooldown),
         (3, Duration::from_secs(60))
     );
-    assert!(mps::safe_mps_enabled());
+    assert!(mps::enabled());
     let logs = common::captured_logs();
     for want in [
         "WARN OPGUARD_MPS_FAILURE_THRESHOLD=\"0\" is not a whole number >= 1; keeping the default",

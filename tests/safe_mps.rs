@@ -294,13 +294,13 @@ fn a_fallback_inside_a_fallback_never_falls_back_again() {
 #[test]
 fn kill_switch_runs_once_on_the_preferred_device_and_propagates() {
     let _g = fresh();
-    mps::set_safe_mps_enabled(false);
+    mps::set_enabled(false);
     let attempts = Cell::new(0);
     let out = safe_mps!(device = Device::Mps, |dev| {
         attempts.set(attempts.get() + 1);
         ones(dev)
     });
-    mps::set_safe_mps_enabled(true);
+    mps::set_enabled(true);
     assert!(opguard::mps::is_mps_tch_error(&out.unwrap_err()));
     assert_eq!(attempts.get(), 1);
     assert_eq!(mps::stats().mps_errors, 0, "the registry is bypassed");
@@ -416,17 +416,17 @@ fn fallbacks_past_the_threshold_raise_one_alert() {
     let _g = fresh();
     let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
     let sink = seen.clone();
-    alert::set_alert_policy(
+    alert::set_policy(
         AlertKind::MpsFallbacks,
         AlertPolicy::new(1, Duration::from_secs(3600)),
     );
-    alert::set_alert_hook(move |a| sink.lock().unwrap().push((a.kind, a.count, a.label)));
+    alert::set_hook(move |a| sink.lock().unwrap().push((a.kind, a.count, a.label)));
     mps::set_failure_threshold(100);
     for _ in 0..3 {
         let _ = safe_mps!(label = "alerted", device = Device::Mps, |dev| ones(dev));
     }
-    alert::clear_alert_hook();
-    alert::set_alert_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
+    alert::clear_hook();
+    alert::set_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
     assert_eq!(
         *seen.lock().unwrap(),
         [(AlertKind::MpsFallbacks, 2, Some("alerted"))]

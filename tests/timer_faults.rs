@@ -335,8 +335,8 @@ fn an_alert_hook_that_times_out_does_not_call_itself() {
     }
     use opguard::alert::{self, AlertKind, AlertPolicy};
     static CALLS: AtomicUsize = AtomicUsize::new(0);
-    alert::set_alert_policy(AlertKind::Timeouts, AlertPolicy::new(0, Duration::ZERO));
-    alert::set_alert_hook(|_| {
+    alert::set_policy(AlertKind::Timeouts, AlertPolicy::new(0, Duration::ZERO));
+    alert::set_hook(|_| {
         CALLS.fetch_add(1, SeqCst);
         // Polled by hand: futures' `block_on` refuses to nest.
         let mut inner = Box::pin(timeout_async!(Duration::ZERO, pending::<()>()));

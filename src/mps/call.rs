@@ -132,7 +132,7 @@ impl<D: Dev> Driver<D> {
             admission: None,
             named,
         };
-        if !registry::safe_mps_enabled() {
+        if !registry::enabled() {
             // Once on the preferred device.
         } else if IN_FALLBACK.get() {
             driver.once_on_cpu();
@@ -575,7 +575,7 @@ mod tests {
     /// Takes the process-wide registry, at its defaults, with a long cool-down.
     fn fresh() -> MutexGuard<'static, ()> {
         let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        mps::set_safe_mps_enabled(true);
+        mps::set_enabled(true);
         mps::set_failure_threshold(3);
         mps::set_cooldown(Duration::from_secs(3600)).unwrap();
         testing::reset_mps();
@@ -849,10 +849,10 @@ mod tests {
     #[test]
     fn with_the_kill_switch_off_the_work_runs_once_where_it_was_asked() {
         let _g = fresh();
-        mps::set_safe_mps_enabled(false);
+        mps::set_enabled(false);
         let site = site!();
         let (out, steps) = call(site, Some(Mps), &on(Mps), |_| Out::Error(DEVICE));
-        mps::set_safe_mps_enabled(true);
+        mps::set_enabled(true);
         assert_eq!(value(out), Err(DEVICE.to_string()));
         assert_eq!(steps, [Step::Run(Mps)]);
         assert_eq!(stats(site).mps_attempts, 0);

@@ -87,7 +87,7 @@ const DEVICE_MARKERS: [&[u8]; 11] = [
 /// `tch` feature. The same as `mps_error_kind(message).is_some()`.
 ///
 /// ```
-/// use opguard::is_mps_error;
+/// use opguard::mps::is_mps_error;
 ///
 /// assert!(is_mps_error("PyTorch is not linked with support for mps devices"));
 /// assert!(is_mps_error("MPS backend out of memory (MPS allocated: 1.00 GB)"));
@@ -108,7 +108,7 @@ pub fn is_mps_error(message: &str) -> bool {
 /// error (see [`is_mps_error`] for what counts).
 ///
 /// ```
-/// use opguard::{MpsErrorKind, mps_error_kind};
+/// use opguard::mps::{MpsErrorKind, mps_error_kind};
 ///
 /// assert_eq!(
 ///     mps_error_kind("The operator 'aten::_fft_r2c' is not currently implemented for the MPS device."),

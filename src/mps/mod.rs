@@ -17,7 +17,7 @@
 //! Only work that ran on MPS moves either of them. [`stats`] reads the
 //! counters, in total and per call site (as [`crate::timeouts::stats`] reads
 //! the timeouts'). See also [`set_failure_threshold`], [`set_cooldown`] and
-//! [`set_safe_mps_enabled`]; for tests, [`crate::testing`].
+//! [`set_enabled`]; for tests, [`crate::testing`].
 
 // Without `tch` nothing calls the steps; their unit tests still run.
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]
@@ -40,8 +40,8 @@ mod tensors;
 pub use breaker::MpsState;
 pub use classify::{MpsErrorKind, is_mps_error, is_mps_panic, mps_error_kind};
 pub use registry::{
-    DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, MpsStats, safe_mps_enabled, set_cooldown,
-    set_failure_threshold, set_safe_mps_enabled, stats,
+    DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, MpsStats, enabled, set_cooldown, set_enabled,
+    set_failure_threshold, stats,
 };
 pub use site::MpsSiteStats;
 #[cfg(feature = "tch")]

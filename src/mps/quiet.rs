@@ -20,7 +20,7 @@
 //! `take_hook` and `set_hook` are two calls, so a hook set by another thread
 //! between them is lost; std has no atomic update yet.
 //!
-//! [`is_mps_error`]: crate::is_mps_error
+//! [`is_mps_error`]: crate::mps::is_mps_error
 
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe, PanicHookInfo, catch_unwind};

@@ -168,13 +168,13 @@ pub fn set_cooldown(cooldown: impl IntoTimeout) -> Result<(), InvalidTimeout> {
 /// The kill switch of `safe_mps!`: with `false`, every `safe_mps!` runs its
 /// operation once, on the preferred device, and propagates errors; no
 /// fallback, no registry. Wins over `OPGUARD_SAFE_MPS_DISABLE`.
-pub fn set_safe_mps_enabled(enabled: bool) {
+pub fn set_enabled(enabled: bool) {
     GUARD.set(enabled);
 }
 
-/// Whether `safe_mps!` guards its operations (see [`set_safe_mps_enabled`]).
+/// Whether `safe_mps!` guards its operations (see [`set_enabled`]).
 #[inline]
-pub fn safe_mps_enabled() -> bool {
+pub fn enabled() -> bool {
     GUARD.enabled()
 }
 

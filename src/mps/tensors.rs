@@ -39,7 +39,7 @@ impl Dev for Device {
 /// their fields:
 ///
 /// ```
-/// use opguard::MoveToCpu;
+/// use opguard::mps::MoveToCpu;
 /// use tch::Tensor;
 ///
 /// struct Batch {
@@ -66,7 +66,7 @@ impl Dev for Device {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be moved to CPU by `safe_mps!`",
     label = "named in `[..] =>`, so its tensors move to CPU before the retry",
-    note = "implement `opguard::MoveToCpu` for it, calling `move_to_cpu` and `is_on_mps` on each of its tensor fields"
+    note = "implement `opguard::mps::MoveToCpu` for it, calling `move_to_cpu` and `is_on_mps` on each of its tensor fields"
 )]
 pub trait MoveToCpu {
     /// Moves every tensor in `self` to CPU, in place.
@@ -280,7 +280,7 @@ tuples! {
     (A.0, B.1, C.2, D.3, E.4, F.5, G.6, H.7)
 }
 
-/// Whether a tch error is an MPS error (see [`is_mps_error`](crate::is_mps_error)).
+/// Whether a tch error is an MPS error (see [`is_mps_error`](crate::mps::is_mps_error)).
 pub fn is_mps_tch_error(err: &TchError) -> bool {
     is_mps_error(&err.to_string())
 }

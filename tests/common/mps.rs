@@ -14,7 +14,7 @@ pub fn fresh() -> MutexGuard<'static, ()> {
     let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     super::capture_logs();
     super::clear_logs();
-    mps::set_safe_mps_enabled(true);
+    mps::set_enabled(true);
     mps::set_failure_threshold(mps::DEFAULT_FAILURE_THRESHOLD);
     mps::set_cooldown(mps::DEFAULT_COOLDOWN).unwrap();
     testing::reset_mps();
