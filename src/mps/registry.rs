@@ -1,5 +1,7 @@
 //! The process-wide fallback registry: settings, the breaker, the call sites,
-//! the kill switch and fault injection, shared by every `safe_mps!`.
+//! the kill switch and fault injection, shared by every `safe_mps!`. It
+//! decides; what each event logs, counts, exports and alerts is
+//! [`crate::report::mps`]'s.
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
@@ -23,10 +25,10 @@ use std::time::Duration;
 
 use once_cell::sync::Lazy;
 
-use super::breaker::{Breaker, MpsState, Transition};
+use super::breaker::{Breaker, MpsState};
 use super::classify::MpsErrorKind;
 use super::gate::{self, Admission, Verdict};
-use super::site::{Event, MpsSite, MpsSiteStats};
+use super::site::{MpsSite, MpsSiteStats};
 use crate::clock::{now_nanos as now, saturating_nanos};
 use crate::config::{self, Switch};
 use crate::duration::{IntoTimeout, InvalidTimeout};
@@ -178,6 +180,12 @@ pub fn enabled() -> bool {
     GUARD.enabled()
 }
 
+/// Counts a time MPS was disabled (or stayed so after a failed trial), for
+/// [`MpsStats::times_disabled`].
+pub(crate) fn count_disabled() {
+    TIMES_DISABLED.fetch_add(1, Ordering::Relaxed);
+}
+
 /// See [`crate::testing::inject_mps_failures`].
 pub(crate) fn inject_failures(n: u32) {
     INJECTED
@@ -215,12 +223,8 @@ pub(crate) fn admit(site: &'static MpsSite) -> Option<Admission> {
     site.list();
     let admission = gate::admit(&BREAKER, &site.pin, cooldown, now);
     match admission {
-        Some(_) => {
-            site.count(Event::Attempt);
-            #[cfg(feature = "metrics")]
-            crate::export::mps_attempt(site);
-        }
-        None => site.count(Event::Skipped),
+        Some(_) => report::mps::attempt(site),
+        None => report::mps::skipped(site),
     }
     admission
 }
@@ -249,10 +253,6 @@ pub(crate) fn failed(
     kind: MpsErrorKind,
     message: &str,
 ) {
-    site.count(match kind {
-        MpsErrorKind::Op => Event::OpError,
-        _ => Event::DeviceError,
-    });
     let t = gate::settle(
         &BREAKER,
         &site.pin,
@@ -268,11 +268,6 @@ pub(crate) fn failed(
 /// The CPU retry at `site` ended; `ok` when it did not fail too.
 #[cold]
 pub(crate) fn fell_back(site: &'static MpsSite, ok: bool) {
-    site.count(if ok {
-        Event::Fallback
-    } else {
-        Event::FailedFallback
-    });
     report::mps::fallback(site, ok);
 }
 
@@ -294,15 +289,9 @@ fn cooldown_duration() -> Duration {
 #[cold]
 fn transitions(site: &'static MpsSite, t: gate::Transitions) {
     if let Some(t) = t.site {
-        if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
-            site.count(Event::Pinned);
-        }
         report::mps::site_transition(site, t);
     }
     if let Some(t) = t.global {
-        if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
-            TIMES_DISABLED.fetch_add(1, Ordering::Relaxed);
-        }
         report::mps::process_transition(t, cooldown_duration());
     }
 }

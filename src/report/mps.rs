@@ -1,5 +1,7 @@
-//! What each `safe_mps!` event logs, exports and alerts. The registry counts;
-//! this module decides what a person (or a metrics backend) sees.
+//! What each `safe_mps!` event logs, counts, exports and alerts: one
+//! function per event. The registry decides what happens to a call; these
+//! functions decide what a person, the counters ([`crate::mps::stats`]), a
+//! metrics backend and the alert hook see.
 //!
 //! Log lines (target `opguard`), one per event:
 //! - warn: `'label': MPS error at SITE: FIRST LINE; retrying on CPU`, for a
@@ -22,7 +24,23 @@ use std::time::Duration;
 use crate::alert::{self, AlertKind};
 use crate::mps::MpsErrorKind;
 use crate::mps::breaker::Transition;
-use crate::mps::site::MpsSite;
+use crate::mps::registry;
+use crate::mps::site::{Event, MpsSite};
+
+/// A call at `site` was admitted to try MPS.
+#[inline]
+pub(crate) fn attempt(site: &'static MpsSite) {
+    site.count(Event::Attempt);
+    #[cfg(feature = "metrics")]
+    crate::export::mps_attempt(site);
+}
+
+/// A call at `site` went straight to CPU (the site pinned, or MPS disabled):
+/// counted, not logged.
+#[inline]
+pub(crate) fn skipped(site: &'static MpsSite) {
+    site.count(Event::Skipped);
+}
 
 /// An MPS error at `site`; `pin` is what it did to the site's breaker.
 #[cold]
@@ -33,6 +51,10 @@ pub(crate) fn mps_error(
     pin: Option<Transition>,
     cooldown: Duration,
 ) {
+    site.count(match kind {
+        MpsErrorKind::Op => Event::OpError,
+        _ => Event::DeviceError,
+    });
     let first_line = message.lines().next().unwrap_or("").trim();
     let label = Labelled(site.label());
     match (kind, pin) {
@@ -62,9 +84,13 @@ pub(crate) fn mps_error(
     }
 }
 
-/// A transition of `site`'s pin that no error line has told.
+/// A transition of `site`'s pin: a pin is counted (its error line told
+/// it already), an unpin logged.
 #[cold]
 pub(crate) fn site_transition(site: &'static MpsSite, t: Transition) {
+    if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
+        site.count(Event::Pinned);
+    }
     if t == Transition::Enabled {
         log::info!(
             target: "opguard",
@@ -79,6 +105,9 @@ pub(crate) fn site_transition(site: &'static MpsSite, t: Transition) {
 /// A transition of the process-wide breaker.
 #[cold]
 pub(crate) fn process_transition(t: Transition, cooldown: Duration) {
+    if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
+        registry::count_disabled();
+    }
     match t {
         Transition::Disabled { failures } => log::warn!(
             target: "opguard",
@@ -97,6 +126,11 @@ pub(crate) fn process_transition(t: Transition, cooldown: Duration) {
 /// The CPU retry at `site` ended; `ok` when it did not fail too.
 #[cold]
 pub(crate) fn fallback(site: &'static MpsSite, ok: bool) {
+    site.count(if ok {
+        Event::Fallback
+    } else {
+        Event::FailedFallback
+    });
     if !ok {
         log::warn!(
             target: "opguard",
