@@ -14,6 +14,7 @@ if [ "${1:-}" = --short ]; then
     python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
     OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo test --bench accuracy -- --short
     OPGUARD_PATHS=pending OPGUARD_PATHS_N=1000 cargo test --bench paths
+    cargo test --bench classify
     . scripts/torch-env.sh
     cargo test --features tch --bench safe_mps | tee target/bench/safe_mps.txt
     exit 0
@@ -24,6 +25,7 @@ python3 scripts/bench_table.py "${CARGO_TARGET_DIR:-target}/criterion" > target/
 OPGUARD_BENCH_OUT=target/bench/scale.md cargo bench --bench scale
 python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
 OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo bench --bench accuracy
+cargo bench --bench classify | tee target/bench/classify.txt
 
 . scripts/torch-env.sh
 cargo bench --features tch --bench safe_mps | tee target/bench/safe_mps.txt
