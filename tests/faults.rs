@@ -120,12 +120,13 @@ fn an_a3c_update_whose_cpu_retry_fails_lets_that_panic_out_unchanged() {
 }
 
 #[test]
-fn panics_inside_wrapped_futures_come_out_unchanged_on_every_executor() {
+fn panics_inside_wrapped_futures_come_out_unchanged_on_tokio_smol_async_std_and_futures() {
     let _g = fresh();
     let boom = || timeout_async!(label = "panics", 1, async { std::panic::panic_any(42u32) });
     let payloads = [
         catch_unwind(AssertUnwindSafe(|| block_on(boom()))).unwrap_err(),
         catch_unwind(AssertUnwindSafe(|| smol::block_on(boom()))).unwrap_err(),
+        catch_unwind(AssertUnwindSafe(|| async_std::task::block_on(boom()))).unwrap_err(),
         tokio::runtime::Runtime::new()
             .unwrap()
             .block_on(async { tokio::spawn(boom()).await })

@@ -64,9 +64,11 @@ fn timeouts_are_counted_per_label_and_in_total() {
 #[test]
 fn invalid_timeouts_are_counted_apart() {
     let _g = serial();
-    let before = timeouts::stats().invalid;
+    let before = timeouts::stats();
     let _ = block_on(timeout_async!(-2, async {}));
-    assert_eq!(timeouts::stats().invalid, before + 1);
+    let after = timeouts::stats();
+    assert_eq!(after.invalid, before.invalid + 1);
+    assert_eq!(after.timeouts, before.timeouts, "counted as a timeout too");
 }
 
 #[test]
