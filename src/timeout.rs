@@ -160,6 +160,15 @@ impl<F: Future> Future for Timeout<F> {
                 if deadline.has_fired() {
                     return poll_past_deadline(inner, race, cx);
                 }
+                // Polled with the waker it registered, the common case: its
+                // tick had not fired before the inner future's poll, and
+                // should it fire now, it wakes that waker.
+                let registered = deadline.waits_with(cx.waker());
+                let polled = inner.as_mut().poll_fut(cx);
+                if registered && polled.is_pending() {
+                    return Poll::Pending;
+                }
+                return then_the_timer(inner, race, polled, cx);
             }
             #[cfg(any(feature = "test-util", feature = "tokio"))]
             State::Controlled { .. } => return poll_controlled(inner, race, cx),

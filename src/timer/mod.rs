@@ -644,6 +644,14 @@ impl Deadline {
         }
     }
 
+    /// Whether `waker` is the one registered: a deadline polled again with
+    /// it, whose tick had not fired when this poll began, is still pending
+    /// (should the tick fire meanwhile, it wakes that waker).
+    #[inline]
+    pub(crate) fn waits_with(&self, waker: &Waker) -> bool {
+        WakerId::of(waker) == self.waker
+    }
+
     /// Ready once the tick has finished; otherwise keeps `cx`'s waker registered.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
         let state = self.tick.list.state();
