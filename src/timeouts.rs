@@ -2,11 +2,11 @@
 //! the default timeout ([`set_default`]) and the counters ([`stats`]), as
 //! `safe_mps!`'s are in [`crate::mps`].
 //!
-//! | variable | meaning | default |
+//! | in code | variable | default |
 //! |---|---|---|
-//! | `OPGUARD_TIMEOUT_SECS` | default timeout of `timeout_async!(fut)`, in seconds (fractions allowed) | `30` |
-//! | `OPGUARD_TIMEOUT_DISABLE` | `1`/`true`/`yes`/`on`: every `timeout_async!` passes its future through | off |
-//! | `OPGUARD_DISABLE` | the same for every opguard macro | off |
+//! | [`set_default`] | `OPGUARD_TIMEOUT_SECS`: the timeout of `timeout_async!(fut)`, in seconds (fractions allowed) | `30` |
+//! | [`set_enabled`] | `OPGUARD_TIMEOUT_DISABLE`: `1`/`true`/`yes`/`on`: every `timeout_async!` passes its future through | on |
+//! | | `OPGUARD_DISABLE`: the same for every opguard macro | on |
 //!
 //! Each variable is read once, the first time it is needed. A value that does
 //! not parse is logged at warn level, naming the variable and the value, and

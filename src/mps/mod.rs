@@ -16,8 +16,21 @@
 //!
 //! Only work that ran on MPS moves either of them. [`stats`] reads the
 //! counters, in total and per call site (as [`crate::timeouts::stats`] reads
-//! the timeouts'). See also [`set_failure_threshold`], [`set_cooldown`] and
-//! [`set_enabled`]; for tests, [`crate::testing`].
+//! the timeouts'). For tests, see [`crate::testing`].
+//!
+//! # Settings
+//! In code, or from the environment:
+//!
+//! | in code | variable | default |
+//! |---|---|---|
+//! | [`set_failure_threshold`] | `OPGUARD_MPS_FAILURE_THRESHOLD`: consecutive device-level MPS failures that disable MPS (>= 1) | `3` |
+//! | [`set_cooldown`] | `OPGUARD_MPS_COOLDOWN_SECS`: seconds MPS stays disabled, or a call site pinned, before one trial call | `60` |
+//! | [`set_enabled`] | `OPGUARD_SAFE_MPS_DISABLE`: `1`/`true`/`yes`/`on`: `safe_mps!` runs the work once and propagates errors | on |
+//! | | `OPGUARD_DISABLE`: the same for every opguard macro | on |
+//!
+//! Variables are read once, on first use; a value that does not parse is
+//! logged at warn level, naming the variable and the value, and the default
+//! stays. A setting made in code wins over its variable.
 
 // Without `tch` nothing calls the steps; their unit tests still run.
 #[cfg_attr(not(feature = "tch"), allow(dead_code))]

@@ -1,17 +1,8 @@
 //! The process-wide fallback registry: settings, the breaker, the call sites,
 //! the kill switch and fault injection, shared by every `safe_mps!`. It
 //! decides; what each event logs, counts, exports and alerts is
-//! [`crate::report::mps`]'s.
-//!
-//! | variable | meaning | default |
-//! |---|---|---|
-//! | `OPGUARD_MPS_FAILURE_THRESHOLD` | consecutive device-level MPS failures that disable MPS (>= 1) | `3` |
-//! | `OPGUARD_MPS_COOLDOWN_SECS` | seconds MPS stays disabled, or a call site pinned, before one trial call | `60` |
-//! | `OPGUARD_SAFE_MPS_DISABLE` | `1`/`true`/`yes`/`on`: `safe_mps!` runs the op once and propagates errors | off |
-//! | `OPGUARD_DISABLE` | the same for every opguard macro | off |
-//!
-//! Variables are read once, on first use; a bad value is logged at warn level
-//! with its name and the default stays. Settings made in code win.
+//! [`crate::report::mps`]'s. Its settings and their variables are listed in
+//! [`crate::mps`].
 //!
 //! # Atomic orderings
 //! Counters are independent event counts, read for reports: `Relaxed`. The
