@@ -49,7 +49,7 @@ pub enum Action<D> {
     /// Move every named value to CPU, then call [`Driver::moved`].
     MoveToCpu,
     /// Run the body with `dev` = this device, through [`Driver::attempt`] (or
-    /// [`attempt_async`] with [`Driver::mode`]), then call [`Driver::ran`].
+    /// `attempt_async` with [`Driver::mode`]), then call [`Driver::ran`].
     Run(D),
 }
 
