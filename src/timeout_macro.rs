@@ -38,7 +38,7 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 /// (`return Box::new(x) as _;`), because the body runs inside an `async` block.
 ///
 /// A trailing comma is accepted. `FUT` is anything that implements
-/// [`IntoFuture`](std::future::IntoFuture); `SECS` anything that implements
+/// [`IntoFuture`]; `SECS` anything that implements
 /// [`IntoTimeout`](crate::IntoTimeout); `INSTANT` a [`std::time::Instant`]
 /// or, with the `tokio` feature, a `tokio::time::Instant`
 /// ([`IntoDeadline`](crate::IntoDeadline)); the label is a string constant.

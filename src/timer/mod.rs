@@ -27,8 +27,9 @@
 //! on different threads (the workers of a multi-thread runtime) never share
 //! a tick, so they never contend on its lock or its reference count. The
 //! wheel keeps each lane's ticks in a map of their own, by time. Each
-//! thread also remembers the tick it joined last: timeouts started within the
-//! same millisecond mostly land in it, and skip the lane's lock and lookup. Threads past [`LANES`] share lanes.
+//! thread also remembers the tick it joined last: timeouts started within
+//! the same millisecond mostly land in it, and skip the lane's lock and
+//! lookup. Threads past [`LANES`] share lanes.
 //!
 //! The tick a thread remembers stays open when its last waiter leaves, so
 //! that a run of timeouts started one after another (each dropped before the
@@ -84,14 +85,16 @@
 //! # Locks and atomic orderings
 //! A lane's mutex guards its map only, and a tick's list mutex guards its
 //! waiters only. A lane's lock may be held while a tick's list is locked
-//! (joining through the wheel), never the other way round. The tick's state is set with `AcqRel` before its list is drained
-//! under the list's mutex, and read with `Acquire`; a waiter joins under the
-//! mutex unless the list is closed. So a wake-up is never lost: a waiter
-//! either joined before the drain (and is woken) or finds the list closed and
-//! reads the state (loom: [`waitlist`]). A tick fires no earlier than its
-//! time, which is at or after the deadline of every waiter that joins it, so
-//! a timeout that finds its tick fired has timed out, correctly and at once.
-//! Mutex poisoning is ignored: no code here panics while holding one.
+//! (joining through the wheel), never the other way round. The tick's state
+//! is set with `AcqRel` before its list is drained under the list's mutex,
+//! and read with `Acquire`; a waiter joins under the mutex unless the list
+//! is closed. So a wake-up is never lost: a waiter either joined before the
+//! drain (and is woken) or finds the list closed and reads the state (loom:
+//! [`waitlist`]). A tick fires no earlier than its time, which is at or
+//! after the deadline of every waiter that joins it, so a timeout that finds
+//! its tick fired has timed out, correctly and at once. Mutex poisoning is
+//! ignored: no code here panics while holding one. A lane's earliest time is
+//! a hint, stored and read `Relaxed` (see [`Lane::next`]).
 
 mod waitlist;
 
