@@ -130,26 +130,36 @@ fn woken(w: &Where) -> Vec<(std::thread::ThreadId, Instant)> {
     lock(&w.0).clone()
 }
 
-#[test]
-fn a_ticks_first_waiter_wakes_the_others_from_its_own_thread() {
-    let after = Duration::from_millis(5);
-    // Three timeouts in one tick (a tick boundary can fall between them on
-    // a busy machine: try again). Miri runs far slower than the clock: it
-    // takes what comes, and checks the memory of whichever path that is.
+type Recorded = (Vec<(Arc<Where>, Waker)>, Vec<Deadline>);
+
+/// Three timeouts of `after` in one tick, each with a recorder. A tick
+/// boundary can fall between them on a busy machine: then it tries again.
+/// Started within one tick, none of them can find the others' tick due (a
+/// thread that starts a timeout fires its own due ticks), so their tick is
+/// futures-timer's to fire. Miri runs far slower than the clock: it takes
+/// what comes, and checks the memory of whichever path that is.
+fn three_in_one_tick(after: Duration) -> Recorded {
     let tries = if cfg!(miri) { 1 } else { 20 };
-    let (all, mut deadlines) = (0..tries)
+    (0..tries)
         .map(|_| {
             let all: Vec<_> = (0..3).map(|_| recorder()).collect();
             let deadlines: Vec<_> = all.iter().map(|(_, w)| waiting(after, w)).collect();
             (all, deadlines)
         })
         .find(|(_, ds)| cfg!(miri) || ds.iter().all(|d| Arc::ptr_eq(&d.tick, &ds[0].tick)))
-        .expect("three timeouts in one tick, in 20 tries");
+        .expect("three timeouts in one tick, in 20 tries")
+}
+
+#[test]
+fn a_ticks_first_waiter_wakes_the_others_from_its_own_thread() {
+    let (all, mut deadlines) = three_in_one_tick(Duration::from_millis(5));
     let here = std::thread::current().id();
     // futures-timer's thread wakes the first waiter only.
     let first = woken(&all[0].0);
     assert_eq!(first.len(), 1);
-    assert_ne!(first[0].0, here, "the first waiter is woken by the timer");
+    if !cfg!(miri) {
+        assert_ne!(first[0].0, here, "the first waiter is woken by the timer");
+    }
     // Its task runs here, and its timeout ends: the others are woken from
     // here, unless this thread was too slow and the backup, set for one tick
     // after the first wake-up, came first.
@@ -170,15 +180,15 @@ fn a_ticks_first_waiter_wakes_the_others_from_its_own_thread() {
 
 #[test]
 fn when_the_first_waiter_never_runs_the_rest_are_woken_a_tick_later() {
-    let after = Duration::from_millis(5);
-    let all: Vec<_> = (0..3).map(|_| recorder()).collect();
-    let deadlines: Vec<_> = all.iter().map(|(_, w)| waiting(after, w)).collect();
+    let (all, deadlines) = three_in_one_tick(Duration::from_millis(5));
     let here = std::thread::current().id();
     // Nothing polls or drops the first: futures-timer's thread wakes them all.
     for (w, _) in &all {
         let on = woken(w);
         assert_eq!(on.len(), 1, "woken once");
-        assert_ne!(on[0].0, here);
+        if !cfg!(miri) {
+            assert_ne!(on[0].0, here);
+        }
     }
     std::thread::sleep(Duration::from_millis(10));
     for (w, _) in &all {
