@@ -68,8 +68,11 @@
 //! timeout, panic, or block. None of that happens while a lock of ours is
 //! held: wakers are cloned before a waiter joins, and those that leave,
 //! are replaced, or are woken are handed out of the lock first
-//! ([`waitlist`]). A waker that panics on futures-timer's thread is
-//! contained, its panic payload too ([`crate::contain`]).
+//! ([`waitlist`]). A tick's wakers run on futures-timer's thread, or on a
+//! thread of the tick's lane that relays its wake-up or finds it due: a
+//! waker that panics there is contained, its panic payload too
+//! ([`crate::contain`]), and the others are still woken. One that blocks
+//! holds up the thread it runs on, and only the ticks that thread fires.
 //!
 //! # When futures-timer cannot run
 //! futures-timer runs one helper thread for the process. If it cannot be
