@@ -72,7 +72,9 @@
 //! thread of the tick's lane that relays its wake-up or finds it due: a
 //! waker that panics there is contained, its panic payload too
 //! ([`crate::contain`]), and the others are still woken. One that blocks
-//! holds up the thread it runs on, and only the ticks that thread fires.
+//! holds up the thread it runs on: on futures-timer's thread, every timer
+//! in the process (as with any waker of a futures-timer `Delay`); on a
+//! task's thread, that thread.
 //!
 //! # When futures-timer cannot run
 //! futures-timer runs one helper thread for the process. If it cannot be
