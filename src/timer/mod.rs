@@ -519,10 +519,6 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         })
         // The thread is exiting: no cache, a lane of its own kind.
         .unwrap_or((None, LANES));
-    // This thread's ticks whose time has come, fired from here: with the
-    // clock read anyway, this saves waiting for futures-timer's thread to
-    // be scheduled, and then this one (see "Firing from the thread").
-    fire_due(lane, since);
     if let Some(tick) = cached {
         match tick.list.join(waker) {
             Ok(key) => {
@@ -540,6 +536,13 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
             Err((back, _)) => waker = back,
         }
     }
+    // This thread's ticks whose time has come, fired from here: with the
+    // clock read anyway, this saves waiting for futures-timer's thread to
+    // be scheduled, and then this one (see "Firing from the thread"). Only
+    // when the thread moves on from the tick it keeps: that happens as a
+    // tick boundary passes (at it, for whole-millisecond timeouts), which is
+    // when a tick can come.
+    fire_due(lane, since);
     let key = (at, lane);
     let mut old = None;
     let (tick, index, new) = {
