@@ -12,7 +12,7 @@
 //! - never fires before its deadline (the tick is at or after it);
 //! - fires at most one tick after it, plus the helper thread's wake-up (and
 //!   for all but a tick's first waiter, the first one's scheduling, or one
-//!   more tick at most), or sooner when its own thread is busy starting
+//!   more tick at most), or sooner when its own thread keeps starting
 //!   timeouts (see "Firing from the thread");
 //! - gives its memory back when dropped early: its waker at once, and the
 //!   tick itself (with its `Delay`) when its last waiter leaves, whatever the
@@ -51,10 +51,13 @@
 //! waiter is woken once (they are taken out under the list's lock).
 //!
 //! # Firing from the thread
-//! A thread that starts a timeout reads the clock anyway. It then also
-//! fires those of its lane's ticks whose time has come (one relaxed load
-//! when none has: each lane notes its earliest tick), waking their waiters
-//! from where their tasks run, and drops their `Delay`s. On a busy server
+//! A thread that starts a timeout reads the clock anyway. When that timeout
+//! does not fall in the tick the thread keeps (the thread moves on to a new
+//! tick, as happens once a tick boundary has passed, which is when a tick
+//! can have come), it also fires those of its lane's ticks whose time has
+//! come (one relaxed load when none has: each lane notes its earliest
+//! tick), waking their waiters from where their tasks run, and drops their
+//! `Delay`s. On a busy server
 //! that saves each timeout the wait for futures-timer's thread to be
 //! scheduled, and then for the runtime's, which under load is where most
 //! of a timeout's lateness came from; it also spares futures-timer's thread
