@@ -77,6 +77,13 @@ pub(crate) enum Transition {
     Enabled,
 }
 
+impl Transition {
+    /// Whether the breaker opened (first, or again after a failed trial).
+    pub(crate) fn opened(self) -> bool {
+        self != Transition::Enabled
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Breaker {
     /// State in the low 2 bits; above them, the time (ns) it opened.

@@ -88,24 +88,23 @@ pub(crate) fn mps_error(
 /// it already), an unpin logged.
 #[cold]
 pub(crate) fn site_transition(site: &'static MpsSite, t: Transition) {
-    if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
+    if t.opened() {
         site.count(Event::Pinned);
+        return;
     }
-    if t == Transition::Enabled {
-        log::info!(
-            target: "opguard",
-            "{}MPS works again at {site}; the call site uses MPS again",
-            Labelled(site.label())
-        );
-        #[cfg(feature = "metrics")]
-        crate::export::site_pinned(site, false);
-    }
+    log::info!(
+        target: "opguard",
+        "{}MPS works again at {site}; the call site uses MPS again",
+        Labelled(site.label())
+    );
+    #[cfg(feature = "metrics")]
+    crate::export::site_pinned(site, false);
 }
 
 /// A transition of the process-wide breaker.
 #[cold]
 pub(crate) fn process_transition(t: Transition, cooldown: Duration) {
-    if matches!(t, Transition::Disabled { .. } | Transition::TrialFailed) {
+    if t.opened() {
         registry::count_disabled();
     }
     match t {

@@ -229,10 +229,13 @@ fn wake(waker: Waker) {
 }
 
 impl Tick {
-    /// Wakes its waiters with `outcome`, once, and leaves the wheel.
+    /// Wakes its waiters with `outcome`, once, and leaves the wheel: all of
+    /// them from here, or, should futures-timer's thread have fired it
+    /// first, those it left to relay.
     fn finish(&self, outcome: u8) {
-        if let Some(woken) = self.list.finish(outcome) {
-            wake_all(woken);
+        match self.list.finish(outcome) {
+            Some(woken) => wake_all(woken),
+            None => self.relay(),
         }
         self.retire();
     }
@@ -298,19 +301,6 @@ impl Tick {
             drop(late);
         }
         true
-    }
-
-    /// Its time has come, seen on the thread that started its timeouts
-    /// (which took it out of the wheel): wakes every waiter from here, once,
-    /// and drops its `Delay` before futures-timer's thread is needed.
-    fn come(&self) {
-        match self.list.finish(FIRED) {
-            Some(woken) => wake_all(woken),
-            // futures-timer's thread came first: the rest may still be due
-            // a relay.
-            None => self.relay(),
-        }
-        self.retire();
     }
 
     /// Takes the tick out of the wheel and drops its `Delay`.
@@ -616,7 +606,10 @@ fn fire_due_slow(lane: &Lane, now: u64) {
             lane.note_next(&map);
             tick
         };
-        tick.come();
+        // Seen on the thread that started its timeouts: every waiter is
+        // woken from here, and its `Delay` dropped before futures-timer's
+        // thread is needed.
+        tick.finish(FIRED);
     }
 }
 

@@ -402,65 +402,52 @@ mod loom_tests {
         }
     }
 
-    /// The first waiter's relay racing the backup's, while the second
-    /// waiter replaces its waker: the first is woken once; the second once,
-    /// by its new waker if its poll was pending, or its poll saw the tick
-    /// fired. Never neither, never twice.
+    /// Two waiters; futures-timer's fire (the first is woken, the rest
+    /// relayed) races `other` on another thread, while the second waiter
+    /// replaces its waker. The first is woken once; the second once, by its
+    /// new waker if its poll was pending, or its poll saw the tick fired.
+    /// Never neither, never twice, and nothing is left to relay.
+    fn two_waiters_fire_racing(other: fn(&Waitlist)) -> Arc<Waitlist> {
+        let (c0, w0) = counter();
+        let list = Arc::new(Waitlist::with_first(w0));
+        let (c1, w1) = counter();
+        let Ok(key) = list.join(w1) else {
+            panic!("an open list takes a waiter");
+        };
+        let timer = on_a_thread(&list, fire);
+        let racing = on_a_thread(&list, other);
+        let (c2, w2) = counter();
+        let mut old = None;
+        let ready = list.poll(key, &w2, &mut old).is_ready();
+        drop(old);
+        timer.join().unwrap();
+        racing.join().unwrap();
+        assert_eq!(c0.0.load(SeqCst), 1, "the first waiter, once");
+        let (a, b) = (c1.0.load(SeqCst), c2.0.load(SeqCst));
+        assert!(a + b <= 1, "one wake at most");
+        assert!(ready || b == 1, "pending, and its new waker not woken");
+        assert!(!list.relaying());
+        list
+    }
+
+    /// The first waiter's relay racing the backup's.
     #[test]
     fn loom_a_relay_racing_the_backup_wakes_each_waiter_once() {
         loom::model(|| {
-            let (c0, w0) = counter();
-            let list = Arc::new(Waitlist::with_first(w0));
-            let (c1, w1) = counter();
-            let Ok(key) = list.join(w1) else {
-                panic!("an open list takes a waiter");
-            };
-            let firing = on_a_thread(&list, fire);
-            let relaying = on_a_thread(&list, relay);
-            let (c2, w2) = counter();
-            let mut old = None;
-            let ready = list.poll(key, &w2, &mut old).is_ready();
-            drop(old);
-            firing.join().unwrap();
-            relaying.join().unwrap();
-            assert_eq!(c0.0.load(SeqCst), 1, "the first waiter, once");
-            let (a, b) = (c1.0.load(SeqCst), c2.0.load(SeqCst));
-            assert!(a + b <= 1, "one wake at most");
-            assert!(ready || b == 1, "pending, and its new waker not woken");
-            assert!(!list.relaying());
+            two_waiters_fire_racing(relay);
         });
     }
 
     /// The tick fired by its own thread (which wakes everyone at once, as a
     /// thread that finds its tick due does) racing futures-timer's fire and
-    /// relay, while the second waiter replaces its waker: each waiter is
-    /// woken once, or its poll saw the tick fired; never neither, never
-    /// twice; and nothing is left to relay.
+    /// relay.
     #[test]
     fn loom_the_threads_own_fire_racing_the_timers_wakes_each_waiter_once() {
         loom::model(|| {
-            let (c0, w0) = counter();
-            let list = Arc::new(Waitlist::with_first(w0));
-            let (c1, w1) = counter();
-            let Ok(key) = list.join(w1) else {
-                panic!("an open list takes a waiter");
-            };
-            let timer = on_a_thread(&list, fire);
-            let own = on_a_thread(&list, |list| match list.finish(FIRED) {
+            let list = two_waiters_fire_racing(|list| match list.finish(FIRED) {
                 Some(all) => all.into_iter().for_each(Waker::wake),
                 None => relay(list),
             });
-            let (c2, w2) = counter();
-            let mut old = None;
-            let ready = list.poll(key, &w2, &mut old).is_ready();
-            drop(old);
-            timer.join().unwrap();
-            own.join().unwrap();
-            assert_eq!(c0.0.load(SeqCst), 1, "the first waiter, once");
-            let (a, b) = (c1.0.load(SeqCst), c2.0.load(SeqCst));
-            assert!(a + b <= 1, "one wake at most");
-            assert!(ready || b == 1, "pending, and its new waker not woken");
-            assert!(!list.relaying());
             assert_eq!(list.state(), FIRED);
         });
     }
