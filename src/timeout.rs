@@ -371,13 +371,13 @@ impl Race {
             // Registered with `cx`'s waker already: no need to poll it.
             Start::Waiting(deadline) => {
                 let ended = deadline.ended();
-                let due = deadline.due();
                 self.state = State::Waiting {
                     deadline,
                     after: crate::clock::saturating_nanos(after),
                     until,
                 };
                 if let Some(outcome) = ended {
+                    let (due, ..) = self.started();
                     return self.end(outcome, due, after, until, cx);
                 }
             }

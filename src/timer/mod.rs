@@ -624,7 +624,11 @@ fn ticks_passed(since: Duration) -> u64 {
 impl Deadline {
     /// The exact deadline, in [`clock::now_nanos`].
     pub(crate) fn due(&self) -> u64 {
-        clock::saturating_nanos(tick_offset(self.tick.key.0)).saturating_sub(u64::from(self.early))
+        // The tick's time in nanoseconds, without a `Duration` (whose
+        // seconds would take a division): saturating as `saturating_nanos`.
+        (self.tick.key.0)
+            .saturating_mul(u64::from(TICK_NANOS))
+            .saturating_sub(u64::from(self.early))
     }
 
     /// Whether the tick has fired: a cheap check for a deadline being polled.
