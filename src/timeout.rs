@@ -279,8 +279,7 @@ fn poll_past_deadline<F: Future>(
     if let State::Waiting { ref deadline, .. } = race.state {
         deadline.relay();
     }
-    let (due, ..) = race.started();
-    let enclosing = Enclosing::enter(due);
+    let enclosing = Enclosing::enter(race.due());
     let polled = inner.as_mut().poll_fut(cx);
     drop(enclosing);
     then_the_timer(inner, race, polled, cx)
@@ -309,6 +308,16 @@ impl Race {
                 self.end(outcome, due, after, until, cx)
             }
             Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// A started timer's deadline, in its clock's nanoseconds.
+    fn due(&self) -> u64 {
+        match self.state {
+            State::Waiting { ref deadline, .. } => deadline.due(),
+            #[cfg(any(feature = "test-util", feature = "tokio"))]
+            State::Controlled { ref deadline, .. } => deadline.due(),
+            _ => unreachable!("called for a started timer only"),
         }
     }
 
@@ -377,7 +386,7 @@ impl Race {
                     until,
                 };
                 if let Some(outcome) = ended {
-                    let (due, ..) = self.started();
+                    let due = self.due();
                     return self.end(outcome, due, after, until, cx);
                 }
             }
