@@ -3,17 +3,22 @@
 //!
 //! A `Delay` per timeout costs a heap node, a push onto futures-timer's one
 //! global list and a wake-up of its helper thread. Here a deadline is rounded
-//! *up* to the next tick boundary (1 ms, [`TICK`]); the first timeout of a
-//! tick creates the tick's `Delay`, later ones only add their waker to the
-//! tick's list. When the `Delay` fires, the tick wakes its earliest waiter,
-//! and that one, when its task is polled, wakes the rest (see "Relayed
-//! wake-ups"); then the tick leaves the wheel. So a timeout:
+//! *up* to the next tick boundary: 250 µs for a timeout shorter than a
+//! second, where a millisecond is a noticeable part of the wait, and 1 ms
+//! ([`TICK`]) from a second up, where it is at most a thousandth of it and
+//! coarser ticks mean fewer `Delay`s (ticks are counted in 250 µs, so the
+//! two kinds share a tick when they fall on the same millisecond). The
+//! first timeout of a tick creates the tick's `Delay`, later ones only add
+//! their waker to the tick's list. When the `Delay` fires, the tick wakes
+//! its earliest waiter, and that one, when its task is polled, wakes the
+//! rest (see "Relayed wake-ups"); then the tick leaves the wheel. So a
+//! timeout:
 //!
 //! - never fires before its deadline (the tick is at or after it);
-//! - fires at most one tick after it, plus the helper thread's wake-up (and
-//!   for all but a tick's first waiter, the first one's scheduling, or one
-//!   more tick at most), or sooner when its own thread keeps starting
-//!   timeouts (see "Firing from the thread");
+//! - fires at most one tick after it (250 µs or 1 ms), plus the helper
+//!   thread's wake-up (and for all but a tick's first waiter, the first
+//!   one's scheduling, or 1 ms more at most), or sooner when its own thread
+//!   keeps starting timeouts (see "Firing from the thread");
 //! - gives its memory back when dropped early: its waker at once, and the
 //!   tick itself (with its `Delay`) when its last waiter leaves, whatever the
 //!   deadline (but for the one tick each thread keeps, below), so memory
@@ -27,9 +32,9 @@
 //! on different threads (the workers of a multi-thread runtime) never share
 //! a tick, so they never contend on its lock or its reference count. The
 //! wheel keeps each lane's ticks in a map of their own, by time. Each
-//! thread also remembers the tick it joined last: timeouts started within
-//! the same millisecond mostly land in it, and skip the lane's lock and
-//! lookup. Threads past [`LANES`] share lanes.
+//! thread also remembers the tick it joined last: timeouts of one length
+//! started within a tick of each other mostly land in it, and skip the
+//! lane's lock and lookup. Threads past [`LANES`] share lanes.
 //!
 //! The tick a thread remembers stays open when its last waiter leaves, so
 //! that a run of timeouts started one after another (each dropped before the
@@ -45,9 +50,9 @@
 //! (a system call), for each one. So futures-timer's thread wakes only the
 //! first waiter; when its task polls (or drops) its timeout, it wakes the
 //! others, from inside the executor, where tokio queues them locally. The
-//! tick's `Delay` is set again for one tick later, and should the first
-//! task not have run by then (its executor busy, or blocked on something
-//! else) futures-timer's thread wakes the rest itself. Either way each
+//! tick's `Delay` is set again for 1 ms later, and should the first task
+//! not have run by then (its executor busy, or blocked on something else)
+//! futures-timer's thread wakes the rest itself. Either way each
 //! waiter is woken once (they are taken out under the list's lock).
 //!
 //! # Firing from the thread
@@ -121,14 +126,35 @@ use self::waitlist::{BROKEN, FIRED, OPEN, Waitlist};
 use crate::clock;
 use crate::contain::{contain, drop_payload};
 
-/// The granularity of deadlines: a timeout fires at most this much late.
+/// The granularity of deadlines: a timeout fires at most this much late
+/// (plus scheduling), and never early. Timeouts shorter than a second are
+/// kept finer, to a quarter of it (250 µs): see the crate's README.
 pub const TICK: Duration = Duration::from_millis(1);
 const TICK_NANOS: u32 = TICK.subsec_nanos();
-const TICKS_PER_SEC: u64 = 1_000_000_000 / TICK_NANOS as u64;
+
+/// A fine tick, for timeouts shorter than [`FINE_BELOW`], where a
+/// millisecond is a noticeable part of the wait; a tick's key counts these.
+const FINE: Duration = Duration::from_micros(250);
+const FINE_NANOS: u32 = FINE.subsec_nanos();
+const FINE_PER_SEC: u64 = 1_000_000_000 / FINE_NANOS as u64;
+const FINE_PER_TICK: u32 = TICK_NANOS / FINE_NANOS;
 const _: () = assert!(
-    TICK.as_secs() == 0 && 1_000_000_000 % TICK_NANOS == 0,
-    "a tick divides a second"
+    TICK.as_secs() == 0
+        && 1_000_000_000_u32.is_multiple_of(TICK_NANOS)
+        && TICK_NANOS.is_multiple_of(FINE_NANOS),
+    "a tick divides a second, and a fine tick divides a tick"
 );
+
+/// Timeouts at least this long round up to whole [`TICK`]s: for them a
+/// millisecond is at most a thousandth of the wait, and coarser ticks are
+/// fewer (each tick costs a `Delay`, and memory while it waits).
+const FINE_BELOW: Duration = Duration::from_secs(1);
+
+/// How long a fired tick's first waiter has to relay the wake-up to the
+/// others before futures-timer's thread wakes them itself: long enough for a
+/// busy executor to get to the first task (waking thousands of tasks from
+/// another thread costs far more than waiting a little for it).
+const RELAY_GRACE: Duration = Duration::from_millis(1);
 
 /// Lanes: threads past this many share them. One more lane, [`LANES`]
 /// itself, takes the timeouts of threads that are exiting.
@@ -246,14 +272,14 @@ impl Tick {
     /// runs their tasks, where an executor takes them cheaply (tokio queues
     /// a task woken from its own thread locally, where one woken from
     /// another thread costs a shared queue's lock and a wake-up of its
-    /// driver, each). The `Delay` is set again one tick later, which relays
+    /// driver, each). The `Delay` is set again [`RELAY_GRACE`] later, which relays
     /// should the first waiter not be polled by then (its executor is busy
     /// or blocked). A second call, from that `Delay`, relays.
     fn fire(self: &Arc<Self>) {
         let Some(fired) = self.list.fire() else {
             return self.relay();
         };
-        if fired.more && !self.again_in_a_tick() {
+        if fired.more && !self.again_after_grace() {
             self.relay();
         }
         if let Some(first) = fired.first {
@@ -265,7 +291,7 @@ impl Tick {
     }
 
     /// Wakes the waiters a fired tick has left, once, from whichever thread
-    /// comes first: the first waiter's, or futures-timer's a tick later.
+    /// comes first: the first waiter's, or futures-timer's [`RELAY_GRACE`] later.
     fn relay(&self) {
         if let Some(rest) = self.list.relay() {
             wake_all(rest);
@@ -273,15 +299,15 @@ impl Tick {
         }
     }
 
-    /// Sets the tick's `Delay` to fire again one tick from now; `false` when
+    /// Sets the tick's `Delay` to fire again [`RELAY_GRACE`] from now; `false` when
     /// it cannot (retired meanwhile, or futures-timer's thread is gone).
-    fn again_in_a_tick(self: &Arc<Self>) -> bool {
+    fn again_after_grace(self: &Arc<Self>) -> bool {
         // Taken out, so that no lock of ours is held while futures-timer
         // may call the waker (on this thread, should it fire meanwhile).
         let Some(mut delay) = lock(&self.delay).take() else {
             return false;
         };
-        delay.reset(TICK);
+        delay.reset(RELAY_GRACE);
         let waker = Waker::from(Arc::new(TickWaker(Arc::downgrade(self))));
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Pin::new(&mut delay).poll(&mut Context::from_waker(&waker))
@@ -361,7 +387,7 @@ impl Tick {
 
 /// How long after the epoch the tick `at` comes.
 fn tick_offset(at: u64) -> Duration {
-    Duration::new(at / TICKS_PER_SEC, (at % TICKS_PER_SEC) as u32 * TICK_NANOS)
+    Duration::new(at / FINE_PER_SEC, (at % FINE_PER_SEC) as u32 * FINE_NANOS)
 }
 
 /// When the tick `at` comes, if `Instant` can hold it.
@@ -369,11 +395,24 @@ fn tick_instant(at: u64) -> Option<Instant> {
     clock::epoch().checked_add(tick_offset(at))
 }
 
-/// Whole ticks since the epoch to `due`, rounded up.
-fn ticks(due: Duration) -> Option<u64> {
-    due.as_secs()
-        .checked_mul(TICKS_PER_SEC)?
-        .checked_add(u64::from(due.subsec_nanos().div_ceil(TICK_NANOS)))
+/// The tick of a deadline `due` after the epoch, in fine ticks: rounded up
+/// to a fine tick, or, unless `fine`, to a whole [`TICK`]; and how long
+/// before that tick the deadline is, in nanoseconds.
+fn ticks(due: Duration, fine: bool) -> Option<(u64, u32)> {
+    let nanos = due.subsec_nanos();
+    // Two divisions by constants, which compile to multiplications.
+    let (sub, early) = if fine {
+        let sub = nanos.div_ceil(FINE_NANOS);
+        (sub, sub * FINE_NANOS - nanos)
+    } else {
+        let sub = nanos.div_ceil(TICK_NANOS);
+        (sub * FINE_PER_TICK, sub * TICK_NANOS - nanos)
+    };
+    let at = due
+        .as_secs()
+        .checked_mul(FINE_PER_SEC)?
+        .checked_add(u64::from(sub))?;
+    Some((at, early))
 }
 
 /// This thread's lane and the tick it joined last.
@@ -493,11 +532,10 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     let Some(due) = since.checked_add(after) else {
         return Start::Never;
     };
-    let Some(at) = ticks(due) else {
+    // The tick is at or after the deadline, by less than a tick.
+    let Some((at, early)) = ticks(due, after < FINE_BELOW) else {
         return Start::Never;
     };
-    // The tick is at or after the deadline, by less than a tick.
-    let early = (TICK_NANOS - due.subsec_nanos() % TICK_NANOS) % TICK_NANOS;
     let due = clock::saturating_nanos(due);
     let id = WakerId::of(waker);
     // Cloned before anything is locked or borrowed: it is user code.
@@ -617,8 +655,8 @@ fn fire_due_slow(lane: &Lane, now: u64) {
 fn ticks_passed(since: Duration) -> u64 {
     since
         .as_secs()
-        .saturating_mul(TICKS_PER_SEC)
-        .saturating_add(u64::from(since.subsec_nanos() / TICK_NANOS))
+        .saturating_mul(FINE_PER_SEC)
+        .saturating_add(u64::from(since.subsec_nanos() / FINE_NANOS))
 }
 
 impl Deadline {
@@ -627,7 +665,7 @@ impl Deadline {
         // The tick's time in nanoseconds, without a `Duration` (whose
         // seconds would take a division): saturating as `saturating_nanos`.
         (self.tick.key.0)
-            .saturating_mul(u64::from(TICK_NANOS))
+            .saturating_mul(u64::from(FINE_NANOS))
             .saturating_sub(u64::from(self.early))
     }
 

@@ -86,6 +86,57 @@ fn a_deadline_rounds_up_to_at_most_one_tick_later() {
 }
 
 #[test]
+fn under_a_second_a_deadline_rounds_up_to_a_fine_tick_and_from_a_second_to_a_whole_tick() {
+    let (_, waker) = counter();
+    for (after, fine) in [
+        (Duration::from_micros(1_001), true),
+        (Duration::from_millis(20) + Duration::from_nanos(7), true),
+        (FINE_BELOW - Duration::from_nanos(1), true),
+        (FINE_BELOW, false),
+        (
+            Duration::from_secs(30) + Duration::from_micros(1_001),
+            false,
+        ),
+    ] {
+        let before = Instant::now();
+        let d = waiting(after, &waker);
+        let latest = Instant::now() + after;
+        let fires = tick_instant(d.tick.key.0).unwrap();
+        let step = if fine { FINE } else { TICK };
+        assert!(
+            fires >= before + after,
+            "{after:?}: tick before the deadline"
+        );
+        assert!(fires < latest + step, "{after:?}: more than {step:?} late");
+        let on_a_whole_tick = d.tick.key.0.is_multiple_of(u64::from(FINE_PER_TICK));
+        assert!(fine || on_a_whole_tick, "{after:?}: not on a whole tick");
+        let exact = clock::epoch() + Duration::from_nanos(d.due());
+        assert!(
+            exact >= before + after && exact <= latest,
+            "{after:?}: inexact"
+        );
+    }
+}
+
+#[test]
+fn a_deadline_rounds_up_to_the_next_fine_or_whole_tick_and_knows_by_how_much() {
+    let at = |secs: u64, nanos: u32, fine: bool| ticks(Duration::new(secs, nanos), fine);
+    // Fine ticks: 250 µs.
+    assert_eq!(at(5, 0, true), Some((20_000, 0)));
+    assert_eq!(at(5, 1, true), Some((20_001, 249_999)));
+    assert_eq!(at(5, 250_000, true), Some((20_001, 0)));
+    assert_eq!(at(5, 1_000_001, true), Some((20_005, 249_999)));
+    assert_eq!(at(5, 999_999_999, true), Some((24_000, 1)));
+    // Whole ticks: 1 ms, counted in fine ticks.
+    assert_eq!(at(5, 1, false), Some((20_004, 999_999)));
+    assert_eq!(at(5, 250_000, false), Some((20_004, 750_000)));
+    assert_eq!(at(5, 1_000_000, false), Some((20_004, 0)));
+    assert_eq!(at(5, 1_000_001, false), Some((20_008, 999_999)));
+    // Past what a tick count holds: no tick.
+    assert_eq!(at(u64::MAX / 4_000 + 1, 0, true), None);
+}
+
+#[test]
 fn many_timeouts_in_one_tick_share_it_and_each_wakes() {
     let far = Duration::from_millis(50);
     let wakers: Vec<_> = (0..200).map(|_| counter()).collect();
@@ -164,7 +215,7 @@ fn a_ticks_first_waiter_wakes_the_others_from_its_own_thread() {
     // here, unless this thread was too slow and the backup, set for one tick
     // after the first wake-up, came first.
     drop(deadlines.remove(0));
-    let relayed_in_time = first[0].1.elapsed() < TICK / 2;
+    let relayed_in_time = first[0].1.elapsed() < RELAY_GRACE / 2;
     for (w, _) in &all[1..] {
         let on = woken(w);
         assert_eq!(on.len(), 1, "woken once");
