@@ -230,7 +230,7 @@ fn a_ticks_first_waiter_wakes_the_others_from_its_own_thread() {
 }
 
 #[test]
-fn when_the_first_waiter_never_runs_the_rest_are_woken_a_tick_later() {
+fn when_the_first_waiter_never_runs_the_timer_wakes_the_rest_itself() {
     let (all, deadlines) = three_in_one_tick(Duration::from_millis(5));
     let here = std::thread::current().id();
     // Nothing polls or drops the first: futures-timer's thread wakes them all.
