@@ -391,7 +391,7 @@ impl Race {
                 }
             }
             Start::Due(due) => return self.end(Outcome::Elapsed, due, after, until, cx),
-            // Half a billion years away: it never comes.
+            // Over a hundred million years away: it never comes.
             Start::Never => self.state = State::Unbounded,
         }
         Poll::Pending

@@ -477,7 +477,7 @@ pub(crate) enum Start {
     Waiting(Deadline),
     /// Its tick has come already: it timed out (with its exact deadline).
     Due(u64),
-    /// Past what a tick count can hold (half a billion years): no timer is
+    /// Past what a tick count can hold (over a hundred million years): no timer is
     /// needed, it never comes.
     Never,
 }

@@ -212,7 +212,7 @@ fn a_ticks_first_waiter_wakes_the_others_from_its_own_thread() {
         assert_ne!(first[0].0, here, "the first waiter is woken by the timer");
     }
     // Its task runs here, and its timeout ends: the others are woken from
-    // here, unless this thread was too slow and the backup, set for one tick
+    // here, unless this thread was too slow and the backup, set for 1 ms
     // after the first wake-up, came first.
     drop(deadlines.remove(0));
     let relayed_in_time = first[0].1.elapsed() < RELAY_GRACE / 2;
