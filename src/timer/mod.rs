@@ -17,8 +17,9 @@
 //! - never fires before its deadline (the tick is at or after it);
 //! - fires at most one tick after it (250 µs or 1 ms), plus the helper
 //!   thread's wake-up (and for all but a tick's first waiter, the first
-//!   one's scheduling, or 1 ms more at most), or sooner when its own thread
-//!   keeps starting timeouts (see "Firing from the thread");
+//!   one's scheduling, or 31 ms more at most should it not be scheduled),
+//!   or sooner when its own thread keeps starting timeouts (see "Firing
+//!   from the thread");
 //! - gives its memory back when dropped early: its waker at once, and the
 //!   tick itself (with its `Delay`) when its last waiter leaves, whatever the
 //!   deadline (but for the one tick each thread keeps, below), so memory
@@ -52,7 +53,11 @@
 //! others, from inside the executor, where tokio queues them locally. The
 //! tick's `Delay` is set again for 1 ms later, and should the first task
 //! not have run by then (its executor busy, or blocked on something else)
-//! futures-timer's thread wakes the rest itself. Either way each
+//! futures-timer's thread wakes one more waiter, whose task relays too,
+//! then again after twice as long, and so on; 31 ms after the first
+//! wake-up it wakes all that are left itself. A busy executor so gets time
+//! to reach the tasks woken first: waking a tick's thousands of waiters
+//! into it from outside, one by one, is what would slow it most. Either way each
 //! waiter is woken once (they are taken out under the list's lock).
 //!
 //! # Firing from the thread
@@ -151,10 +156,16 @@ const _: () = assert!(
 const FINE_BELOW: Duration = Duration::from_secs(1);
 
 /// How long a fired tick's first waiter has to relay the wake-up to the
-/// others before futures-timer's thread wakes them itself: long enough for a
-/// busy executor to get to the first task (waking thousands of tasks from
-/// another thread costs far more than waiting a little for it).
+/// others before futures-timer's thread steps in (see [`Tick::fall_back`]):
+/// long enough for a busy executor to get to the first task (waking
+/// thousands of tasks from another thread costs far more than waiting a
+/// little for it).
 const RELAY_GRACE: Duration = Duration::from_millis(1);
+
+/// How many times futures-timer's thread steps in for a relay that has not
+/// come, each time after twice the wait before: 1, 3, 7 and 15 ms after the
+/// first wake-up it wakes one more waiter, and at 31 ms all that are left.
+const FALLBACKS: u32 = 5;
 
 /// Lanes: threads past this many share them. One more lane, [`LANES`]
 /// itself, takes the timeouts of threads that are exiting.
@@ -198,6 +209,8 @@ struct Tick {
     key: Key,
     list: Waitlist,
     delay: Mutex<Option<Delay>>,
+    /// How many times futures-timer's thread stepped in for its relay.
+    fallbacks: AtomicU32,
 }
 
 /// Wakes the tick when its `Delay` fires. Weak, so that the timer's node
@@ -272,14 +285,15 @@ impl Tick {
     /// runs their tasks, where an executor takes them cheaply (tokio queues
     /// a task woken from its own thread locally, where one woken from
     /// another thread costs a shared queue's lock and a wake-up of its
-    /// driver, each). The `Delay` is set again [`RELAY_GRACE`] later, which relays
-    /// should the first waiter not be polled by then (its executor is busy
-    /// or blocked). A second call, from that `Delay`, relays.
+    /// driver, each). The `Delay` is set again [`RELAY_GRACE`] later, should
+    /// the first waiter not be polled by then (its executor is busy or
+    /// blocked): a second call, from that `Delay`, steps in
+    /// ([`Tick::fall_back`]).
     fn fire(self: &Arc<Self>) {
         let Some(fired) = self.list.fire() else {
-            return self.relay();
+            return self.fall_back();
         };
-        if fired.more && !self.again_after_grace() {
+        if fired.more && !self.again_after(RELAY_GRACE) {
             self.relay();
         }
         if let Some(first) = fired.first {
@@ -290,8 +304,37 @@ impl Tick {
         }
     }
 
+    /// The fired tick's `Delay` came again, and its waiters are not all
+    /// relayed to: the tasks woken so far have not run (their executor is
+    /// busy, or blocked). One more waiter is woken (its task relays too,
+    /// should it run first), and the `Delay` set for twice as long; the
+    /// [`FALLBACKS`]th time, the rest are woken from here. So an executor
+    /// busy with a backlog gets time to reach the tasks woken first, rather
+    /// than have thousands more woken into it from outside, one by one, and
+    /// the waiters of one that is blocked still go in the end.
+    fn fall_back(self: &Arc<Self>) {
+        let done = self.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+        if done < FALLBACKS {
+            let Some((next, more)) = self.list.another() else {
+                // Relayed meanwhile.
+                return;
+            };
+            let again = more && self.again_after(RELAY_GRACE * (1 << done));
+            wake(next);
+            if again {
+                return;
+            }
+            if !more {
+                // That was the last one.
+                return self.retire();
+            }
+        }
+        self.relay();
+    }
+
     /// Wakes the waiters a fired tick has left, once, from whichever thread
-    /// comes first: the first waiter's, or futures-timer's [`RELAY_GRACE`] later.
+    /// comes first: that of a waiter woken before, or futures-timer's (see
+    /// [`Tick::fall_back`]).
     fn relay(&self) {
         if let Some(rest) = self.list.relay() {
             wake_all(rest);
@@ -299,15 +342,15 @@ impl Tick {
         }
     }
 
-    /// Sets the tick's `Delay` to fire again [`RELAY_GRACE`] from now; `false` when
+    /// Sets the tick's `Delay` to fire again `after` from now; `false` when
     /// it cannot (retired meanwhile, or futures-timer's thread is gone).
-    fn again_after_grace(self: &Arc<Self>) -> bool {
+    fn again_after(self: &Arc<Self>, after: Duration) -> bool {
         // Taken out, so that no lock of ours is held while futures-timer
         // may call the waker (on this thread, should it fire meanwhile).
         let Some(mut delay) = lock(&self.delay).take() else {
             return false;
         };
-        delay.reset(RELAY_GRACE);
+        delay.reset(after);
         let waker = Waker::from(Arc::new(TickWaker(Arc::downgrade(self))));
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Pin::new(&mut delay).poll(&mut Context::from_waker(&waker))
@@ -596,6 +639,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
                     key,
                     list: Waitlist::with_first(back),
                     delay: Mutex::new(None),
+                    fallbacks: AtomicU32::new(0),
                 });
                 old = map.insert(key, Arc::clone(&tick));
                 lane.note_next(&map);

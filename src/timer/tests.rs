@@ -151,7 +151,14 @@ fn many_timeouts_in_one_tick_share_it_and_each_wakes() {
     for (d, (_, w)) in deadlines.iter_mut().zip(&wakers) {
         assert_eq!(wait(d, w), Outcome::Elapsed);
     }
-    // The state is set before the wake-ups go out: let the timer thread finish them.
+    // The state is set before the wake-ups go out, and nothing here relays
+    // (a `Deadline` polled on its own does not): the timer wakes the rest
+    // itself, the last of them 31 ms after the first. Let it finish.
+    let woken = || wakers.iter().all(|(c, _)| c.0.load(Ordering::SeqCst) > 0);
+    let start = Instant::now();
+    while !woken() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     std::thread::sleep(Duration::from_millis(20));
     // Each was woken exactly once by its tick (the polls above only re-check).
     for (count, _) in &wakers {
@@ -183,22 +190,28 @@ fn woken(w: &Where) -> Vec<(std::thread::ThreadId, Instant)> {
 
 type Recorded = (Vec<(Arc<Where>, Waker)>, Vec<Deadline>);
 
-/// Three timeouts of `after` in one tick, each with a recorder. A tick
+/// Three timeouts of `after` in one tick, each with a recorder: see
+/// [`in_one_tick`].
+fn three_in_one_tick(after: Duration) -> Recorded {
+    in_one_tick(3, after)
+}
+
+/// `n` timeouts of `after` in one tick, each with a recorder. A tick
 /// boundary can fall between them on a busy machine: then it tries again.
 /// Started within one tick, none of them can find the others' tick due (a
 /// thread that starts a timeout fires its own due ticks), so their tick is
 /// futures-timer's to fire. Miri runs far slower than the clock: it takes
 /// what comes, and checks the memory of whichever path that is.
-fn three_in_one_tick(after: Duration) -> Recorded {
+fn in_one_tick(n: usize, after: Duration) -> Recorded {
     let tries = if cfg!(miri) { 1 } else { 20 };
     (0..tries)
         .map(|_| {
-            let all: Vec<_> = (0..3).map(|_| recorder()).collect();
+            let all: Vec<_> = (0..n).map(|_| recorder()).collect();
             let deadlines: Vec<_> = all.iter().map(|(_, w)| waiting(after, w)).collect();
             (all, deadlines)
         })
         .find(|(_, ds)| cfg!(miri) || ds.iter().all(|d| Arc::ptr_eq(&d.tick, &ds[0].tick)))
-        .expect("three timeouts in one tick, in 20 tries")
+        .expect("the timeouts in one tick, in 20 tries")
 }
 
 #[test]
@@ -250,6 +263,63 @@ fn when_the_first_waiter_never_runs_the_timer_wakes_the_rest_itself() {
         !in_wheel(&deadlines[0].tick),
         "the fired tick stayed in the wheel"
     );
+}
+
+#[test]
+fn when_no_woken_waiter_runs_the_timer_wakes_one_more_at_a_time_then_the_rest() {
+    let n = FALLBACKS as usize + 3;
+    let (all, deadlines) = in_one_tick(n, Duration::from_millis(5));
+    let here = std::thread::current().id();
+    // Nothing polls or drops any: futures-timer's thread wakes them all.
+    let at: Vec<Instant> = all
+        .iter()
+        .map(|(w, _)| {
+            let on = woken(w);
+            assert_eq!(on.len(), 1, "woken once");
+            if !cfg!(miri) {
+                assert_ne!(on[0].0, here);
+            }
+            on[0].1
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(10));
+    for (w, _) in &all {
+        assert_eq!(lock(&w.0).len(), 1, "woken again");
+    }
+    // The first, then one more each time it stepped in, in order; the
+    // last time, the rest.
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "out of order");
+    let tick = &deadlines[0].tick;
+    // (Under Miri they may not share a tick: see `in_one_tick`.)
+    if !cfg!(miri) {
+        assert_eq!(tick.fallbacks.load(Ordering::SeqCst), FALLBACKS);
+    }
+    assert!(!tick.list.relaying() && !in_wheel(tick));
+}
+
+#[test]
+fn a_waiter_woken_for_a_relay_that_has_not_come_relays_to_the_rest() {
+    let (all, mut deadlines) = in_one_tick(4, Duration::from_millis(5));
+    let here = std::thread::current().id();
+    // The first's task never runs: one more is woken, by the timer.
+    assert_eq!(woken(&all[0].0).len(), 1);
+    let second = woken(&all[1].0);
+    assert_eq!(second.len(), 1);
+    if !cfg!(miri) {
+        assert_ne!(second[0].0, here, "woken by the timer");
+    }
+    // Its task runs here, and its timeout ends: the rest are woken from
+    // here, unless the timer stepped in again first (2 ms after).
+    drop(deadlines.remove(1));
+    let relayed_in_time = second[0].1.elapsed() < RELAY_GRACE;
+    for (w, _) in &all[2..] {
+        let on = woken(w);
+        assert_eq!(on.len(), 1, "woken once");
+        if relayed_in_time {
+            assert_eq!(on[0].0, here, "not relayed from the second waiter's thread");
+        }
+    }
+    assert!(!in_wheel(&deadlines[0].tick));
 }
 
 /// Starts and drops a timeout in a tick of its own (two hours out): this

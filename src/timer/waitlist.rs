@@ -337,6 +337,30 @@ impl Waitlist {
         self.relaying.load(Ordering::Acquire)
     }
 
+    /// For a fired tick whose waiters are still to be relayed to: takes the
+    /// earliest of them out, to wake (its task relays to the rest too, as
+    /// the first one's does), and whether any are left; `None` when there
+    /// is nothing to relay (any more). Taking the last one ends the relay.
+    pub(super) fn another(&self) -> Option<(Waker, bool)> {
+        if !self.relaying() {
+            return None;
+        }
+        let mut w = lock(&self.waiters);
+        // Relayed meanwhile: drained, and closed.
+        let key = w.first()?;
+        let (waker, chunk) = w.remove(key);
+        let more = w.live != 0;
+        let memory = if more {
+            None
+        } else {
+            self.relaying.store(false, Ordering::Release);
+            Some(std::mem::replace(&mut *w, Waiters::closed()))
+        };
+        drop(w);
+        drop((chunk, memory));
+        Some((waker?, more))
+    }
+
     /// The wakers left after [`Waitlist::fire`], to wake, once: `None`
     /// when there is nothing to relay (any more).
     pub(super) fn relay(&self) -> Option<Vec<Waker>> {
@@ -428,6 +452,36 @@ mod loom_tests {
         assert!(ready || b == 1, "pending, and its new waker not woken");
         assert!(!list.relaying());
         list
+    }
+
+    /// The backup waking one more waiter (taken out of the list) races the
+    /// first waiter's relay: of three waiters, each is woken once, and
+    /// nothing is left to relay.
+    #[test]
+    fn loom_another_waiter_woken_racing_the_relay_wakes_each_once() {
+        loom::model(|| {
+            let (c0, w0) = counter();
+            let list = Arc::new(Waitlist::with_first(w0));
+            let (c1, w1) = counter();
+            let (c2, w2) = counter();
+            assert!(list.join(w1).is_ok() && list.join(w2).is_ok());
+            let Some(fired) = list.fire() else {
+                panic!("an open tick fires");
+            };
+            fired.first.into_iter().for_each(Waker::wake);
+            let backup = on_a_thread(&list, |list| {
+                if let Some((next, _)) = list.another() {
+                    next.wake();
+                }
+            });
+            let first = on_a_thread(&list, relay);
+            backup.join().unwrap();
+            first.join().unwrap();
+            for c in [&c0, &c1, &c2] {
+                assert_eq!(c.0.load(SeqCst), 1, "each waiter, once");
+            }
+            assert!(!list.relaying());
+        });
     }
 
     /// The first waiter's relay racing the backup's.
