@@ -57,8 +57,9 @@
 //! then again after twice as long, and so on; 31 ms after the first
 //! wake-up it wakes all that are left itself. A busy executor so gets time
 //! to reach the tasks woken first: waking a tick's thousands of waiters
-//! into it from outside, one by one, is what would slow it most. Either way each
-//! waiter is woken once (they are taken out under the list's lock).
+//! into it from outside, one by one, is what would slow it most. Either
+//! way each waiter is woken once (they are taken out under the list's
+//! lock).
 //!
 //! # Firing from the thread
 //! A thread that starts a timeout reads the clock anyway. When that timeout
@@ -520,8 +521,8 @@ pub(crate) enum Start {
     Waiting(Deadline),
     /// Its tick has come already: it timed out (with its exact deadline).
     Due(u64),
-    /// Past what a tick count can hold (over a hundred million years): no timer is
-    /// needed, it never comes.
+    /// Past what a tick count can hold (over a hundred million years): no
+    /// timer is needed, it never comes.
     Never,
 }
 

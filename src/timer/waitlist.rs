@@ -42,10 +42,10 @@ struct Chunk {
 
 /// The waiters, in chunks: a waiter keeps its key (its place) until it
 /// leaves. Keys are handed out in order and not reused: a tick takes new
-/// waiters only for about a tick (1 ms at most) of start times, so there is little to
-/// reuse, and in exchange no slab is ever regrown or copied. A chunk goes back
-/// to the allocator as soon as it is full and empty again, the last one when
-/// the last waiter leaves.
+/// waiters only for about a tick (1 ms at most) of start times, so there is
+/// little to reuse, and in exchange no slab is ever regrown or copied. A
+/// chunk goes back to the allocator as soon as it is full and empty again,
+/// the last one when the last waiter leaves.
 #[derive(Default)]
 struct Waiters {
     chunks: Vec<Option<Box<Chunk>>>,
