@@ -109,6 +109,14 @@ impl Waiters {
         self.chunks.get_mut(c)?.as_mut()?.slots[i].as_mut()
     }
 
+    /// Takes the earliest waiter still there out, as [`Waiters::remove`].
+    fn take_first(&mut self) -> (Option<Waker>, Option<Box<Chunk>>) {
+        match self.first() {
+            Some(key) => self.remove(key),
+            None => (None, None),
+        }
+    }
+
     /// Takes the waiter `key` out; with a chunk that is done with, to free.
     #[inline]
     fn remove(&mut self, key: u32) -> (Option<Waker>, Option<Box<Chunk>>) {
@@ -315,10 +323,7 @@ impl Waitlist {
             .ok()?;
         let mut w = lock(&self.waiters);
         w.closed = true;
-        let (first, chunk) = match w.first() {
-            Some(key) => w.remove(key),
-            None => (None, None),
-        };
+        let (first, chunk) = w.take_first();
         let more = w.live != 0;
         let memory = if more {
             self.relaying.store(true, Ordering::Release);
@@ -347,8 +352,9 @@ impl Waitlist {
         }
         let mut w = lock(&self.waiters);
         // Relayed meanwhile: drained, and closed.
-        let key = w.first()?;
-        let (waker, chunk) = w.remove(key);
+        let (Some(waker), chunk) = w.take_first() else {
+            return None;
+        };
         let more = w.live != 0;
         let memory = if more {
             None
@@ -358,7 +364,7 @@ impl Waitlist {
         };
         drop(w);
         drop((chunk, memory));
-        Some((waker?, more))
+        Some((waker, more))
     }
 
     /// The wakers left after [`Waitlist::fire`], to wake, once: `None`
