@@ -1,18 +1,24 @@
 //! Shared deadlines: timeouts whose deadlines fall in the same tick, started
-//! on the same thread, share one `futures_timer::Delay`, which wakes them all.
+//! on the same thread, share one tick, and a thread's ticks share one
+//! `futures_timer::Delay`, its lane's alarm, which rings for the earliest.
 //!
 //! A `Delay` per timeout costs a heap node, a push onto futures-timer's one
-//! global list and a wake-up of its helper thread. Here a deadline is rounded
-//! *up* to the next tick boundary: 250 µs for a timeout shorter than a
-//! second, where a millisecond is a noticeable part of the wait, and 1 ms
+//! global list and a wake-up of its helper thread (a system call), and
+//! dropping it early costs the push and the wake-up again. Here a deadline is
+//! rounded *up* to the next tick boundary: 250 µs for a timeout shorter than
+//! a second, where a millisecond is a noticeable part of the wait, and 1 ms
 //! ([`TICK`]) from a second up, where it is at most a thousandth of it and
-//! coarser ticks mean fewer `Delay`s (ticks are counted in 250 µs, so the
-//! two kinds share a tick when they fall on the same millisecond). The
-//! first timeout of a tick creates the tick's `Delay`, later ones only add
-//! their waker to the tick's list. When the `Delay` fires, the tick wakes
-//! its earliest waiter, and that one, when its task is polled, wakes the
-//! rest (see "Relayed wake-ups"); then the tick leaves the wheel. So a
-//! timeout:
+//! coarser ticks mean fewer of them (ticks are counted in 250 µs, so the two
+//! kinds share a tick when they fall on the same millisecond). The first
+//! timeout of a tick makes the tick, later ones only add their waker to the
+//! tick's list. Only a tick earlier than every other of its lane sets the
+//! lane's `Delay` (see [`alarm`]): a server that takes requests one at a
+//! time, each with a timeout that is cancelled when the request is done,
+//! makes a tick per request and touches futures-timer's thread about once
+//! per timeout length, not twice per request. When the alarm rings, the
+//! lane's due ticks fire: each wakes its earliest waiter, and that one,
+//! when its task is polled, wakes the rest (see "Relayed wake-ups"); then
+//! the tick leaves the wheel. So a timeout:
 //!
 //! - never fires before its deadline (the tick is at or after it);
 //! - fires at most one tick after it (250 µs or 1 ms), plus the helper
@@ -21,9 +27,11 @@
 //!   or sooner when its own thread keeps starting timeouts (see "Firing
 //!   from the thread");
 //! - gives its memory back when dropped early: its waker at once, and the
-//!   tick itself (with its `Delay`) when its last waiter leaves, whatever the
-//!   deadline (but for the one tick each thread keeps, below), so memory
-//!   follows the timeouts that are pending, not the ones that were.
+//!   tick itself when its last waiter leaves, whatever the deadline (but for
+//!   the one tick each thread keeps, below), so memory follows the timeouts
+//!   that are pending, not the ones that were. A lane's alarm may still ring
+//!   for a tick that left: it then finds nothing due and sets itself for the
+//!   lane's next tick.
 //!
 //! No executor is involved: the timer needs nothing from the runtime it runs
 //! on.
@@ -39,7 +47,7 @@
 //!
 //! The tick a thread remembers stays open when its last waiter leaves, so
 //! that a run of timeouts started one after another (each dropped before the
-//! next starts) shares it rather than starting and dropping a `Delay` each.
+//! next starts) shares it rather than making and dropping a tick each.
 //! It is retired once the thread moves on to another tick, or exits, if no
 //! one waits on it then: at most one empty tick per thread is kept.
 //!
@@ -50,8 +58,8 @@
 //! pushes the task onto a shared queue under its lock and wakes its driver
 //! (a system call), for each one. So futures-timer's thread wakes only the
 //! first waiter; when its task polls (or drops) its timeout, it wakes the
-//! others, from inside the executor, where tokio queues them locally. The
-//! tick's `Delay` is set again for 1 ms later, and should the first task
+//! others, from inside the executor, where tokio queues them locally. A
+//! `Delay` of the tick's own is set for 1 ms later, and should the first task
 //! not have run by then (its executor busy, or blocked on something else)
 //! futures-timer's thread wakes one more waiter, whose task relays too,
 //! then again after twice as long, and so on; 31 ms after the first
@@ -67,8 +75,7 @@
 //! tick, as happens once a tick boundary has passed, which is when a tick
 //! can have come), it also fires those of its lane's ticks whose time has
 //! come (one relaxed load when none has: each lane notes its earliest
-//! tick), waking their waiters from where their tasks run, and drops their
-//! `Delay`s. On a busy server
+//! tick), waking their waiters from where their tasks run. On a busy server
 //! that saves each timeout the wait for futures-timer's thread to be
 //! scheduled, and then for the runtime's, which under load is where most
 //! of a timeout's lateness came from; it also spares futures-timer's thread
@@ -92,19 +99,23 @@
 //!
 //! # When futures-timer cannot run
 //! futures-timer runs one helper thread for the process. If it cannot be
-//! spawned (a thread or memory limit) or has died, a tick's `Delay` cannot
-//! start. The tick is then marked broken: it leaves the wheel at once, and
-//! its waiters (the one starting it and any that joined meanwhile) are woken
-//! and end with an error value ([`Outcome::NoTimer`]), never a panic, a hang
-//! or an early timeout. A tick whose `Delay` is dropped by a dying timer
-//! thread before its time is broken the same way. After a failure, timeouts
-//! fail at once for one second, then a fresh start is tried, which succeeds
-//! if the limit was lifted.
+//! spawned (a thread or memory limit) or has died, a lane's alarm cannot be
+//! set. Every tick of that lane is then marked broken: it leaves the wheel
+//! at once, and its waiters (the one starting it and any that joined
+//! meanwhile) are woken and end with an error value ([`Outcome::NoTimer`]),
+//! never a panic, a hang or an early timeout. A dying timer thread rings the
+//! alarm before its time; setting it again then fails, with the same end.
+//! After a failure, timeouts fail at once for one second, then a fresh
+//! start is tried, which succeeds if the limit was lifted.
 //!
 //! # Locks and atomic orderings
 //! A lane's mutex guards its map only, and a tick's list mutex guards its
 //! waiters only. A lane's lock may be held while a tick's list is locked
-//! (joining through the wheel), never the other way round. The tick's state
+//! (joining through the wheel), never the other way round. A lane's alarm
+//! has a lock of its own, held with no other and never while a `Delay` is
+//! set: a new tick joins the map before it asks the alarm, and a ring
+//! clears what was asked before it looks at the map, so a tick is either
+//! seen by the ring or asks for itself (loom: [`alarm`]). The tick's state
 //! is set with `AcqRel` before its list is drained under the list's mutex,
 //! and read with `Acquire`; a waiter joins under the mutex unless the list
 //! is closed. So a wake-up is never lost: a waiter either joined before the
@@ -115,6 +126,7 @@
 //! ignored: no code here panics while holding one. A lane's earliest time is
 //! a hint, stored and read `Relaxed` (see [`Lane::next`]).
 
+mod alarm;
 mod waitlist;
 
 use std::cell::{Cell, RefCell};
@@ -128,6 +140,7 @@ use std::time::{Duration, Instant};
 
 use futures_timer::Delay;
 
+use self::alarm::{Alarm, Set, UNSET};
 use self::waitlist::{BROKEN, FIRED, OPEN, Waitlist};
 use crate::clock;
 use crate::contain::{contain, drop_payload};
@@ -153,7 +166,7 @@ const _: () = assert!(
 
 /// Timeouts at least this long round up to whole [`TICK`]s: for them a
 /// millisecond is at most a thousandth of the wait, and coarser ticks are
-/// fewer (each tick costs a `Delay`, and memory while it waits).
+/// fewer (each tick costs memory while it waits, and may set its lane's alarm).
 const FINE_BELOW: Duration = Duration::from_secs(1);
 
 /// How long a fired tick's first waiter has to relay the wake-up to the
@@ -171,15 +184,20 @@ const FALLBACKS: u32 = 5;
 /// Lanes: threads past this many share them. One more lane, [`LANES`]
 /// itself, takes the timeouts of threads that are exiting.
 const LANES: u32 = 64;
+/// The wheel's lanes: [`LANES`], the exiting threads' one and, in the
+/// crate's own tests, one that a test keeps to itself.
+const WHEEL_LANES: usize = LANES as usize + 1 + cfg!(test) as usize;
 type Key = (u64, u32);
 
-/// One lane's ticks, by time.
+/// One lane's ticks, by time, and the alarm that rings for the earliest.
 struct Lane {
     ticks: Mutex<BTreeMap<Key, Arc<Tick>>>,
     /// The time of its earliest tick (`u64::MAX`: none), kept up to date
     /// under `ticks`' lock and read without it: a stale reading only makes
     /// [`fire_due`] look once in vain, or leave a tick to futures-timer.
     next: AtomicU64,
+    /// Rings at or before the earliest tick ([`ring`]).
+    alarm: Alarm<Delay>,
 }
 
 impl Lane {
@@ -188,34 +206,55 @@ impl Lane {
         let next = ticks.first_key_value().map_or(u64::MAX, |(key, _)| key.0);
         self.next.store(next, Ordering::Relaxed);
     }
+
+    #[cfg(not(opguard_loom))]
+    const fn new() -> Self {
+        Lane {
+            ticks: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(u64::MAX),
+            alarm: Alarm::new(),
+        }
+    }
 }
 
+#[cfg(not(opguard_loom))]
 #[allow(clippy::declare_interior_mutable_const)] // Only used to build the array.
-const EMPTY_LANE: Lane = Lane {
-    ticks: Mutex::new(BTreeMap::new()),
-    next: AtomicU64::new(u64::MAX),
-};
-static WHEEL: [Lane; LANES as usize + 1] = [EMPTY_LANE; LANES as usize + 1];
+const EMPTY_LANE: Lane = Lane::new();
+#[cfg(not(opguard_loom))]
+static WHEEL: [Lane; WHEEL_LANES] = [EMPTY_LANE; WHEEL_LANES];
+// Under loom (whose mutexes cannot be made in a constant) the wheel is
+// made on first use; its tests do not use it.
+#[cfg(opguard_loom)]
+static WHEEL: std::sync::LazyLock<[Lane; WHEEL_LANES]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|_| Lane {
+        ticks: Mutex::new(BTreeMap::new()),
+        next: AtomicU64::new(u64::MAX),
+        alarm: Alarm::new(),
+    })
+});
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn lane((_, lane): Key) -> &'static Lane {
-    &WHEEL[lane.min(LANES) as usize]
+    &WHEEL[(lane as usize).min(WHEEL_LANES - 1)]
 }
 
-/// One tick of one lane: its waiters and its `Delay`.
+/// One tick of one lane: its waiters, and once it has fired, the `Delay`
+/// that steps in should its relay not come.
 struct Tick {
     key: Key,
     list: Waitlist,
+    /// Made only when futures-timer's thread fires it with waiters left to
+    /// relay to (see [`Tick::fall_back`]): the lane's alarm times the tick.
     delay: Mutex<Option<Delay>>,
     /// How many times futures-timer's thread stepped in for its relay.
     fallbacks: AtomicU32,
 }
 
-/// Wakes the tick when its `Delay` fires. Weak, so that the timer's node
-/// does not keep the tick alive.
+/// Wakes the tick when its relay `Delay` fires. Weak, so that the timer's
+/// node does not keep the tick alive.
 struct TickWaker(Weak<Tick>);
 
 impl Wake for TickWaker {
@@ -286,10 +325,10 @@ impl Tick {
     /// runs their tasks, where an executor takes them cheaply (tokio queues
     /// a task woken from its own thread locally, where one woken from
     /// another thread costs a shared queue's lock and a wake-up of its
-    /// driver, each). The `Delay` is set again [`RELAY_GRACE`] later, should
-    /// the first waiter not be polled by then (its executor is busy or
-    /// blocked): a second call, from that `Delay`, steps in
-    /// ([`Tick::fall_back`]).
+    /// driver, each). With waiters left to relay to, a `Delay` of the
+    /// tick's own is set for [`RELAY_GRACE`] later, should the first waiter
+    /// not be polled by then (its executor is busy or blocked): a second
+    /// call, from that `Delay`, steps in ([`Tick::fall_back`]).
     fn fire(self: &Arc<Self>) {
         let Some(fired) = self.list.fire() else {
             return self.fall_back();
@@ -343,18 +382,22 @@ impl Tick {
         }
     }
 
-    /// Sets the tick's `Delay` to fire again `after` from now; `false` when
-    /// it cannot (retired meanwhile, or futures-timer's thread is gone).
+    /// Sets the tick's relay `Delay` (made on first use) to fire `after` from
+    /// now; `false` when it cannot (futures-timer's thread is gone).
     fn again_after(self: &Arc<Self>, after: Duration) -> bool {
         // Taken out, so that no lock of ours is held while futures-timer
         // may call the waker (on this thread, should it fire meanwhile).
-        let Some(mut delay) = lock(&self.delay).take() else {
-            return false;
-        };
-        delay.reset(after);
+        let mut delay = lock(&self.delay).take();
         let waker = Waker::from(Arc::new(TickWaker(Arc::downgrade(self))));
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Pin::new(&mut delay).poll(&mut Context::from_waker(&waker))
+            let delay = match &mut delay {
+                Some(delay) => {
+                    delay.reset(after);
+                    delay
+                }
+                None => delay.insert(Delay::new(after)),
+            };
+            Pin::new(delay).poll(&mut Context::from_waker(&waker))
         }));
         match polled {
             Ok(Poll::Pending) => {}
@@ -364,7 +407,7 @@ impl Tick {
                 return false;
             }
         }
-        *lock(&self.delay) = Some(delay);
+        *lock(&self.delay) = delay;
         if !self.list.relaying() {
             // Relayed and retired while it was out: it goes too.
             let late = lock(&self.delay).take();
@@ -373,7 +416,7 @@ impl Tick {
         true
     }
 
-    /// Takes the tick out of the wheel and drops its `Delay`.
+    /// Takes the tick out of the wheel and drops its relay `Delay`, if any.
     fn retire(&self) {
         let removed = {
             let lane = lane(self.key);
@@ -391,41 +434,143 @@ impl Tick {
         drop((removed, delay));
     }
 
-    /// Starts the tick's `Delay`, to fire at its time; breaks the tick when
-    /// futures-timer cannot run.
+    /// Has its lane's alarm ring for it; breaks it when futures-timer
+    /// cannot run.
     fn start(self: &Arc<Self>) {
-        // A tick past what `Instant` can hold never comes: it gets no `Delay`.
-        let Some(at) = tick_instant(self.key.0) else {
+        // A tick past what `Instant` can hold never comes: nothing rings.
+        if tick_instant(self.key.0).is_none() {
             return;
-        };
+        }
         if failed_recently() {
             return self.finish(BROKEN);
         }
-        let mut delay = Delay::new(at.saturating_duration_since(Instant::now()));
-        let waker = Waker::from(Arc::new(TickWaker(Arc::downgrade(self))));
-        // A `Delay` made while futures-timer's thread cannot run panics when
-        // polled ("timer has gone away"); it has no other way to say so.
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Pin::new(&mut delay).poll(&mut Context::from_waker(&waker))
-        }));
-        match polled {
-            Ok(polled) => {
-                *lock(&self.delay) = Some(delay);
-                if polled.is_ready() {
-                    self.fire();
-                } else if self.list.state() != OPEN {
-                    // It fired (or broke) and retired before its `Delay`
-                    // was stored: drop that too.
-                    let late = lock(&self.delay).take();
-                    drop(late);
-                }
+        ask(self.key.1, self.key.0);
+    }
+}
+
+/// Has lane `index`'s alarm ring at or before tick `at`: only a tick
+/// earlier than every other of the lane sets its bell (see [`alarm`]).
+fn ask(index: u32, at: u64) {
+    let lane = lane((0, index));
+    match lane.alarm.ask(at, |bell, at| set_bell(bell, at, index)) {
+        Set::Pending => {}
+        Set::Rang => ring(index),
+        Set::Failed => break_lane(lane),
+    }
+}
+
+/// Sets a lane's bell for tick `at` (a `Delay`, made if there is none),
+/// woken through the lane's waker.
+fn set_bell(bell: &mut Option<Delay>, at: u64, index: u32) -> Set {
+    let Some(when) = tick_instant(at) else {
+        // It never comes: nothing to ring for.
+        return Set::Pending;
+    };
+    #[cfg(test)]
+    tests::BELLS_SET.with(|n| n.set(n.get() + 1));
+    let after = when.saturating_duration_since(Instant::now());
+    let waker = lane_waker(index);
+    // A `Delay` made while futures-timer's thread cannot run, or whose
+    // thread has died, panics when polled ("timer has gone away"); it has no
+    // other way to say so.
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let delay = match bell {
+            Some(delay) => {
+                delay.reset(after);
+                delay
             }
-            Err(payload) => {
-                drop_payload(payload);
-                note_failure("futures-timer's helper thread could not start, or died");
-                self.finish(BROKEN);
-            }
+            None => bell.insert(Delay::new(after)),
+        };
+        Pin::new(delay).poll(&mut Context::from_waker(waker))
+    }));
+    match polled {
+        Ok(Poll::Pending) => Set::Pending,
+        Ok(Poll::Ready(())) => Set::Rang,
+        Err(payload) => {
+            drop_payload(payload);
+            // The next try makes a fresh one.
+            *bell = None;
+            note_failure("futures-timer's helper thread could not start, or died");
+            Set::Failed
         }
+    }
+}
+
+/// Rings lane `index` when its bell does.
+struct LaneWaker(u32);
+
+impl Wake for LaneWaker {
+    fn wake(self: Arc<Self>) {
+        ring(self.0);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        ring(self.0);
+    }
+}
+
+/// Lane `index`'s waker, made once.
+fn lane_waker(index: u32) -> &'static Waker {
+    static WAKERS: [std::sync::OnceLock<Waker>; WHEEL_LANES] =
+        [const { std::sync::OnceLock::new() }; WHEEL_LANES];
+    WAKERS[(index as usize).min(WHEEL_LANES - 1)]
+        .get_or_init(|| Waker::from(Arc::new(LaneWaker(index))))
+}
+
+/// The bell of lane `index` rang: fires its ticks that are due, each
+/// removed from the lane and woken through its first waiter (see
+/// [`Tick::fire`]), and sets the bell for the earliest left. A ring for a
+/// tick that has left meanwhile finds nothing due and only sets the bell.
+fn ring(index: u32) {
+    let lane = lane((0, index));
+    if std::thread::panicking() {
+        // futures-timer's thread is going away, unwinding: nothing will ring
+        // again, and nothing may panic here now.
+        note_failure("futures-timer's thread went away");
+        return break_lane(lane);
+    }
+    loop {
+        lane.alarm.rang();
+        let now = ticks_passed(Instant::now().saturating_duration_since(clock::epoch()));
+        let next = loop {
+            let tick = {
+                let mut map = lock(&lane.ticks);
+                let Some(entry) = map.first_entry() else {
+                    break UNSET;
+                };
+                if entry.key().0 > now {
+                    break entry.key().0;
+                }
+                let tick = entry.remove();
+                lane.note_next(&map);
+                tick
+            };
+            tick.fire();
+        };
+        if next == UNSET {
+            return;
+        }
+        match lane.alarm.ask(next, |bell, at| set_bell(bell, at, index)) {
+            Set::Pending => return,
+            Set::Rang => {}
+            Set::Failed => return break_lane(lane),
+        }
+    }
+}
+
+/// Nothing can ring for the lane (futures-timer cannot run): each of its
+/// ticks is broken, its waiters woken to end with an error.
+fn break_lane(lane: &Lane) {
+    loop {
+        let tick = {
+            let mut map = lock(&lane.ticks);
+            let Some((_, tick)) = map.pop_first() else {
+                return;
+            };
+            lane.note_next(&map);
+            tick
+        };
+        tick.finish(BROKEN);
     }
 }
 
@@ -690,8 +835,8 @@ fn fire_due_slow(lane: &Lane, now: u64) {
             tick
         };
         // Seen on the thread that started its timeouts: every waiter is
-        // woken from here, and its `Delay` dropped before futures-timer's
-        // thread is needed.
+        // woken from here, before futures-timer's thread is needed (the
+        // lane's alarm, should it ring for this tick, finds it gone).
         tick.finish(FIRED);
     }
 }

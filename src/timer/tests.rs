@@ -6,6 +6,46 @@
 use super::*;
 use std::sync::atomic::AtomicUsize;
 
+thread_local! {
+    /// How many times this thread set a lane's bell (see [`set_bell`]).
+    pub(super) static BELLS_SET: Cell<u32> = const { Cell::new(0) };
+}
+
+fn bells_set() -> u32 {
+    BELLS_SET.with(Cell::get)
+}
+
+/// The lane no thread gets but the one a test gives it.
+const PRIVATE: u32 = LANES + 1;
+
+/// Gives this thread the lane that no other test uses, held until the
+/// guard goes, with its alarm asked for nothing.
+fn private_lane() -> MutexGuard<'static, ()> {
+    static ONE: Mutex<()> = Mutex::new(());
+    let guard = lock(&ONE);
+    LOCAL.with(|l| l.lane.set(PRIVATE));
+    // A ring with nothing due forgets what an earlier test asked for.
+    ring(PRIVATE);
+    assert!(
+        lock(&lane((0, PRIVATE)).ticks).is_empty(),
+        "ticks left behind"
+    );
+    guard
+}
+
+/// Polls `d` until it ends, for at most `within`.
+fn wait_within(d: &mut Deadline, waker: &Waker, within: Duration) -> Option<Outcome> {
+    let mut cx = Context::from_waker(waker);
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if let Poll::Ready(out) = d.poll(&mut cx) {
+            return Some(out);
+        }
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    None
+}
+
 /// Counts its wake-ups.
 struct Count(AtomicUsize);
 impl Wake for Count {
@@ -334,14 +374,20 @@ fn dropped_timeouts_free_their_share_and_the_tick_goes_once_its_thread_moves_on(
     if kept {
         // This thread's tick stays open for its next timeouts, with one chunk.
         assert_eq!(tick.list.live(), (0, 1));
-        assert!(in_wheel(&tick) && lock(&tick.delay).is_some());
+        assert!(in_wheel(&tick));
     }
     // (Under Miri, slower than the clock, the thread may have moved on to a
     // later tick already; then the last waiter took it down.)
     move_on();
     assert_eq!(tick.list.live(), (0, 0), "the memory went back");
-    assert!(!in_wheel(&tick), "an empty tick stayed in the wheel");
-    assert!(lock(&tick.delay).is_none(), "its Delay stayed");
+    assert!(freed(&tick), "an empty tick stayed");
+}
+
+/// Whether nothing but the caller holds `tick` (not the wheel, not a
+/// thread's cache), so that it goes when the caller lets it go, and it made
+/// no `Delay` of its own.
+fn freed(tick: &Arc<Tick>) -> bool {
+    Arc::strong_count(tick) == 1 && lock(&tick.delay).is_none()
 }
 
 #[test]
@@ -354,11 +400,10 @@ fn a_cancelled_timeout_frees_its_tick_whatever_its_deadline() {
     ] {
         let d = waiting(after, &waker);
         let tick = Arc::clone(&d.tick);
-        assert!(in_wheel(&tick) && lock(&tick.delay).is_some(), "{after:?}");
+        assert!(in_wheel(&tick), "{after:?}");
         drop(d);
         move_on();
-        assert!(!in_wheel(&tick), "{after:?}: the tick stayed in the wheel");
-        assert!(lock(&tick.delay).is_none(), "{after:?}: its Delay stayed");
+        assert!(freed(&tick), "{after:?}: the tick stayed");
     }
 }
 
@@ -370,7 +415,7 @@ fn a_tick_left_empty_on_another_thread_goes_at_once() {
     move_on();
     // Not this thread's kept tick any more: its last waiter takes it down.
     std::thread::spawn(move || drop(d)).join().unwrap();
-    assert!(!in_wheel(&tick) && lock(&tick.delay).is_none());
+    assert!(freed(&tick));
 }
 
 #[test]
@@ -385,7 +430,7 @@ fn a_thread_that_exits_lets_its_empty_tick_go() {
     })
     .join()
     .unwrap();
-    assert!(!in_wheel(&tick) && lock(&tick.delay).is_none());
+    assert!(freed(&tick));
 }
 
 #[test]
@@ -471,4 +516,48 @@ fn threads_never_share_a_tick() {
     .unwrap();
     assert_ne!(here.tick.key.1, there.0.1, "one lane per thread");
     assert_ne!(Arc::as_ptr(&here.tick) as usize, there.1);
+}
+
+#[test]
+fn only_a_tick_earlier_than_the_lanes_others_sets_its_bell() {
+    let _lane = private_lane();
+    let alarm = &lane((0, PRIVATE)).alarm;
+    let (_, waker) = counter();
+    let set = bells_set();
+    let first = waiting(Duration::from_secs(3600), &waker);
+    let first_at = first.tick.key.0;
+    assert_eq!(bells_set(), set + 1, "the lane's first tick set no bell");
+    assert_eq!(alarm.asked(), first_at);
+    let later = waiting(Duration::from_secs(5400), &waker);
+    assert!(later.tick.key.0 > first_at);
+    drop(first);
+    move_on();
+    assert_eq!(
+        bells_set(),
+        set + 1,
+        "a later tick, or one leaving, set the bell"
+    );
+    // It rings for the tick that left, finds nothing due and sets itself
+    // for the next (see the next test).
+    assert_eq!(alarm.asked(), first_at);
+    let earlier = waiting(Duration::from_secs(1800), &waker);
+    assert_eq!(bells_set(), set + 2, "an earlier tick set no bell");
+    assert_eq!(alarm.asked(), earlier.tick.key.0);
+}
+
+#[test]
+fn a_bell_that_rings_for_a_tick_that_left_sets_itself_for_the_next() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    let gone = waiting(Duration::from_millis(20), &waker);
+    let start = Instant::now();
+    let mut next = waiting(Duration::from_millis(60), &waker);
+    assert!(next.tick.key.0 > gone.tick.key.0);
+    // Not the tick this thread keeps (that is `next`'s): it goes at once,
+    // and the bell still rings for it.
+    drop(gone);
+    let out = wait_within(&mut next, &waker, Duration::from_secs(10));
+    let took = start.elapsed();
+    assert_eq!(out, Some(Outcome::Elapsed), "the next tick never fired");
+    assert!(took >= Duration::from_millis(60), "{took:?}");
 }
