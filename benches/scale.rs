@@ -14,6 +14,11 @@
 //!   the last deadline fires, so the CPU time of the whole process (every
 //!   thread: the executor's, futures-timer's, tokio's) is given beside it,
 //!   for both tables.
+//! - one at a time: requests that come one after another, `PACED_GAP`
+//!   apart, each under a 30 s timeout that its future (pending twice)
+//!   beats, as on a server that is not busy: CPU time of the whole process
+//!   per request, over the bare requests. Here every timeout is alone in
+//!   its tick, so this is what a tick costs when no other timeout shares it.
 //! - heap: peak heap per pending timeout task, minus a bare pending task's
 //!   (a counting global allocator, on only while it measures).
 //! - lateness: 10 000 timeouts of 20 ms each for opguard and tokio, started
@@ -46,6 +51,8 @@ static ALLOC: load::Counting = load::Counting;
 const LONG: Duration = Duration::from_secs(30);
 const FIRE: Duration = Duration::from_millis(50);
 const LATE_AFTER: Duration = Duration::from_millis(20);
+/// How far apart the requests of the one-at-a-time rounds come.
+const PACED_GAP: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Timer {
@@ -451,7 +458,82 @@ fn lateness(n: usize) -> [(Timer, [f64; 4]); 2] {
     [(Timer::Opguard, stats(og)), (Timer::Tokio, stats(tk))]
 }
 
+/// CPU time of one round of `n` requests one at a time, `PACED_GAP` apart.
+fn paced_round(rt: &Rt, timer: Timer, n: usize) -> Duration {
+    let one = async move || match timer {
+        Timer::Bare => bare(Work::Finish).await,
+        Timer::Opguard => with_opguard(Work::Finish).await,
+        Timer::Tokio => with_tokio(Work::Finish).await,
+        Timer::FuturesTime => with_futures_time(Work::Finish).await,
+    };
+    let start = cpu();
+    match rt {
+        Rt::Tokio(rt) => rt.block_on(async {
+            for _ in 0..n {
+                one().await;
+                tokio::time::sleep(PACED_GAP).await;
+            }
+        }),
+        Rt::Smol(ex) => smol::block_on(ex.run(async {
+            for _ in 0..n {
+                one().await;
+                smol::Timer::after(PACED_GAP).await;
+            }
+        })),
+    }
+    cpu() - start
+}
+
+/// CPU per request, in ns, of each timer over the bare requests, one at a
+/// time: medians of `rounds` rounds, the timers taking turns.
+fn paced(exec: Exec, n: usize, rounds: usize) -> Vec<(Timer, f64)> {
+    let rt = runtime(exec);
+    let timers = exec.timers();
+    let mut cpu = vec![Vec::new(); timers.len()];
+    for _ in 0..rounds {
+        for (i, &t) in timers.iter().enumerate() {
+            cpu[i].push(paced_round(&rt, t, n));
+        }
+    }
+    let cpu: Vec<f64> = cpu.into_iter().map(|v| median(v).as_secs_f64()).collect();
+    (1..timers.len())
+        .map(|i| (timers[i], (cpu[i] - cpu[0]) / n as f64 * 1e9))
+        .collect()
+}
+
 type Say = fn(&mut String, String);
+
+fn paced_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
+    let (n, rounds) = if short { (200, 1) } else { (1_000, 7) };
+    say(
+        md,
+        format!(
+            "\n### One at a time ({n} requests {} µs apart, each under a 30 s timeout, the future pends twice): CPU per request over the bare requests\n",
+            PACED_GAP.as_micros()
+        ),
+    );
+    say(
+        md,
+        "| executor | opguard | tokio (futures-time on smol) |".into(),
+    );
+    say(md, "|---|---:|---:|".into());
+    for exec in [Exec::TokioCurrent, Exec::Smol] {
+        let res = paced(exec, n, rounds);
+        say(
+            md,
+            format!(
+                "| {} | {:.2} µs | {:.2} µs ({}) |",
+                exec.name(),
+                res[0].1 / 1e3,
+                res[1].1 / 1e3,
+                res[1].0.name()
+            ),
+        );
+        for (t, c) in res {
+            let _ = writeln!(csv, "PacedCpu,{n},{},{},{c:.1}", exec.key(), t.name());
+        }
+    }
+}
 
 fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], say: Say) {
     say(
@@ -549,22 +631,22 @@ fn main() {
     // Counting only while the heap is measured: the timed rounds pay no counter.
     COUNTING.store(false, Relaxed);
     // Rounds of one timer only, for profilers and callgrind:
-    // `OPGUARD_SCALE_ONE=opguard,finish,20000,2` (timer, work, N, rounds).
+    // `OPGUARD_SCALE_ONE=opguard,finish,20000,2` (timer, work: finish, fire
+    // or paced, N, rounds).
     if let Ok(one) = std::env::var("OPGUARD_SCALE_ONE") {
         let args: Vec<&str> = one.split(',').collect();
         let timer = [Timer::Bare, Timer::Opguard, Timer::Tokio]
             .into_iter()
             .find(|t| t.name() == args[0])
             .expect("bare, opguard or tokio");
-        let work = if args[1] == "fire" {
-            Work::Fire
-        } else {
-            Work::Finish
-        };
         let (n, rounds) = (args[2].parse().unwrap(), args[3].parse().unwrap());
         let rt = runtime(Exec::TokioCurrent);
         for _ in 0..rounds {
-            round(&rt, Exec::TokioCurrent, timer, work, n);
+            let _ = match args[1] {
+                "paced" => paced_round(&rt, timer, n),
+                "fire" => round(&rt, Exec::TokioCurrent, timer, Work::Fire, n)[0],
+                _ => round(&rt, Exec::TokioCurrent, timer, Work::Finish, n)[0],
+            };
         }
         return;
     }
@@ -574,9 +656,9 @@ fn main() {
         Err(_) if short => vec![10_000],
         Err(_) => vec![10_000, 100_000, 1_000_000],
     };
-    // Which parts to run: `OPGUARD_SCALE_PARTS=finish,fire,heap,lateness`.
-    let parts =
-        std::env::var("OPGUARD_SCALE_PARTS").unwrap_or_else(|_| "finish,fire,heap,lateness".into());
+    // Which parts to run: `OPGUARD_SCALE_PARTS=finish,fire,paced,heap,lateness`.
+    let parts = std::env::var("OPGUARD_SCALE_PARTS")
+        .unwrap_or_else(|_| "finish,fire,paced,heap,lateness".into());
     let part = |name: &str| parts.split(',').any(|p| p == name);
     let mut md = String::new();
     let mut csv = String::from("table,timeouts,executor,timer,value\n");
@@ -652,6 +734,9 @@ fn main() {
         }
     }
 
+    if part("paced") {
+        paced_table(&mut md, &mut csv, short, say);
+    }
     if part("heap") {
         heap_table(&mut md, &mut csv, &sizes, say);
     }
