@@ -246,8 +246,8 @@ fn lane((_, lane): Key) -> &'static Lane {
 struct Tick {
     key: Key,
     list: Waitlist,
-    /// Made only when futures-timer's thread fires it with waiters left to
-    /// relay to (see [`Tick::fall_back`]): the lane's alarm times the tick.
+    /// Made only when a ring of the lane's alarm fires it with waiters left
+    /// to relay to (see [`Tick::fall_back`]): the alarm times the tick.
     delay: Mutex<Option<Delay>>,
     /// How many times futures-timer's thread stepped in for its relay.
     fallbacks: AtomicU32,
