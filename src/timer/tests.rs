@@ -561,3 +561,38 @@ fn a_bell_that_rings_for_a_tick_that_left_sets_itself_for_the_next() {
     assert_eq!(out, Some(Outcome::Elapsed), "the next tick never fired");
     assert!(took >= Duration::from_millis(60), "{took:?}");
 }
+
+#[test]
+#[cfg_attr(miri, ignore)] // Hundreds of threads and real time: too slow there.
+fn threads_sharing_lanes_with_ticks_asked_out_of_order_all_fire_in_their_window() {
+    // Twice as many threads as lanes, so that lanes are shared, each
+    // starting timeouts whose ticks come later and earlier than the ones
+    // before (each earlier one sets its lane's alarm, racing the others'
+    // and the rings), dropping every other one.
+    let threads: Vec<_> = (0..2 * LANES as u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let (_, waker) = counter();
+                let mut kept = Vec::new();
+                for i in 0..12_u64 {
+                    let ms = 5 + (t * 7 + i * 13) % 40;
+                    let after = Duration::from_millis(ms);
+                    let started = Instant::now();
+                    let d = waiting(after, &waker);
+                    if i % 2 == 0 {
+                        kept.push((d, started, after));
+                    }
+                }
+                for (mut d, started, after) in kept {
+                    let out = wait_within(&mut d, &waker, Duration::from_secs(20));
+                    let took = started.elapsed();
+                    assert_eq!(out, Some(Outcome::Elapsed), "{after:?} never fired");
+                    assert!(took >= after, "{after:?} fired early, after {took:?}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
