@@ -2,8 +2,8 @@
 //!
 //! The inner future is polled first. Only when it is still pending does the
 //! timer start: a deadline on the shared timer ([`crate::timer`]), whose ticks
-//! are `futures_timer::Delay`s on futures-timer's own helper thread, so it
-//! needs nothing from the executor. A future that is ready at once therefore
+//! are timed by `futures_timer::Delay`s (one per thread's ticks) on
+//! futures-timer's own helper thread, so it needs nothing from the executor. A future that is ready at once therefore
 //! costs what the bare future costs: no timer, no allocation. The deadline
 //! counts from that first pending poll.
 //!
