@@ -533,19 +533,10 @@ fn ring(index: u32) {
         lane.alarm.rang();
         let now = ticks_passed(Instant::now().saturating_duration_since(clock::epoch()));
         let next = loop {
-            let tick = {
-                let mut map = lock(&lane.ticks);
-                let Some(entry) = map.first_entry() else {
-                    break UNSET;
-                };
-                if entry.key().0 > now {
-                    break entry.key().0;
-                }
-                let tick = entry.remove();
-                lane.note_next(&map);
-                tick
-            };
-            tick.fire();
+            match take_due(lane, now) {
+                Ok(tick) => tick.fire(),
+                Err(next) => break next,
+            }
         };
         if next == UNSET {
             return;
@@ -821,24 +812,27 @@ fn fire_due(lane: u32, since: Duration) {
 
 #[cold]
 fn fire_due_slow(lane: &Lane, now: u64) {
-    loop {
-        let tick = {
-            let mut map = lock(&lane.ticks);
-            let Some(entry) = map.first_entry() else {
-                return;
-            };
-            if entry.key().0 > now {
-                return;
-            }
-            let tick = entry.remove();
-            lane.note_next(&map);
-            tick
-        };
+    while let Ok(tick) = take_due(lane, now) {
         // Seen on the thread that started its timeouts: every waiter is
         // woken from here, before futures-timer's thread is needed (the
         // lane's alarm, should it ring for this tick, finds it gone).
         tick.finish(FIRED);
     }
+}
+
+/// Takes the lane's earliest tick out if its time has come by `now` (in
+/// ticks); otherwise gives the earliest's time ([`UNSET`]: none).
+fn take_due(lane: &Lane, now: u64) -> Result<Arc<Tick>, u64> {
+    let mut map = lock(&lane.ticks);
+    let Some(entry) = map.first_entry() else {
+        return Err(UNSET);
+    };
+    if entry.key().0 > now {
+        return Err(entry.key().0);
+    }
+    let tick = entry.remove();
+    lane.note_next(&map);
+    Ok(tick)
 }
 
 /// Whole ticks in `since`, rounded down: every tick up to this one has come.
