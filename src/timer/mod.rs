@@ -58,10 +58,10 @@
 //! pushes the task onto a shared queue under its lock and wakes its driver
 //! (a system call), for each one. So futures-timer's thread wakes only the
 //! first waiter; when its task polls (or drops) its timeout, it wakes the
-//! others, from inside the executor, where tokio queues them locally. A
-//! `Delay` of the tick's own is set for 1 ms later, and should the first task
-//! not have run by then (its executor busy, or blocked on something else)
-//! futures-timer's thread wakes one more waiter, whose task relays too,
+//! others, from inside the executor, where tokio queues them locally. The
+//! lane's alarm is asked for 1 ms later (rounded up to a fine tick), and
+//! should the first task not have run by then (its executor busy, or
+//! blocked on something else) it wakes one more waiter, whose task relays too,
 //! then again after twice as long, and so on; 31 ms after the first
 //! wake-up it wakes all that are left itself. A busy executor so gets time
 //! to reach the tasks woken first: waking a tick's thousands of waiters
@@ -170,13 +170,13 @@ const _: () = assert!(
 const FINE_BELOW: Duration = Duration::from_secs(1);
 
 /// How long a fired tick's first waiter has to relay the wake-up to the
-/// others before futures-timer's thread steps in (see [`Tick::fall_back`]):
+/// others before the lane's alarm steps in (see [`Tick::fall_back`]):
 /// long enough for a busy executor to get to the first task (waking
 /// thousands of tasks from another thread costs far more than waiting a
 /// little for it).
 const RELAY_GRACE: Duration = Duration::from_millis(1);
 
-/// How many times futures-timer's thread steps in for a relay that has not
+/// How many times the lane's alarm steps in for a relay that has not
 /// come, each time after twice the wait before: 1, 3, 7 and 15 ms after the
 /// first wake-up it wakes one more waiter, and at 31 ms all that are left.
 const FALLBACKS: u32 = 5;
@@ -196,7 +196,11 @@ struct Lane {
     /// under `ticks`' lock and read without it: a stale reading only makes
     /// [`fire_due`] look once in vain, or leave a tick to futures-timer.
     next: AtomicU64,
-    /// Rings at or before the earliest tick ([`ring`]).
+    /// Fired ticks whose relay may not come, by when the alarm steps in for
+    /// them (then the tick's time, unique in the lane): see
+    /// [`Tick::fall_back`]. A tick relayed meanwhile is skipped then.
+    relays: Mutex<BTreeMap<(u64, u64), Weak<Tick>>>,
+    /// Rings at or before the earliest tick or relay ([`ring`]).
     alarm: Alarm<Delay>,
 }
 
@@ -212,6 +216,7 @@ impl Lane {
         Lane {
             ticks: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(u64::MAX),
+            relays: Mutex::new(BTreeMap::new()),
             alarm: Alarm::new(),
         }
     }
@@ -229,6 +234,7 @@ static WHEEL: std::sync::LazyLock<[Lane; WHEEL_LANES]> = std::sync::LazyLock::ne
     std::array::from_fn(|_| Lane {
         ticks: Mutex::new(BTreeMap::new()),
         next: AtomicU64::new(u64::MAX),
+        relays: Mutex::new(BTreeMap::new()),
         alarm: Alarm::new(),
     })
 });
@@ -241,37 +247,12 @@ fn lane((_, lane): Key) -> &'static Lane {
     &WHEEL[(lane as usize).min(WHEEL_LANES - 1)]
 }
 
-/// One tick of one lane: its waiters, and once it has fired, the `Delay`
-/// that steps in should its relay not come.
+/// One tick of one lane: its waiters; the lane's alarm times it.
 struct Tick {
     key: Key,
     list: Waitlist,
-    /// Made only when a ring of the lane's alarm fires it with waiters left
-    /// to relay to (see [`Tick::fall_back`]): the alarm times the tick.
-    delay: Mutex<Option<Delay>>,
-    /// How many times futures-timer's thread stepped in for its relay.
+    /// How many times the alarm stepped in for its relay.
     fallbacks: AtomicU32,
-}
-
-/// Wakes the tick when its relay `Delay` fires. Weak, so that the timer's
-/// node does not keep the tick alive.
-struct TickWaker(Weak<Tick>);
-
-impl Wake for TickWaker {
-    fn wake(self: Arc<Self>) {
-        if let Some(tick) = self.0.upgrade() {
-            // futures-timer also wakes a `Delay` when its thread goes away
-            // (it is being dropped, maybe unwinding): before the tick's time
-            // that is no deadline, and must not time anyone out.
-            let due = tick_instant(tick.key.0).is_some_and(|at| Instant::now() >= at);
-            if due {
-                tick.fire();
-            } else {
-                note_failure("futures-timer's thread went away");
-                tick.finish(BROKEN);
-            }
-        }
-    }
 }
 
 /// When the last start of a `Delay` failed, in [`clock::now_nanos`]; 0: never.
@@ -325,16 +306,17 @@ impl Tick {
     /// runs their tasks, where an executor takes them cheaply (tokio queues
     /// a task woken from its own thread locally, where one woken from
     /// another thread costs a shared queue's lock and a wake-up of its
-    /// driver, each). With waiters left to relay to, a `Delay` of the
-    /// tick's own is set for [`RELAY_GRACE`] later, should the first waiter
-    /// not be polled by then (its executor is busy or blocked): a second
-    /// call, from that `Delay`, steps in ([`Tick::fall_back`]).
+    /// driver, each). With waiters left to relay to, the lane's alarm
+    /// steps in [`RELAY_GRACE`] later, should the first waiter not be polled
+    /// by then (its executor is busy or blocked): see [`Tick::fall_back`].
+    /// Called by a ring, which asks the alarm for that time after.
     fn fire(self: &Arc<Self>) {
         let Some(fired) = self.list.fire() else {
-            return self.fall_back();
+            // Emptied, or finished, meanwhile.
+            return;
         };
-        if fired.more && !self.again_after(RELAY_GRACE) {
-            self.relay();
+        if fired.more {
+            self.fall_back_after(RELAY_GRACE);
         }
         if let Some(first) = fired.first {
             wake(first);
@@ -344,11 +326,11 @@ impl Tick {
         }
     }
 
-    /// The fired tick's `Delay` came again, and its waiters are not all
-    /// relayed to: the tasks woken so far have not run (their executor is
-    /// busy, or blocked). One more waiter is woken (its task relays too,
-    /// should it run first), and the `Delay` set for twice as long; the
-    /// [`FALLBACKS`]th time, the rest are woken from here. So an executor
+    /// The alarm rang for the fired tick's relay, and its waiters are not
+    /// all relayed to: the tasks woken so far have not run (their executor
+    /// is busy, or blocked). One more waiter is woken (its task relays too,
+    /// should it run first), and the alarm steps in again after twice as
+    /// long; the [`FALLBACKS`]th time, the rest are woken from here. So an executor
     /// busy with a backlog gets time to reach the tasks woken first, rather
     /// than have thousands more woken into it from outside, one by one, and
     /// the waiters of one that is blocked still go in the end.
@@ -359,21 +341,30 @@ impl Tick {
                 // Relayed meanwhile.
                 return;
             };
-            let again = more && self.again_after(RELAY_GRACE * (1 << done));
-            wake(next);
-            if again {
-                return;
+            if more {
+                self.fall_back_after(RELAY_GRACE * (1 << done));
             }
+            wake(next);
             if !more {
                 // That was the last one.
-                return self.retire();
+                self.retire();
             }
+            return;
         }
         self.relay();
     }
 
+    /// Has the lane's alarm step in for the relay `after` from now (rounded
+    /// up to a tick): noted in the lane's relays, for the ring that called
+    /// this to ask the alarm for.
+    fn fall_back_after(self: &Arc<Self>, after: Duration) {
+        let since = Instant::now().saturating_duration_since(clock::epoch());
+        let at = ticks_passed(since.saturating_add(after)).saturating_add(1);
+        lock(&lane(self.key).relays).insert((at, self.key.0), Arc::downgrade(self));
+    }
+
     /// Wakes the waiters a fired tick has left, once, from whichever thread
-    /// comes first: that of a waiter woken before, or futures-timer's (see
+    /// comes first: that of a waiter woken before, or the alarm's (see
     /// [`Tick::fall_back`]).
     fn relay(&self) {
         if let Some(rest) = self.list.relay() {
@@ -382,41 +373,7 @@ impl Tick {
         }
     }
 
-    /// Sets the tick's relay `Delay` (made on first use) to fire `after` from
-    /// now; `false` when it cannot (futures-timer's thread is gone).
-    fn again_after(self: &Arc<Self>, after: Duration) -> bool {
-        // Taken out, so that no lock of ours is held while futures-timer
-        // may call the waker (on this thread, should it fire meanwhile).
-        let mut delay = lock(&self.delay).take();
-        let waker = Waker::from(Arc::new(TickWaker(Arc::downgrade(self))));
-        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let delay = match &mut delay {
-                Some(delay) => {
-                    delay.reset(after);
-                    delay
-                }
-                None => delay.insert(Delay::new(after)),
-            };
-            Pin::new(delay).poll(&mut Context::from_waker(&waker))
-        }));
-        match polled {
-            Ok(Poll::Pending) => {}
-            Ok(Poll::Ready(())) => return false,
-            Err(payload) => {
-                drop_payload(payload);
-                return false;
-            }
-        }
-        *lock(&self.delay) = delay;
-        if !self.list.relaying() {
-            // Relayed and retired while it was out: it goes too.
-            let late = lock(&self.delay).take();
-            drop(late);
-        }
-        true
-    }
-
-    /// Takes the tick out of the wheel and drops its relay `Delay`, if any.
+    /// Takes the tick out of the wheel.
     fn retire(&self) {
         let removed = {
             let lane = lane(self.key);
@@ -430,8 +387,8 @@ impl Tick {
                 _ => None,
             }
         };
-        let delay = lock(&self.delay).take();
-        drop((removed, delay));
+        // Dropped with no lock held.
+        drop(removed);
     }
 
     /// Has its lane's alarm ring for it; breaks it when futures-timer
@@ -519,8 +476,10 @@ fn lane_waker(index: u32) -> &'static Waker {
 
 /// The bell of lane `index` rang: fires its ticks that are due, each
 /// removed from the lane and woken through its first waiter (see
-/// [`Tick::fire`]), and sets the bell for the earliest left. A ring for a
-/// tick that has left meanwhile finds nothing due and only sets the bell.
+/// [`Tick::fire`]), steps in for the relays that are due
+/// ([`Tick::fall_back`]), and sets the bell for the earliest of either
+/// left. A ring for a tick that has left, or a relay that has come,
+/// finds nothing due and only sets the bell.
 fn ring(index: u32) {
     let lane = lane((0, index));
     if std::thread::panicking() {
@@ -532,12 +491,21 @@ fn ring(index: u32) {
     loop {
         lane.alarm.rang();
         let now = ticks_passed(Instant::now().saturating_duration_since(clock::epoch()));
-        let next = loop {
+        let next_tick = loop {
             match take_due(lane, now) {
                 Ok(tick) => tick.fire(),
                 Err(next) => break next,
             }
         };
+        // After the ticks: those just fired note their relays to come.
+        let next_relay = loop {
+            match take_relay(lane, now) {
+                Ok(Some(tick)) => tick.fall_back(),
+                Ok(None) => {}
+                Err(next) => break next,
+            }
+        };
+        let next = next_tick.min(next_relay);
         if next == UNSET {
             return;
         }
@@ -550,8 +518,14 @@ fn ring(index: u32) {
 }
 
 /// Nothing can ring for the lane (futures-timer cannot run): each of its
-/// ticks is broken, its waiters woken to end with an error.
+/// ticks is broken, its waiters woken to end with an error, and the fired
+/// ones still waiting for a relay wake their rest from here.
 fn break_lane(lane: &Lane) {
+    while let Ok(relaying) = take_relay(lane, u64::MAX) {
+        if let Some(tick) = relaying {
+            tick.relay();
+        }
+    }
     loop {
         let tick = {
             let mut map = lock(&lane.ticks);
@@ -775,7 +749,6 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
                 let tick = Arc::new(Tick {
                     key,
                     list: Waitlist::with_first(back),
-                    delay: Mutex::new(None),
                     fallbacks: AtomicU32::new(0),
                 });
                 old = map.insert(key, Arc::clone(&tick));
@@ -818,6 +791,20 @@ fn fire_due_slow(lane: &Lane, now: u64) {
         // lane's alarm, should it ring for this tick, finds it gone).
         tick.finish(FIRED);
     }
+}
+
+/// Takes the lane's earliest relay out if its time has come by `now` (in
+/// ticks), with its tick if that is still there; otherwise gives the
+/// earliest's time ([`UNSET`]: none).
+fn take_relay(lane: &Lane, now: u64) -> Result<Option<Arc<Tick>>, u64> {
+    let mut relays = lock(&lane.relays);
+    let Some(entry) = relays.first_entry() else {
+        return Err(UNSET);
+    };
+    if entry.key().0 > now {
+        return Err(entry.key().0);
+    }
+    Ok(entry.remove().upgrade())
 }
 
 /// Takes the lane's earliest tick out if its time has come by `now` (in
