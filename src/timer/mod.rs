@@ -15,10 +15,11 @@
 //! lane's `Delay` (see [`alarm`]): a server that takes requests one at a
 //! time, each with a timeout that is cancelled when the request is done,
 //! makes a tick per request and touches futures-timer's thread about once
-//! per timeout length, not twice per request. When the alarm rings, the
-//! lane's due ticks fire: each wakes its earliest waiter, and that one,
-//! when its task is polled, wakes the rest (see "Relayed wake-ups"); then
-//! the tick leaves the wheel. So a timeout:
+//! per timeout length, not twice per request; in all, the process holds at
+//! most one `Delay` per lane, whatever the number of timeouts. When the
+//! alarm rings, the lane's due ticks fire: each wakes its earliest waiter,
+//! and that one, when its task is polled, wakes the rest (see "Relayed
+//! wake-ups"); then the tick leaves the wheel. So a timeout:
 //!
 //! - never fires before its deadline (the tick is at or after it);
 //! - fires at most one tick after it (250 µs or 1 ms), plus the helper
