@@ -20,7 +20,7 @@ const PRIVATE: u32 = LANES + 1;
 
 /// Gives this thread the lane that no other test uses, held until the
 /// guard goes, with its alarm asked for nothing.
-fn private_lane() -> MutexGuard<'static, ()> {
+fn private_lane() -> PrivateLane {
     static ONE: Mutex<()> = Mutex::new(());
     let guard = lock(&ONE);
     LOCAL.with(|l| l.lane.set(PRIVATE));
@@ -30,7 +30,22 @@ fn private_lane() -> MutexGuard<'static, ()> {
         lock(&lane((0, PRIVATE)).ticks).is_empty(),
         "ticks left behind"
     );
-    guard
+    PrivateLane { _held: guard }
+}
+
+/// The private lane, held; declared first in a test, so dropped last.
+struct PrivateLane {
+    _held: MutexGuard<'static, ()>,
+}
+
+impl Drop for PrivateLane {
+    fn drop(&mut self) {
+        // The tick this thread keeps goes now, not when the thread exits,
+        // which can be after the next test took the lane.
+        if let Some(kept) = LOCAL.with(|l| l.last.borrow_mut().take()) {
+            forget(kept);
+        }
+    }
 }
 
 /// Polls `d` until it ends, for at most `within`.
