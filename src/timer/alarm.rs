@@ -158,6 +158,19 @@ mod loom_tests {
         assert_eq!(lane.alarm.ask(at, set), Set::Pending);
     }
 
+    fn empty_lane() -> Arc<Lane> {
+        Arc::new(Lane {
+            ticks: Mutex::new(BTreeSet::new()),
+            alarm: Alarm::new(),
+        })
+    }
+
+    /// [`add`] on another thread.
+    fn adding(lane: &Arc<Lane>, at: u64) -> thread::JoinHandle<()> {
+        let lane = lane.clone();
+        thread::spawn(move || add(&lane, at))
+    }
+
     /// The bell rings at `now`: the due ticks fire (leave), and the alarm is
     /// asked for the next one.
     fn ring(lane: &Lane, now: u64) {
@@ -192,19 +205,10 @@ mod loom_tests {
     #[test]
     fn loom_ticks_added_racing_a_ring_are_all_covered() {
         loom::model(|| {
-            let lane = Arc::new(Lane {
-                ticks: Mutex::new(BTreeSet::new()),
-                alarm: Alarm::new(),
-            });
+            let lane = empty_lane();
             add(&lane, 10);
-            let later = {
-                let lane = lane.clone();
-                thread::spawn(move || add(&lane, 30))
-            };
-            let earlier = {
-                let lane = lane.clone();
-                thread::spawn(move || add(&lane, 20))
-            };
+            let later = adding(&lane, 30);
+            let earlier = adding(&lane, 20);
             ring(&lane, 10);
             later.join().unwrap();
             earlier.join().unwrap();
@@ -217,14 +221,8 @@ mod loom_tests {
     #[test]
     fn loom_an_earlier_tick_asked_while_the_bell_is_out_is_set_too() {
         loom::model(|| {
-            let lane = Arc::new(Lane {
-                ticks: Mutex::new(BTreeSet::new()),
-                alarm: Alarm::new(),
-            });
-            let other = {
-                let lane = lane.clone();
-                thread::spawn(move || add(&lane, 20))
-            };
+            let lane = empty_lane();
+            let other = adding(&lane, 20);
             add(&lane, 10);
             other.join().unwrap();
             covered(&lane);

@@ -245,7 +245,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn lane((_, lane): Key) -> &'static Lane {
-    &WHEEL[(lane as usize).min(WHEEL_LANES - 1)]
+    &WHEEL[wheel_index(lane)]
+}
+
+/// Where lane `lane` sits in the wheel (and in [`lane_waker`]'s wakers).
+fn wheel_index(lane: u32) -> usize {
+    (lane as usize).min(WHEEL_LANES - 1)
 }
 
 /// One tick of one lane: its waiters; the lane's alarm times it.
@@ -402,19 +407,23 @@ impl Tick {
         if failed_recently() {
             return self.finish(BROKEN);
         }
-        ask(self.key.1, self.key.0);
+        if ask(self.key.1, self.key.0) == Set::Rang {
+            ring(self.key.1);
+        }
     }
 }
 
 /// Has lane `index`'s alarm ring at or before tick `at`: only a tick
 /// earlier than every other of the lane sets its bell (see [`alarm`]).
-fn ask(index: u32, at: u64) {
+/// Breaks the lane when the bell cannot be set; on [`Set::Rang`] the caller
+/// rings it.
+fn ask(index: u32, at: u64) -> Set {
     let lane = lane((0, index));
-    match lane.alarm.ask(at, |bell, at| set_bell(bell, at, index)) {
-        Set::Pending => {}
-        Set::Rang => ring(index),
-        Set::Failed => break_lane(lane),
+    let set = lane.alarm.ask(at, |bell, at| set_bell(bell, at, index));
+    if set == Set::Failed {
+        break_lane(lane);
     }
+    set
 }
 
 /// Sets a lane's bell for tick `at` (a `Delay`, made if there is none),
@@ -471,8 +480,7 @@ impl Wake for LaneWaker {
 fn lane_waker(index: u32) -> &'static Waker {
     static WAKERS: [std::sync::OnceLock<Waker>; WHEEL_LANES] =
         [const { std::sync::OnceLock::new() }; WHEEL_LANES];
-    WAKERS[(index as usize).min(WHEEL_LANES - 1)]
-        .get_or_init(|| Waker::from(Arc::new(LaneWaker(index))))
+    WAKERS[wheel_index(index)].get_or_init(|| Waker::from(Arc::new(LaneWaker(index))))
 }
 
 /// The bell of lane `index` rang: fires its ticks that are due, each
@@ -510,10 +518,8 @@ fn ring(index: u32) {
         if next == UNSET {
             return;
         }
-        match lane.alarm.ask(next, |bell, at| set_bell(bell, at, index)) {
-            Set::Pending => return,
-            Set::Rang => {}
-            Set::Failed => return break_lane(lane),
+        if ask(index, next) != Set::Rang {
+            return;
         }
     }
 }
@@ -527,15 +533,7 @@ fn break_lane(lane: &Lane) {
             tick.relay();
         }
     }
-    loop {
-        let tick = {
-            let mut map = lock(&lane.ticks);
-            let Some((_, tick)) = map.pop_first() else {
-                return;
-            };
-            lane.note_next(&map);
-            tick
-        };
+    while let Ok(tick) = take_due(lane, u64::MAX) {
         tick.finish(BROKEN);
     }
 }
