@@ -50,7 +50,11 @@
 //! that a run of timeouts started one after another (each dropped before the
 //! next starts) shares it rather than making and dropping a tick each.
 //! It is retired once the thread moves on to another tick, or exits, if no
-//! one waits on it then: at most one empty tick per thread is kept.
+//! one waits on it then: at most one empty tick per thread is kept. When
+//! the thread moves on and nothing else holds the empty tick, the new tick
+//! is made in its memory rather than in fresh allocations, so that a thread
+//! whose timeouts each get a tick of their own (a server taking requests
+//! one at a time) allocates nothing per timeout.
 //!
 //! # Relayed wake-ups
 //! A tick's waiters were mostly started by one thread's tasks, so they are
@@ -743,13 +747,17 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
                 drop(back);
                 return Start::Due(due);
             }
-            // None there, or one that was emptied or broken: a fresh tick.
+            // None there, or one that was emptied or broken: a fresh tick,
+            // in the memory of the one this thread keeps if it can.
             Err((back, _)) => {
-                let tick = Arc::new(Tick {
-                    key,
-                    list: Waitlist::with_first(back),
-                    fallbacks: AtomicU32::new(0),
-                });
+                let tick = match renew_kept(&mut map, key, back) {
+                    Ok(tick) => tick,
+                    Err(back) => Arc::new(Tick {
+                        key,
+                        list: Waitlist::with_first(back),
+                        fallbacks: AtomicU32::new(0),
+                    }),
+                };
                 old = map.insert(key, Arc::clone(&tick));
                 lane.note_next(&map);
                 (tick, 0, true)
@@ -767,6 +775,53 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         early,
         waker: id,
     })
+}
+
+/// The tick this thread keeps, made the tick `key` with `waker` its first
+/// waiter, when nothing else has a hold on it (no waiter, no ring, no relay,
+/// no test): it leaves `map`, the map of its lane and `key`'s, whose lock
+/// the caller holds. A server taking requests one at a time moves to a new
+/// tick for each, and this spares it the allocations of a tick and its
+/// first chunk, and their frees. Otherwise hands `waker` back.
+fn renew_kept(
+    map: &mut BTreeMap<Key, Arc<Tick>>,
+    key: Key,
+    waker: Waker,
+) -> Result<Arc<Tick>, Waker> {
+    let taken = LOCAL.try_with(|local| {
+        let mut last = local.last.borrow_mut();
+        let kept = last.as_ref()?;
+        // Its only holders are this cache and the map, whose lock is held:
+        // no one else can take a new hold on it meanwhile.
+        let alone = kept.key.1 == key.1
+            && Arc::strong_count(kept) == 2
+            && Arc::weak_count(kept) == 0
+            && map.get(&kept.key).is_some_and(|t| Arc::ptr_eq(t, kept));
+        if !alone {
+            return None;
+        }
+        let kept = last.take()?;
+        map.remove(&kept.key);
+        Some(kept)
+    });
+    let Ok(Some(mut kept)) = taken else {
+        return Err(waker);
+    };
+    match Arc::get_mut(&mut kept) {
+        Some(tick) => {
+            tick.key = key;
+            tick.fallbacks = AtomicU32::new(0);
+            tick.list.renew(waker);
+            Ok(kept)
+        }
+        None => {
+            // Not alone after all (cannot happen, as said above): it is out
+            // of the wheel and this thread's cache, and goes with its last
+            // holder.
+            drop(kept);
+            Err(waker)
+        }
+    }
 }
 
 /// Fires the ticks of `lane` whose time has come by `since` (the clock's

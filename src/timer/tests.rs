@@ -481,6 +481,55 @@ fn timeouts_started_one_after_another_share_one_tick() {
 }
 
 #[test]
+fn a_thread_moving_on_from_its_empty_tick_makes_the_next_in_its_memory() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    let first = waiting(Duration::from_secs(3600), &waker);
+    let (kept, old) = (Arc::as_ptr(&first.tick), first.tick.key);
+    drop(first);
+    // A new tick while the kept one is still in the wheel: without the
+    // renewal it would be a new allocation, at another address.
+    let started = Instant::now();
+    let mut next = waiting(Duration::from_millis(2), &waker);
+    assert_eq!(Arc::as_ptr(&next.tick), kept, "a new allocation");
+    assert_ne!(next.tick.key, old);
+    assert!(in_wheel(&next.tick));
+    assert!(
+        !lock(&lane(old).ticks).contains_key(&old),
+        "the kept tick's time stayed in the wheel"
+    );
+    assert_eq!((next.key, next.tick.list.live()), (0, (1, 1)));
+    // It is a tick like any other: others join it, and it fires.
+    let joined = waiting(Duration::from_millis(2), &waker);
+    let joined_too = Arc::ptr_eq(&joined.tick, &next.tick);
+    drop(joined);
+    assert_eq!(
+        wait_within(&mut next, &waker, Duration::from_secs(10)),
+        Some(Outcome::Elapsed)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(2), "early");
+    // (Under Miri, slower than the clock, the second may land a tick later.)
+    assert!(
+        joined_too || cfg!(miri),
+        "a second timeout made its own tick"
+    );
+}
+
+#[test]
+fn a_kept_tick_that_someone_else_holds_is_not_made_the_next() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    let first = waiting(Duration::from_secs(3600), &waker);
+    let held = Arc::clone(&first.tick);
+    let key = held.key;
+    drop(first);
+    let next = waiting(Duration::from_secs(7200), &waker);
+    assert!(!Arc::ptr_eq(&next.tick, &held));
+    assert_eq!(held.key, key, "the held tick changed under its holder");
+    assert!(freed(&held), "the tick left behind stayed");
+}
+
+#[test]
 fn fired_ticks_leave_the_wheel() {
     let (_, waker) = counter();
     let mut d = waiting(Duration::from_millis(2), &waker);

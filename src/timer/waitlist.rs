@@ -202,6 +202,23 @@ impl Waitlist {
         }
     }
 
+    /// An open list whose waiters all left, made new with `waker` as its
+    /// first waiter (key 0), as [`Waitlist::with_first`] would make it, but
+    /// in the memory it has: its chunk is kept.
+    pub(super) fn renew(&mut self, waker: Waker) {
+        debug_assert_eq!(self.state(), OPEN);
+        self.state = AtomicU8::new(OPEN);
+        self.relaying = AtomicBool::new(false);
+        let mut w = lock(&self.waiters);
+        debug_assert_eq!(w.live, 0);
+        w.closed = false;
+        w.pinned = false;
+        let spare = w.recycle();
+        w.insert(waker);
+        drop(w);
+        drop(spare);
+    }
+
     /// [`OPEN`], [`FIRED`] or [`BROKEN`].
     #[inline]
     pub(super) fn state(&self) -> u8 {
