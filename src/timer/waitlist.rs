@@ -34,12 +34,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// system allocator serves it from its quick lists.
 const CHUNK: usize = 32;
 
-/// A chunk of waiter slots, filled in key order: only the slots handed out
-/// are written, looked through and dropped, so a tick with one waiter (a
-/// server taking requests one at a time) pays for one slot, not 32.
+/// A chunk of waiter slots.
 struct Chunk {
-    /// Capacity [`CHUNK`], allocated up front so that it never grows.
-    slots: Vec<Option<Waker>>,
+    slots: [Option<Waker>; CHUNK],
     live: u32,
 }
 
@@ -51,7 +48,7 @@ struct Chunk {
 /// the last one when the last waiter leaves.
 #[derive(Default)]
 struct Waiters {
-    chunks: Vec<Option<Chunk>>,
+    chunks: Vec<Option<Box<Chunk>>>,
     /// The next key.
     next: u32,
     live: u32,
@@ -81,17 +78,16 @@ impl Waiters {
     #[inline]
     fn insert(&mut self, waker: Waker) -> u32 {
         let key = self.next;
-        let (c, _) = split(key);
+        let (c, i) = split(key);
         if c == self.chunks.len() {
-            self.chunks.push(Some(Chunk {
-                slots: Vec::with_capacity(CHUNK),
+            self.chunks.push(Some(Box::new(Chunk {
+                slots: [const { None }; CHUNK],
                 live: 0,
-            }));
+            })));
         }
-        // The last chunk is never freed while keys are handed out, and its
-        // slots are handed out in order: the key's slot is the next one.
+        // The last chunk is never freed while keys are handed out.
         if let Some(Some(chunk)) = self.chunks.get_mut(c) {
-            chunk.slots.push(Some(waker));
+            chunk.slots[i] = Some(waker);
             chunk.live += 1;
         }
         self.next += 1;
@@ -110,11 +106,11 @@ impl Waiters {
     #[inline]
     fn slot(&mut self, key: u32) -> Option<&mut Waker> {
         let (c, i) = split(key);
-        self.chunks.get_mut(c)?.as_mut()?.slots.get_mut(i)?.as_mut()
+        self.chunks.get_mut(c)?.as_mut()?.slots[i].as_mut()
     }
 
     /// Takes the earliest waiter still there out, as [`Waiters::remove`].
-    fn take_first(&mut self) -> (Option<Waker>, Option<Chunk>) {
+    fn take_first(&mut self) -> (Option<Waker>, Option<Box<Chunk>>) {
         match self.first() {
             Some(key) => self.remove(key),
             None => (None, None),
@@ -123,13 +119,13 @@ impl Waiters {
 
     /// Takes the waiter `key` out; with a chunk that is done with, to free.
     #[inline]
-    fn remove(&mut self, key: u32) -> (Option<Waker>, Option<Chunk>) {
+    fn remove(&mut self, key: u32) -> (Option<Waker>, Option<Box<Chunk>>) {
         let (c, i) = split(key);
         let tail = self.chunks.len().saturating_sub(1);
         let Some(Some(chunk)) = self.chunks.get_mut(c) else {
             return (None, None);
         };
-        let Some(waker) = chunk.slots.get_mut(i).and_then(Option::take) else {
+        let Some(waker) = chunk.slots[i].take() else {
             return (None, None);
         };
         chunk.live -= 1;
@@ -140,13 +136,9 @@ impl Waiters {
 
     /// Empty and still open: keeps the last chunk (all of its slots free)
     /// for the next waiters, and hands the rest back to free.
-    fn recycle(&mut self) -> Vec<Option<Chunk>> {
+    fn recycle(&mut self) -> Vec<Option<Box<Chunk>>> {
         self.next = 0;
         let n = self.chunks.len();
-        if let Some(Some(last)) = self.chunks.last_mut() {
-            // Every slot is empty: nothing to drop, only the length to reset.
-            last.slots.clear();
-        }
         if n <= 1 {
             // No allocation: an empty `Vec` is free to make and to drop.
             return Vec::new();
