@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Where a timeout's cost goes at scale, in instructions (valgrind's
 # callgrind: repeatable where times are not). Runs benches/scale.rs's
-# finish-in-time case (or all-fire) on tokio current-thread, N tasks, two
-# rounds, for the bare tasks, opguard and tokio's timeout; prints each
-# timer's instructions per timeout over the bare tasks, and the functions
-# that make up the difference.
+# finish-in-time case (or all-fire, or requests one at a time, 1 ms apart:
+# paced) on tokio current-thread, N tasks, two rounds, for the bare tasks,
+# opguard and tokio's timeout; prints each timer's instructions per timeout
+# over the bare tasks, and the functions that make up the difference.
 #
-#   bash scripts/scale_callgrind.sh [finish|fire] [N]   (finish, 20000)
+#   bash scripts/scale_callgrind.sh [finish|fire|paced] [N]   (finish, 20000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-finish}
