@@ -793,16 +793,19 @@ fn renew_kept(
         let kept = last.as_ref()?;
         // Its only holders are this cache and the map, whose lock is held:
         // no one else can take a new hold on it meanwhile.
-        let alone = kept.key.1 == key.1
-            && Arc::strong_count(kept) == 2
-            && Arc::weak_count(kept) == 0
-            && map.get(&kept.key).is_some_and(|t| Arc::ptr_eq(t, kept));
-        if !alone {
+        if kept.key.1 != key.1 || Arc::strong_count(kept) != 2 || Arc::weak_count(kept) != 0 {
             return None;
         }
-        let kept = last.take()?;
-        map.remove(&kept.key);
-        Some(kept)
+        match map.remove(&kept.key) {
+            Some(in_map) if Arc::ptr_eq(&in_map, kept) => last.take(),
+            // Another tick of that time (this one was broken, and left):
+            // the other holder is not the map.
+            Some(other) => {
+                map.insert(other.key, other);
+                None
+            }
+            None => None,
+        }
     });
     let Ok(Some(mut kept)) = taken else {
         return Err(waker);
