@@ -596,9 +596,12 @@ impl Drop for Local {
 }
 
 /// Makes `tick` this thread's last tick, pinned open for its next
-/// timeouts, and lets the one it replaces go if no one waits on it.
-fn remember(tick: &Arc<Tick>) {
-    tick.list.pin();
+/// timeouts (a new tick is pinned already), and lets the one it replaces
+/// go if no one waits on it.
+fn remember(tick: &Arc<Tick>, pinned: bool) {
+    if !pinned {
+        tick.list.pin();
+    }
     // Ignored when the thread is exiting: the cache is only a shortcut.
     match LOCAL.try_with(|local| local.last.replace(Some(Arc::clone(tick)))) {
         Ok(Some(old)) if !Arc::ptr_eq(&old, tick) => forget(old),
@@ -754,7 +757,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
                     Ok(tick) => tick,
                     Err(back) => Arc::new(Tick {
                         key,
-                        list: Waitlist::with_first(back),
+                        list: Waitlist::pinned_with_first(back),
                         fallbacks: AtomicU32::new(0),
                     }),
                 };
@@ -768,7 +771,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     if new {
         tick.start();
     }
-    remember(&tick);
+    remember(&tick, new);
     Start::Waiting(Deadline {
         tick,
         key: index,

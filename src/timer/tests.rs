@@ -485,10 +485,16 @@ fn a_thread_moving_on_from_its_empty_tick_makes_the_next_in_its_memory() {
     let _lane = private_lane();
     let (_, waker) = counter();
     let first = waiting(Duration::from_secs(3600), &waker);
-    let (kept, old) = (Arc::as_ptr(&first.tick), first.tick.key);
+    let (kept, mut old) = (Arc::as_ptr(&first.tick), first.tick.key);
     drop(first);
-    // A new tick while the kept one is still in the wheel: without the
-    // renewal it would be a new allocation, at another address.
+    // Each new tick is made while the kept one is still in the wheel:
+    // without the renewal it would be a new allocation, at another address.
+    for hours in 2..5 {
+        let d = waiting(Duration::from_secs(3600 * hours), &waker);
+        assert_eq!(Arc::as_ptr(&d.tick), kept, "a new allocation, {hours} h");
+        assert_ne!(d.tick.key, old);
+        old = d.tick.key;
+    }
     let started = Instant::now();
     let mut next = waiting(Duration::from_millis(2), &waker);
     assert_eq!(Arc::as_ptr(&next.tick), kept, "a new allocation");

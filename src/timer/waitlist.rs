@@ -182,12 +182,27 @@ pub(super) struct Waitlist {
 
 impl Waitlist {
     /// A list with one waiter, whose key is 0.
+    #[cfg_attr(not(opguard_loom), allow(dead_code))] // The loom models' lists.
     pub(super) fn with_first(waker: Waker) -> Self {
+        Self::first_of(waker, false)
+    }
+
+    /// A list with one waiter, whose key is 0, pinned (see
+    /// [`Waitlist::pin`]): a new tick, which its thread keeps. Pinned as it
+    /// is made, it needs no lock for that.
+    pub(super) fn pinned_with_first(waker: Waker) -> Self {
+        Self::first_of(waker, true)
+    }
+
+    fn first_of(waker: Waker, pinned: bool) -> Self {
         Waitlist {
             state: AtomicU8::new(OPEN),
             relaying: AtomicBool::new(false),
             waiters: Mutex::new({
-                let mut w = Waiters::default();
+                let mut w = Waiters {
+                    pinned,
+                    ..Waiters::default()
+                };
                 w.insert(waker);
                 w
             }),
@@ -195,19 +210,22 @@ impl Waitlist {
     }
 
     /// An open list whose waiters all left, made new with `waker` as its
-    /// first waiter (key 0), as [`Waitlist::with_first`] would make it, but
-    /// in the memory it has: its chunk is kept.
+    /// first waiter (key 0), as [`Waitlist::pinned_with_first`] would make
+    /// it, but in the memory it has: its chunk is kept. Nothing else holds
+    /// the list (`&mut`): no lock is taken.
     pub(super) fn renew(&mut self, waker: Waker) {
         debug_assert_eq!(self.state(), OPEN);
         self.state = AtomicU8::new(OPEN);
         self.relaying = AtomicBool::new(false);
-        let mut w = lock(&self.waiters);
+        let w = self
+            .waiters
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         debug_assert_eq!(w.live, 0);
         w.closed = false;
-        w.pinned = false;
+        w.pinned = true;
         let spare = w.recycle();
         w.insert(waker);
-        drop(w);
         drop(spare);
     }
 
