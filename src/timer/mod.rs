@@ -784,15 +784,18 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
 /// waiter, when nothing else has a hold on it (no waiter, no ring, no relay,
 /// no test): it leaves `map`, the map of its lane and `key`'s, whose lock
 /// the caller holds. A server taking requests one at a time moves to a new
-/// tick for each, and this spares it the allocations of a tick and its
-/// first chunk, and their frees. Otherwise hands `waker` back.
+/// tick for each, and this spares it the allocations of a tick, its
+/// waiter list and its first chunk, and their frees. Otherwise hands
+/// `waker` back.
 fn renew_kept(
     map: &mut BTreeMap<Key, Arc<Tick>>,
     key: Key,
     waker: Waker,
 ) -> Result<Arc<Tick>, Waker> {
     let taken = LOCAL.try_with(|local| {
-        let mut last = local.last.borrow_mut();
+        // (Never borrowed here: no user code runs while this thread's cache
+        // is; a renewal is only a saving, so none is tried should it be.)
+        let mut last = local.last.try_borrow_mut().ok()?;
         let kept = last.as_ref()?;
         // Its only holders are this cache and the map, whose lock is held:
         // no one else can take a new hold on it meanwhile.
