@@ -129,7 +129,11 @@
 //! after the deadline of every waiter that joins it, so a timeout that finds
 //! its tick fired has timed out, correctly and at once. Mutex poisoning is
 //! ignored: no code here panics while holding one. A lane's earliest time is
-//! a hint, stored and read `Relaxed` (see [`Lane::next`]).
+//! a hint, stored and read `Relaxed` (see [`Lane::next`]). A kept tick is
+//! made a new one in place only under its lane's lock, once it is out of
+//! the map and this thread's cache, and only through `Arc::get_mut`, which
+//! fails while anything else holds it (a waiter, a ring, a relay's weak
+//! reference): no one can see a tick change its time under them.
 
 mod alarm;
 mod waitlist;
