@@ -864,29 +864,28 @@ fn fire_due_slow(lane: &Lane, now: u64) {
 /// ticks), with its tick if that is still there; otherwise gives the
 /// earliest's time ([`UNSET`]: none).
 fn take_relay(lane: &Lane, now: u64) -> Result<Option<Arc<Tick>>, u64> {
-    let mut relays = lock(&lane.relays);
-    let Some(entry) = relays.first_entry() else {
-        return Err(UNSET);
-    };
-    if entry.key().0 > now {
-        return Err(entry.key().0);
-    }
-    Ok(entry.remove().upgrade())
+    pop_due(&mut lock(&lane.relays), now, |&(at, _)| at).map(|tick| tick.upgrade())
 }
 
 /// Takes the lane's earliest tick out if its time has come by `now` (in
 /// ticks); otherwise gives the earliest's time ([`UNSET`]: none).
 fn take_due(lane: &Lane, now: u64) -> Result<Arc<Tick>, u64> {
     let mut map = lock(&lane.ticks);
+    let tick = pop_due(&mut map, now, |&(at, _)| at)?;
+    lane.note_next(&map);
+    Ok(tick)
+}
+
+/// Takes the first entry of `map` out if its time (`at` of its key) has
+/// come by `now`; otherwise gives that time ([`UNSET`]: no entry).
+fn pop_due<K: Ord, V>(map: &mut BTreeMap<K, V>, now: u64, at: fn(&K) -> u64) -> Result<V, u64> {
     let Some(entry) = map.first_entry() else {
         return Err(UNSET);
     };
-    if entry.key().0 > now {
-        return Err(entry.key().0);
+    match at(entry.key()) {
+        due if due > now => Err(due),
+        _ => Ok(entry.remove()),
     }
-    let tick = entry.remove();
-    lane.note_next(&map);
-    Ok(tick)
 }
 
 /// Whole ticks in `since`, rounded down: every tick up to this one has come.
