@@ -221,10 +221,19 @@ pub(crate) fn count_at(
 ) {
     let c = &COUNTERS[kind.index()];
     let threshold = c.threshold.load(Ordering::Relaxed);
+    if threshold == u32::MAX {
+        // Never alerts (and a new policy starts a fresh window).
+        return;
+    }
     let window = c.window_nanos.load(Ordering::Relaxed);
     // Truncated to 32 bits: only equality with the stored window matters.
     let epoch = (now / window) as u32 as u64;
     let mut old = c.state.load(Ordering::Relaxed);
+    if old >> 32 == epoch && old as u32 > threshold {
+        // This window's alert has fired: counting on changes nothing, so
+        // events past it (a burst of timeouts) only read the shared state.
+        return;
+    }
     let count = loop {
         let count = if old >> 32 == epoch {
             (old as u32).saturating_add(1)
@@ -240,7 +249,7 @@ pub(crate) fn count_at(
             Err(now) => old = now,
         }
     };
-    if threshold != u32::MAX && count == threshold + 1 {
+    if count == threshold + 1 {
         fire(Alert {
             kind,
             count,
@@ -345,6 +354,34 @@ mod tests {
         clear_hook();
         set_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
         assert_eq!(after_two_windows, 0);
+    }
+
+    #[test]
+    fn an_alert_fires_again_in_the_next_window() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        static SEEN: AtomicUsize = AtomicUsize::new(0);
+        set_policy(
+            AlertKind::Timeouts,
+            AlertPolicy::new(1, Duration::from_millis(100)),
+        );
+        set_hook(|a| {
+            if a.kind == AlertKind::Timeouts {
+                SEEN.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        // Past the threshold, and on past it: one alert.
+        for _ in 0..4 {
+            count(AlertKind::Timeouts, None, &"a");
+        }
+        let first = SEEN.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(250));
+        for _ in 0..2 {
+            count(AlertKind::Timeouts, None, &"a");
+        }
+        let second = SEEN.load(Ordering::SeqCst);
+        clear_hook();
+        set_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
+        assert_eq!((first, second), (1, 2));
     }
 
     #[test]
