@@ -106,27 +106,6 @@ impl InvalidTimeout {
     }
 }
 
-impl InvalidTimeout {
-    /// The rejected value's bits, and whether it was a float: what a
-    /// [`crate::TimeoutError`] keeps, to stay small without a heap cell.
-    pub(crate) fn to_bits(self) -> (u64, bool) {
-        match self.value {
-            Seconds::Int(v) => (v as u64, false),
-            Seconds::Float(v) => (v.to_bits(), true),
-        }
-    }
-
-    /// The value [`to_bits`](Self::to_bits) gave.
-    pub(crate) fn from_bits(bits: u64, float: bool) -> Self {
-        let value = if float {
-            Seconds::Float(f64::from_bits(bits))
-        } else {
-            Seconds::Int(bits as i64)
-        };
-        InvalidTimeout { value }
-    }
-}
-
 impl fmt::Display for InvalidTimeout {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let why = match self.value {

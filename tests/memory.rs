@@ -8,10 +8,10 @@ mod load;
 use std::future::{Future, pending};
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
-use load::{LIVE, THREAD_LIVE};
+use load::LIVE;
 use opguard::timeout_async;
 
 #[global_allocator]
@@ -63,34 +63,4 @@ fn cancelled_timeouts_give_their_memory_back_whatever_their_deadline() {
             "{spelling}: {left} bytes left after {N} cancelled timeouts"
         );
     }
-}
-
-/// Polls a zero timeout, which fires at its first poll, and returns its
-/// error and the heap bytes this thread holds for it, cloned once, over
-/// before.
-fn zero_timeout_error() -> (opguard::TimeoutError, isize) {
-    let mut t = Box::pin(timeout_async!(Duration::ZERO, pending::<()>()));
-    let before = THREAD_LIVE.with(|live| live.get());
-    let err = match t.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Err(err)) => err,
-        other => panic!("a zero timeout fires at its first poll: {other:?}"),
-    };
-    let copy = err.clone();
-    let held = THREAD_LIVE.with(|live| live.get()) - before;
-    assert_eq!(copy, err);
-    (err, held)
-}
-
-#[test]
-fn a_timeout_that_fires_holds_no_heap_for_its_error() {
-    // The first one in the process may set things up (the kill switch's
-    // environment, say); the second is what every later one costs.
-    zero_timeout_error();
-    let (err, held) = zero_timeout_error();
-    assert!(err.is_elapsed(), "{err}");
-    assert_eq!(err.duration(), Some(Duration::ZERO));
-    assert_eq!(
-        held, 0,
-        "a fired timeout's error and its clone hold {held} heap bytes"
-    );
 }

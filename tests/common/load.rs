@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::future::{Future, pending};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::Relaxed};
@@ -23,25 +22,12 @@ pub static COUNTING: AtomicBool = AtomicBool::new(true);
 pub static LIVE: AtomicIsize = AtomicIsize::new(0);
 pub static PEAK: AtomicIsize = AtomicIsize::new(0);
 
-thread_local! {
-    /// Heap bytes this thread allocated, minus those it freed, while
-    /// [`COUNTING`] is on: what one thread's work costs, whatever other
-    /// threads (other tests, futures-timer's) allocate meanwhile.
-    pub static THREAD_LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count_here(bytes: isize) {
-    // Not during this thread's teardown: the count is then of no use.
-    let _ = THREAD_LIVE.try_with(|live| live.set(live.get() + bytes));
-}
-
 // SAFETY: forwards to `System`, only counting on the side.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Relaxed) {
             let now = LIVE.fetch_add(layout.size() as isize, Relaxed) + layout.size() as isize;
             PEAK.fetch_max(now, Relaxed);
-            count_here(layout.size() as isize);
         }
         // SAFETY: the caller's promises are `System`'s.
         unsafe { System.alloc(layout) }
@@ -49,7 +35,6 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if COUNTING.load(Relaxed) {
             LIVE.fetch_sub(layout.size() as isize, Relaxed);
-            count_here(-(layout.size() as isize));
         }
         // SAFETY: as above.
         unsafe { System.dealloc(ptr, layout) }
