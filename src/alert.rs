@@ -68,7 +68,8 @@ pub struct AlertPolicy {
 impl AlertPolicy {
     /// Alert on the event that makes more than `threshold` in one `window`.
     ///
-    /// A zero window counts as one nanosecond.
+    /// A zero window counts as one nanosecond. A threshold of `u32::MAX`
+    /// never alerts (and counts nothing).
     pub const fn new(threshold: u32, window: Duration) -> Self {
         AlertPolicy { threshold, window }
     }
@@ -382,6 +383,28 @@ mod tests {
         clear_hook();
         set_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
         assert_eq!((first, second), (1, 2));
+    }
+
+    #[test]
+    fn a_threshold_of_u32_max_never_alerts() {
+        let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        static SEEN: AtomicUsize = AtomicUsize::new(0);
+        set_policy(
+            AlertKind::MpsFallbacks,
+            AlertPolicy::new(u32::MAX, Duration::from_secs(3600)),
+        );
+        set_hook(|a| {
+            if a.kind == AlertKind::MpsFallbacks {
+                SEEN.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        for _ in 0..3 {
+            count(AlertKind::MpsFallbacks, None, &"here");
+        }
+        let seen = SEEN.load(Ordering::SeqCst);
+        clear_hook();
+        set_policy(AlertKind::MpsFallbacks, AlertPolicy::DEFAULT);
+        assert_eq!(seen, 0);
     }
 
     #[test]
