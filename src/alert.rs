@@ -339,19 +339,19 @@ mod tests {
     fn a_new_window_starts_a_new_count() {
         let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         static SEEN: AtomicUsize = AtomicUsize::new(0);
-        set_policy(
-            AlertKind::Timeouts,
-            AlertPolicy::new(1, Duration::from_millis(30)),
-        );
+        const WINDOW: Duration = Duration::from_millis(30);
+        set_policy(AlertKind::Timeouts, AlertPolicy::new(1, WINDOW));
         set_hook(|a| {
-            if a.kind == AlertKind::Timeouts {
+            if a.kind == AlertKind::Timeouts && a.label == Some("new window") {
                 SEEN.fetch_add(1, Ordering::SeqCst);
             }
         });
-        count(AlertKind::Timeouts, None, &"a");
-        std::thread::sleep(Duration::from_millis(70));
+        // At given times, far on: other tests' events fall in other windows.
+        let at = |windows: u64| (1_000_000 + windows) * WINDOW.as_nanos() as u64;
+        let event = |now| count_at(AlertKind::Timeouts, Some("new window"), &"a", now);
+        event(at(0));
         // The earlier event is in an older window: one event here is no alert.
-        count(AlertKind::Timeouts, None, &"a");
+        event(at(2));
         let after_two_windows = SEEN.load(Ordering::SeqCst);
         clear_hook();
         set_policy(AlertKind::Timeouts, AlertPolicy::DEFAULT);
