@@ -23,7 +23,10 @@
 //!   (a counting global allocator, on only while it measures).
 //! - lateness: 10 000 timeouts of 20 ms each for opguard and tokio, started
 //!   at spread times on one runtime while two threads keep both cores busy;
-//!   12 runs (`OPGUARD_LATENESS_RUNS`), summed up as opguard's minus tokio's.
+//!   12 runs (`OPGUARD_LATENESS_RUNS`), summed up as opguard's minus tokio's,
+//!   and where the slowest come from: the stretches in which the runtime's
+//!   thread completed no timeout at all (stalls), and which timer's
+//!   timeouts completed first when it went on.
 //!
 //! Executors: tokio current-thread; tokio multi-thread (2 workers) with the
 //! tasks spawned from outside the runtime and from inside a task; smol's
@@ -409,16 +412,25 @@ impl Drop for Busy {
     }
 }
 
-/// Lateness past 20 ms of `n` opguard and `n` tokio timeouts started at spread
-/// times on one tokio current-thread runtime while both cores are busy:
-/// (p50, p99, max, min) in ms, for each.
-fn lateness(n: usize) -> [(Timer, [f64; 4]); 2] {
+/// One timeout of the lateness runs: when it completed (since the run
+/// began) and how late, both in ms.
+#[derive(Clone, Copy)]
+struct Late {
+    done: f64,
+    late: f64,
+}
+
+/// `n` opguard and `n` tokio timeouts of 20 ms started at spread times on one
+/// tokio current-thread runtime while both cores are busy: each one's
+/// completion and lateness, for each timer.
+fn lateness(n: usize) -> [(Timer, Vec<Late>); 2] {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let _busy = Busy::start(2);
     let spread_us = 200_000u64;
+    let began = Instant::now();
     let (og, tk) = rt.block_on(async {
         let spawn = |timer: Timer, i: usize| {
             // Spread over 200 ms, interleaved between the two timers.
@@ -435,7 +447,11 @@ fn lateness(n: usize) -> [(Timer, [f64; 4]); 2] {
                         .is_err(),
                 };
                 assert!(fired);
-                start.elapsed().as_secs_f64() - LATE_AFTER.as_secs_f64()
+                let done = Instant::now();
+                Late {
+                    done: (done - began).as_secs_f64() * 1e3,
+                    late: (done - start).as_secs_f64() * 1e3 - LATE_AFTER.as_secs_f64() * 1e3,
+                }
             })
         };
         let og: Vec<_> = (0..n).map(|i| spawn(Timer::Opguard, i)).collect();
@@ -450,12 +466,79 @@ fn lateness(n: usize) -> [(Timer, [f64; 4]); 2] {
         }
         (a, b)
     });
-    let stats = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] * 1e3;
-        [at(0.5), at(0.99), v[v.len() - 1] * 1e3, v[0] * 1e3]
+    [(Timer::Opguard, og), (Timer::Tokio, tk)]
+}
+
+/// (p50, p99, max, min) of the lateness, in ms.
+fn late_stats(v: &[Late]) -> [f64; 4] {
+    let mut v: Vec<f64> = v.iter().map(|l| l.late).collect();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+    [at(0.5), at(0.99), v[v.len() - 1], v[0]]
+}
+
+/// A stretch of at least this long in which no timeout of either timer
+/// completed: the runtime's thread did not run its tasks.
+const STALL_MS: f64 = 2.0;
+/// The completions in this long after a stall are its burst.
+const BURST_MS: f64 = 1.0;
+
+/// Where one run's slowest timeouts come from: the stalls of the runtime's
+/// thread and what ran first when it went on.
+struct Stalls {
+    /// How many stalls, and the longest, in ms.
+    count: usize,
+    longest: f64,
+    /// Per timer (opguard, tokio): of its slowest 1 % (at or past its p99),
+    /// how many completed in a stall's burst, and how many there were.
+    tail_in_burst: [(usize, usize); 2],
+    /// For each burst with both timers in it: opguard's median completion
+    /// minus tokio's, in ms.
+    lags: Vec<f64>,
+}
+
+fn stalls(og: &[Late], tk: &[Late]) -> Stalls {
+    let mut all: Vec<(f64, bool)> = og.iter().map(|l| (l.done, true)).collect();
+    all.extend(tk.iter().map(|l| (l.done, false)));
+    all.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Where each stall ends: the first completion after the gap.
+    let ends: Vec<(f64, f64)> = all
+        .windows(2)
+        .filter(|w| w[1].0 - w[0].0 >= STALL_MS)
+        .map(|w| (w[1].0, w[1].0 - w[0].0))
+        .collect();
+    let in_burst = |done: f64| {
+        ends.iter()
+            .any(|&(end, _)| (end..end + BURST_MS).contains(&done))
     };
-    [(Timer::Opguard, stats(og)), (Timer::Tokio, stats(tk))]
+    let tail = |v: &[Late]| {
+        let p99 = late_stats(v)[1];
+        let slow: Vec<&Late> = v.iter().filter(|l| l.late >= p99).collect();
+        (slow.iter().filter(|l| in_burst(l.done)).count(), slow.len())
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let lags = ends
+        .iter()
+        .filter_map(|&(end, _)| {
+            let burst = |ours: bool| -> Vec<f64> {
+                all.iter()
+                    .filter(|&&(d, o)| o == ours && (end..end + BURST_MS).contains(&d))
+                    .map(|&(d, _)| d)
+                    .collect()
+            };
+            let (o, t) = (burst(true), burst(false));
+            (!o.is_empty() && !t.is_empty()).then(|| median(o) - median(t))
+        })
+        .collect();
+    Stalls {
+        count: ends.len(),
+        longest: ends.iter().map(|e| e.1).fold(0.0, f64::max),
+        tail_in_burst: [tail(og), tail(tk)],
+        lags,
+    }
 }
 
 /// CPU time of one round of `n` requests one at a time, `PACED_GAP` apart.
@@ -589,8 +672,12 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
     say(md, "|---:|---|---:|---:|---:|---:|".into());
     // opguard's minus tokio's, per run: p50 and p99.
     let mut diffs = Vec::new();
+    let mut all_stalls = Vec::new();
     for run in 1..=runs {
         let both = lateness(n);
+        let [(_, og_runs), (_, tk_runs)] = &both;
+        all_stalls.push(stalls(og_runs, tk_runs));
+        let both = both.map(|(t, v)| (t, late_stats(&v)));
         for (t, [p50, p99, max, min]) in both {
             if run <= shown {
                 say(
@@ -623,6 +710,36 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
             median(p99s.clone()),
             p99s.iter().sum::<f64>() / runs as f64,
             median(diffs.iter().map(|d| d.0).collect()),
+        ),
+    );
+    // Where the tail comes from, over all runs.
+    let share = |i: usize| {
+        let (hit, of) = all_stalls.iter().fold((0, 0), |(h, o), s| {
+            (h + s.tail_in_burst[i].0, o + s.tail_in_burst[i].1)
+        });
+        100.0 * hit as f64 / of.max(1) as f64
+    };
+    let lags: Vec<f64> = all_stalls.iter().flat_map(|s| s.lags.clone()).collect();
+    let later = lags.iter().filter(|l| **l > 0.0).count();
+    say(
+        md,
+        format!(
+            "Where the slowest come from: stalls, stretches of {STALL_MS} ms or more in which no timeout \
+             of either timer completed (a median of {} per run, the longest {:.1} ms). Of each timer's \
+             slowest 1 % (at or past its p99), {:.0} % of opguard's and {:.0} % of tokio's completed \
+             in the first {BURST_MS} ms after a stall. In those first ms, where both had timeouts \
+             completing, opguard's median completion came {:+.2} ms after tokio's (median over {} \
+             stalls; later in {later} of them).",
+            median(all_stalls.iter().map(|s| s.count as f64).collect()),
+            all_stalls.iter().map(|s| s.longest).fold(0.0, f64::max),
+            share(0),
+            share(1),
+            if lags.is_empty() {
+                0.0
+            } else {
+                median(lags.clone())
+            },
+            lags.len(),
         ),
     );
 }
