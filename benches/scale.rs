@@ -504,7 +504,7 @@ fn late_stats(v: &[Late]) -> [f64; 4] {
 }
 
 /// A stretch of at least this long in which no timeout of either timer
-/// completed: the runtime's thread did not run its tasks.
+/// completed, where about 100 complete in a usual millisecond: a stall.
 const STALL_MS: f64 = 2.0;
 /// The completions in this long after a stall are its burst.
 const BURST_MS: f64 = 1.0;
