@@ -279,6 +279,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The median of values in ms (or any `f64`s).
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Overhead per timeout, in ns of wall time and of CPU time, of each timer
 /// over the bare tasks: medians of `rounds` warm rounds, the timers taking
 /// turns.
@@ -448,8 +454,8 @@ struct Late {
 
 /// `n` opguard and `n` tokio timeouts of 20 ms started at spread times on one
 /// tokio current-thread runtime while both cores are busy: each one's
-/// completion and lateness, for each timer.
-fn lateness(n: usize) -> [(Timer, Vec<Late>); 2] {
+/// completion and lateness, opguard's then tokio's.
+fn lateness(n: usize) -> [Vec<Late>; 2] {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -492,7 +498,7 @@ fn lateness(n: usize) -> [(Timer, Vec<Late>); 2] {
         }
         (a, b)
     });
-    [(Timer::Opguard, og), (Timer::Tokio, tk)]
+    [og, tk]
 }
 
 /// (p50, p99, max, min) of the lateness, in ms.
@@ -523,7 +529,8 @@ struct Stalls {
     lags: Vec<f64>,
 }
 
-fn stalls(og: &[Late], tk: &[Late]) -> Stalls {
+/// The stalls of one run, given each timer's timeouts and its p99.
+fn stalls(og: &[Late], tk: &[Late], p99: [f64; 2]) -> Stalls {
     let mut all: Vec<(f64, bool)> = og.iter().map(|l| (l.done, true)).collect();
     all.extend(tk.iter().map(|l| (l.done, false)));
     all.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -537,14 +544,9 @@ fn stalls(og: &[Late], tk: &[Late]) -> Stalls {
         ends.iter()
             .any(|&(end, _)| (end..end + BURST_MS).contains(&done))
     };
-    let tail = |v: &[Late]| {
-        let p99 = late_stats(v)[1];
+    let tail = |v: &[Late], p99: f64| {
         let slow: Vec<&Late> = v.iter().filter(|l| l.late >= p99).collect();
         (slow.iter().filter(|l| in_burst(l.done)).count(), slow.len())
-    };
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
     };
     let lags = ends
         .iter()
@@ -556,13 +558,13 @@ fn stalls(og: &[Late], tk: &[Late]) -> Stalls {
                     .collect()
             };
             let (o, t) = (burst(true), burst(false));
-            (!o.is_empty() && !t.is_empty()).then(|| median(o) - median(t))
+            (!o.is_empty() && !t.is_empty()).then(|| median_f64(o) - median_f64(t))
         })
         .collect();
     Stalls {
         count: ends.len(),
         longest: ends.iter().map(|e| e.1).fold(0.0, f64::max),
-        tail_in_burst: [tail(og), tail(tk)],
+        tail_in_burst: [tail(og, p99[0]), tail(tk, p99[1])],
         lags,
     }
 }
@@ -713,10 +715,12 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
     let mut diffs = Vec::new();
     let mut all_stalls = Vec::new();
     for run in 1..=runs {
-        let both = lateness(n);
-        let [(_, og_runs), (_, tk_runs)] = &both;
-        all_stalls.push(stalls(og_runs, tk_runs));
-        let both = both.map(|(t, v)| (t, late_stats(&v)));
+        let [og_runs, tk_runs] = lateness(n);
+        let both = [
+            (Timer::Opguard, late_stats(&og_runs)),
+            (Timer::Tokio, late_stats(&tk_runs)),
+        ];
+        all_stalls.push(stalls(&og_runs, &tk_runs, [both[0].1[1], both[1].1[1]]));
         for (t, [p50, p99, max, min]) in both {
             if run <= shown {
                 say(
@@ -735,10 +739,6 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
         let [(_, og), (_, tk)] = both;
         diffs.push((og[0] - tk[0], og[1] - tk[1]));
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let p99s: Vec<f64> = diffs.iter().map(|d| d.1).collect();
     let at_or_below = p99s.iter().filter(|d| **d <= 0.0).count();
     say(
@@ -746,9 +746,9 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
         format!(
             "\nOver all {runs} runs, opguard minus tokio: p99 at or below tokio's in {at_or_below} of {runs}; \
              p99 difference median {:+.2} ms, mean {:+.2} ms; p50 difference median {:+.3} ms.",
-            median(p99s.clone()),
+            median_f64(p99s.clone()),
             p99s.iter().sum::<f64>() / runs as f64,
-            median(diffs.iter().map(|d| d.0).collect()),
+            median_f64(diffs.iter().map(|d| d.0).collect()),
         ),
     );
     // Where the tail comes from, over all runs.
@@ -758,7 +758,10 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
         });
         100.0 * hit as f64 / of.max(1) as f64
     };
-    let lags: Vec<f64> = all_stalls.iter().flat_map(|s| s.lags.clone()).collect();
+    let lags: Vec<f64> = all_stalls
+        .iter()
+        .flat_map(|s| s.lags.iter().copied())
+        .collect();
     let later = lags.iter().filter(|l| **l > 0.0).count();
     say(
         md,
@@ -769,14 +772,14 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
              in the first {BURST_MS} ms after a stall. In those first ms, where both had timeouts \
              completing, opguard's median completion came {:+.2} ms after tokio's (median over {} \
              stalls; later in {later} of them).",
-            median(all_stalls.iter().map(|s| s.count as f64).collect()),
+            median_f64(all_stalls.iter().map(|s| s.count as f64).collect()),
             all_stalls.iter().map(|s| s.longest).fold(0.0, f64::max),
             share(0),
             share(1),
             if lags.is_empty() {
                 0.0
             } else {
-                median(lags.clone())
+                median_f64(lags.clone())
             },
             lags.len(),
         ),
