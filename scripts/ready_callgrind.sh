@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Instructions per iteration of the ready path in benches/timeout.rs, in
+# criterion's own loop on each executor, counted by valgrind's callgrind
+# (the same on every run, where the times in that bench move by a
+# nanosecond or two between runs). Each variant runs under criterion's
+# --profile-time; the loop runs each of its instructions once per
+# iteration, so the count of the most executed instruction is the number of
+# iterations, and the whole run's instructions over it the cost of one
+# (criterion's own setup, spread over millions of iterations, adds a few
+# hundredths).
+#
+#   bash scripts/ready_callgrind.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(cargo bench --bench timeout --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "timeout" and m.get("executable"):
+        print(m["executable"])')
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+per_iteration() { # bench id -> instructions per iteration
+    valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file="$out/cg" \
+        "$bin" --bench "^$1\$" --profile-time 2 >/dev/null 2>&1
+    python3 - "$out/cg" <<'EOF'
+import collections, sys
+counts = collections.Counter()
+last, after_call = 0, False
+for line in open(sys.argv[1]):
+    if line.startswith("calls="):
+        after_call = True  # the next line is the call's inclusive cost
+        continue
+    if not line[:1] or line[0] not in "+-*0123456789":
+        continue
+    tok = line.split()
+    a = tok[0]
+    if a == "*":
+        addr = last
+    elif a[0] in "+-":
+        addr = last + int(a, 0) if a[0] == "+" else last - int(a[1:], 0)
+    else:
+        addr = int(a, 0)
+    last = addr
+    if after_call:
+        after_call = False
+        continue
+    if len(tok) >= 3:
+        counts[addr] += int(tok[2])
+print(f"{sum(counts.values()) / counts.most_common(1)[0][1]:.1f}")
+EOF
+}
+printf '| executor | bare | opguard | opguard - bare | opguard / bare |\n|---|---:|---:|---:|---:|\n'
+for exec in tokio_task tokio smol futures; do
+    bare=$(per_iteration "ready/$exec/bare")
+    opguard=$(per_iteration "ready/$exec/opguard")
+    python3 -c "b, o = $bare, $opguard; print(f'| $exec | {b:.1f} | {o:.1f} | {o - b:+.1f} | {o / b:.2f}x |')"
+done
