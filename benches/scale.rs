@@ -799,6 +799,18 @@ fn main() {
             .find(|t| t.name() == args[0])
             .expect("bare, opguard or tokio");
         let (n, rounds) = (args[2].parse().unwrap(), args[3].parse().unwrap());
+        // A second thread, idle, unless `OPGUARD_SCALE_THREADED=0`: in the
+        // full bench futures-timer's thread runs from the first opguard
+        // round on, and glibc's allocator takes its locking paths (atomic)
+        // in every malloc and free once a process has more than one thread.
+        // With it, every timer's run is alike in that, as in the full bench.
+        if std::env::var("OPGUARD_SCALE_THREADED").as_deref() != Ok("0") {
+            std::thread::spawn(|| {
+                loop {
+                    std::thread::park();
+                }
+            });
+        }
         let rt = runtime(Exec::TokioCurrent);
         for _ in 0..rounds {
             let _ = match args[1] {

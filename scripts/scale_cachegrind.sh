@@ -3,7 +3,8 @@
 # same on every run, unlike times): benches/scale.rs's finish-in-time case
 # (or all-fire) on tokio current-thread, N tasks, two rounds, for the bare
 # tasks, opguard and tokio's timeout; prints each timer's instructions, L1
-# data misses and last-level data misses per timeout over the bare tasks,
+# data misses, last-level data misses and mispredicted branches (cachegrind's
+# simulated predictor) per timeout over the bare tasks,
 # then where each timer's extra data misses happen, by the code that
 # misses: the task copied into its cell at spawn, malloc and free, the
 # runtime, the task's own polls (the timeout future inlined in them),
@@ -18,7 +19,7 @@ cargo bench --bench scale --no-run 2>/dev/null
 bin=$(ls -t target/release/deps/scale-* | grep -v '\.d$' | head -1)
 mkdir -p target/bench
 for timer in bare opguard tokio; do
-    OPGUARD_SCALE_ONE="$timer,$work,$n,2" valgrind --tool=cachegrind --cache-sim=yes \
+    OPGUARD_SCALE_ONE="$timer,$work,$n,2" valgrind --tool=cachegrind --cache-sim=yes --branch-sim=yes \
         --cachegrind-out-file="target/bench/cachegrind-$timer.out" "$bin" \
         >/dev/null 2>"target/bench/cachegrind-$timer.txt"
     cg_annotate --auto=no --show=DLmr,DLmw,D1mr,D1mw --sort=DLmr,DLmw,D1mr,D1mw --threshold=0 \
@@ -30,13 +31,13 @@ per = 2 * int(sys.argv[1])  # two rounds
 def load(timer):
     text = open(f"target/bench/cachegrind-{timer}.txt").read()
     get = lambda what: int(re.search(what + r":\s+([\d,]+)", text).group(1).replace(",", ""))
-    return get(r"I\s+refs"), get(r"D1\s+misses"), get(r"LLd misses")
+    return get(r"I\s+refs"), get(r"D1\s+misses"), get(r"LLd misses"), get(r"Mispredicts")
 bare = load("bare")
-print("| timer | instructions | L1 data misses | last-level data misses |")
-print("|---|---:|---:|---:|")
+print("| timer | instructions | L1 data misses | last-level data misses | mispredicted branches |")
+print("|---|---:|---:|---:|---:|")
 for timer in ["opguard", "tokio"]:
-    i, d1, ll = (x - b for x, b in zip(load(timer), bare))
-    print(f"| {timer} | {i / per:.0f} | {d1 / per:.1f} | {ll / per:.2f} |")
+    i, d1, ll, mp = (x - b for x, b in zip(load(timer), bare))
+    print(f"| {timer} | {i / per:.0f} | {d1 / per:.1f} | {ll / per:.2f} | {mp / per:.2f} |")
 
 def part(name):
     if "memcpy" in name or "Cell<T,S>::new" in name:

@@ -4,7 +4,12 @@
 # finish-in-time case (or all-fire, or requests one at a time, 1 ms apart:
 # paced) on tokio current-thread, N tasks, two rounds, for the bare tasks,
 # opguard and tokio's timeout; prints each timer's instructions per timeout
-# over the bare tasks, and the functions that make up the difference.
+# over the bare tasks, and the functions that make up the difference; then
+# the atomic read-modify-writes among them (scripts/atomics.py), which cost
+# more than their count of instructions says. Every run has a second thread,
+# as the full bench does (futures-timer's); a last run of the bare tasks
+# without it says what that costs by itself: glibc's malloc and free take
+# their locking paths once a process has a second thread.
 #
 #   bash scripts/scale_callgrind.sh [finish|fire|paced] [N]   (finish, 20000)
 set -euo pipefail
@@ -14,14 +19,18 @@ n=${2:-20000}
 cargo bench --bench scale --no-run 2>/dev/null
 bin=$(ls -t target/release/deps/scale-* | grep -v '\.d$' | head -1)
 mkdir -p target/bench
-for timer in bare opguard tokio; do
-    OPGUARD_SCALE_ONE="$timer,$work,$n,2" valgrind --tool=callgrind \
-        --callgrind-out-file="target/bench/scale-$timer.callgrind" "$bin" >/dev/null 2>&1
-    callgrind_annotate --inclusive=no --threshold=100 "target/bench/scale-$timer.callgrind" \
-        2>/dev/null >"target/bench/scale-$timer.txt"
+for run in bare opguard tokio bare-alone; do
+    timer=${run%-alone}
+    threaded=1
+    [ "$run" = bare-alone ] && threaded=0
+    OPGUARD_SCALE_THREADED=$threaded OPGUARD_SCALE_ONE="$timer,$work,$n,2" valgrind --tool=callgrind --dump-instr=yes \
+        --callgrind-out-file="target/bench/scale-$run.callgrind" "$bin" >/dev/null 2>&1
+    callgrind_annotate --inclusive=no --threshold=100 "target/bench/scale-$run.callgrind" \
+        2>/dev/null >"target/bench/scale-$run.txt"
+    python3 scripts/atomics.py "target/bench/scale-$run.callgrind" >"target/bench/scale-$run.atomics.json"
 done
 python3 - "$n" <<'EOF'
-import re, sys
+import json, re, sys
 per = 2 * int(sys.argv[1])  # two rounds
 def load(timer):
     d = {}
@@ -40,4 +49,18 @@ for timer in ["opguard", "tokio"]:
     diffs = sorted(((d.get(k, 0) - bare.get(k, 0)) / per, k) for k in set(d) | set(bare))
     for v, k in reversed(diffs[-14:]):
         print(f"  {v:7.0f}  {k[:110]}")
+atomics = {t: json.load(open(f"target/bench/scale-{t}.atomics.json")) for t in ["bare", "opguard", "tokio", "bare-alone"]}
+for timer in ["opguard", "tokio"]:
+    d, b = atomics[timer]["by_function"], atomics["bare"]["by_function"]
+    total = (atomics[timer]["total"] - atomics["bare"]["total"]) / per
+    print(f"{timer}: {total:.2f} atomic read-modify-writes per timeout over the bare tasks:")
+    diffs = sorted(((d.get(k, 0) - b.get(k, 0)) / per, k) for k in set(d) | set(b))
+    for v, k in reversed(diffs):
+        if abs(v) >= 0.05:
+            print(f"  {v:7.2f}  {k[:110]}")
+alone = load("bare-alone")
+print(f"the bare tasks with a second thread in the process, against without: "
+      f"{(sum(bare.values()) - sum(alone.values())) / per:+.0f} instructions and "
+      f"{(atomics['bare']['total'] - atomics['bare-alone']['total']) / per:+.2f} atomic "
+      f"read-modify-writes per task")
 EOF

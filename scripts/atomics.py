@@ -1,0 +1,99 @@
+"""Atomic read-modify-writes executed in a callgrind run, by function.
+
+    python3 scripts/atomics.py RUN.callgrind
+
+RUN.callgrind must come from `valgrind --tool=callgrind --dump-instr=yes`.
+Each executed instruction's address is looked up in its object's machine
+code (objdump); an instruction with a `lock` prefix, or an `xchg` with
+memory (locked without one), is an atomic read-modify-write: what an
+`Arc` clone or drop, a mutex's lock and unlock, a waker's clone and drop
+cost beyond their instructions. Prints a JSON object: the total, and the
+count per function. Code without a file to read (the vDSO) is skipped: it
+has none.
+"""
+
+import collections
+import json
+import re
+import subprocess
+import sys
+
+
+def executed(path):
+    """{(object, function): {address: count}} from a callgrind file."""
+    objects, functions = {}, {}
+    counts = collections.defaultdict(collections.Counter)
+    obj = fn = None
+    last = 0
+    after_call = False
+
+    def name(table, line):
+        m = re.match(r"^\w+=\((\d+)\)(?: (.*))?", line)
+        if m.group(2):
+            table[m.group(1)] = m.group(2)
+        return table.get(m.group(1), m.group(1))
+
+    for line in open(path):
+        if line.startswith("ob="):
+            obj = name(objects, line)
+        elif line.startswith("cob="):
+            name(objects, line)
+        elif line.startswith("fn="):
+            fn = name(functions, line)
+        elif line.startswith("cfn="):
+            name(functions, line)
+        elif line.startswith("calls="):
+            after_call = True  # the next line is the call's inclusive cost
+        elif line[:1] and line[0] in "+-*0123456789":
+            tok = line.split()
+            a = tok[0]
+            if a == "*":
+                addr = last
+            elif a[0] == "+":
+                addr = last + int(a[1:], 0)
+            elif a[0] == "-":
+                addr = last - int(a[1:], 0)
+            else:
+                addr = int(a, 0)
+            last = addr
+            if after_call:
+                after_call = False
+            elif len(tok) >= 3:
+                counts[(obj, fn)][addr] += int(tok[2])
+    return counts
+
+
+def atomic_addresses(obj):
+    """Addresses of the atomic read-modify-writes in an object's code."""
+    try:
+        out = subprocess.run(
+            ["objdump", "-d", "--no-show-raw-insn", "-M", "intel", obj],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return set()
+    found = set()
+    for line in out.splitlines():
+        m = re.match(r"\s*([0-9a-f]+):\s+(.*)", line)
+        if not m:
+            continue
+        text = m.group(2)
+        if text.startswith("lock ") or (text.startswith("xchg ") and "PTR" in text):
+            found.add(int(m.group(1), 16))
+    return found
+
+
+def main():
+    counts = executed(sys.argv[1])
+    atomics = {}
+    per_fn = collections.Counter()
+    for (obj, fn), by_addr in counts.items():
+        if obj not in atomics:
+            atomics[obj] = atomic_addresses(obj) if obj and obj.startswith("/") else set()
+        n = sum(c for a, c in by_addr.items() if a in atomics[obj])
+        if n:
+            per_fn[fn] += n
+    print(json.dumps({"total": sum(per_fn.values()), "by_function": per_fn}))
+
+
+main()
