@@ -23,32 +23,7 @@ trap 'rm -rf "$out"' EXIT
 per_iteration() { # bench id -> instructions per iteration
     valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file="$out/cg" \
         "$bin" --bench "^$1\$" --profile-time 2 >/dev/null 2>&1
-    python3 - "$out/cg" <<'EOF'
-import collections, sys
-counts = collections.Counter()
-last, after_call = 0, False
-for line in open(sys.argv[1]):
-    if line.startswith("calls="):
-        after_call = True  # the next line is the call's inclusive cost
-        continue
-    if not line[:1] or line[0] not in "+-*0123456789":
-        continue
-    tok = line.split()
-    a = tok[0]
-    if a == "*":
-        addr = last
-    elif a[0] in "+-":
-        addr = last + int(a, 0) if a[0] == "+" else last - int(a[1:], 0)
-    else:
-        addr = int(a, 0)
-    last = addr
-    if after_call:
-        after_call = False
-        continue
-    if len(tok) >= 3:
-        counts[addr] += int(tok[2])
-print(f"{sum(counts.values()) / counts.most_common(1)[0][1]:.1f}")
-EOF
+    python3 scripts/callgrind_instr.py per-iteration "$out/cg"
 }
 printf '| executor | bare | opguard | opguard - bare | opguard / bare |\n|---|---:|---:|---:|---:|\n'
 for exec in tokio_task tokio smol futures; do

@@ -5,7 +5,7 @@
 # paced) on tokio current-thread, N tasks, two rounds, for the bare tasks,
 # opguard and tokio's timeout; prints each timer's instructions per timeout
 # over the bare tasks, and the functions that make up the difference; then
-# the atomic read-modify-writes among them (scripts/atomics.py), which cost
+# the atomic read-modify-writes among them (scripts/callgrind_instr.py), which cost
 # more than their count of instructions says. Every run has a second thread,
 # as the full bench does (futures-timer's); a last run of the bare tasks
 # without it says what that costs by itself: glibc's malloc and free take
@@ -27,7 +27,7 @@ for run in bare opguard tokio bare-alone; do
         --callgrind-out-file="target/bench/scale-$run.callgrind" "$bin" >/dev/null 2>&1
     callgrind_annotate --inclusive=no --threshold=100 "target/bench/scale-$run.callgrind" \
         2>/dev/null >"target/bench/scale-$run.txt"
-    python3 scripts/atomics.py "target/bench/scale-$run.callgrind" >"target/bench/scale-$run.atomics.json"
+    python3 scripts/callgrind_instr.py atomics "target/bench/scale-$run.callgrind" >"target/bench/scale-$run.atomics.json"
 done
 python3 - "$n" <<'EOF'
 import json, re, sys

@@ -1,15 +1,22 @@
-"""Atomic read-modify-writes executed in a callgrind run, by function.
+"""What a callgrind run executed, instruction by instruction.
 
-    python3 scripts/atomics.py RUN.callgrind
+    python3 scripts/callgrind_instr.py atomics RUN.callgrind
+    python3 scripts/callgrind_instr.py per-iteration RUN.callgrind
 
 RUN.callgrind must come from `valgrind --tool=callgrind --dump-instr=yes`.
-Each executed instruction's address is looked up in its object's machine
-code (objdump); an instruction with a `lock` prefix, or an `xchg` with
-memory (locked without one), is an atomic read-modify-write: what an
-`Arc` clone or drop, a mutex's lock and unlock, a waker's clone and drop
-cost beyond their instructions. Prints a JSON object: the total, and the
-count per function. Code without a file to read (the vDSO) is skipped: it
-has none.
+
+`atomics`: the atomic read-modify-writes executed, by function. Each
+executed instruction's address is looked up in its object's machine code
+(objdump); an instruction with a `lock` prefix, or an `xchg` with memory
+(locked without one), is an atomic read-modify-write: what an `Arc` clone
+or drop, a mutex's lock and unlock, a waker's clone and drop cost beyond
+their instructions. Prints a JSON object: the total, and the count per
+function. Code without a file to read (the vDSO) is skipped: it has none.
+
+`per-iteration`: for a run that is mostly one loop, each of whose
+instructions runs once per iteration: the count of the most executed
+instruction is the number of iterations, and the run's instructions over it
+the cost of one. Prints that number.
 """
 
 import collections
@@ -83,8 +90,7 @@ def atomic_addresses(obj):
     return found
 
 
-def main():
-    counts = executed(sys.argv[1])
+def atomics(counts):
     atomics = {}
     per_fn = collections.Counter()
     for (obj, fn), by_addr in counts.items():
@@ -96,4 +102,13 @@ def main():
     print(json.dumps({"total": sum(per_fn.values()), "by_function": per_fn}))
 
 
-main()
+def per_iteration(counts):
+    by_addr = collections.Counter()
+    for (obj, _), addrs in counts.items():
+        for addr, n in addrs.items():
+            by_addr[(obj, addr)] += n
+    print(f"{sum(by_addr.values()) / by_addr.most_common(1)[0][1]:.1f}")
+
+
+what, path = sys.argv[1:3]
+{"atomics": atomics, "per-iteration": per_iteration}[what](executed(path))
