@@ -10,8 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/torch-env.sh
 n=${1:-2000}
-cargo bench --features tch --bench safe_mps --no-run 2>/dev/null
-bin=$(ls -t target/release/deps/safe_mps-* | grep -v '\.d$' | head -1)
+bin=$(bash scripts/bench_bin.sh safe_mps --features tch)
 out=target/bench/callgrind.out
 mkdir -p target/bench
 OPGUARD_CALLGRIND_CALLS=$n valgrind --tool=callgrind --callgrind-out-file="$out" \

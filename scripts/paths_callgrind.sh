@@ -14,12 +14,7 @@ count() { # binary path calls -> instructions
 }
 printf '| build | bare ready | opguard ready | bare pending | opguard pending |\n|---|---:|---:|---:|---:|\n'
 for features in "" "test-util" "tokio" "test-util,tokio"; do
-    bin=$(cargo bench --bench paths --no-default-features --features "$features" --no-run --message-format=json 2>/dev/null \
-        | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "paths" and m.get("executable"):
-        print(m["executable"])')
+    bin=$(bash scripts/bench_bin.sh paths --no-default-features --features "$features")
     row="| ${features:-default} |"
     for path in bare-ready ready bare-pending pending; do
         base=$(count "$bin" "$path" 0)

@@ -10,12 +10,7 @@
 #   bash scripts/ready_asm.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$(cargo bench --bench ready_asm --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "ready_asm" and m.get("executable"):
-        print(m["executable"])')
+bin=$(bash scripts/bench_bin.sh ready_asm)
 addr() { nm "$bin" | awk -v f="$1" '$3 == f { print $1 }'; }
 body() { # function name -> its instructions, without addresses
     objdump -d --no-show-raw-insn -M intel --start-address=0x"$(addr "$1")" "$bin" \

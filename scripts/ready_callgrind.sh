@@ -12,12 +12,7 @@
 #   bash scripts/ready_callgrind.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=$(cargo bench --bench timeout --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "timeout" and m.get("executable"):
-        print(m["executable"])')
+bin=$(bash scripts/bench_bin.sh timeout)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 per_iteration() { # bench id -> instructions per iteration

@@ -15,8 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-finish}
 n=${2:-100000}
-cargo bench --bench scale --no-run 2>/dev/null
-bin=$(ls -t target/release/deps/scale-* | grep -v '\.d$' | head -1)
+bin=$(bash scripts/bench_bin.sh scale)
 mkdir -p target/bench
 for timer in bare opguard tokio; do
     OPGUARD_SCALE_ONE="$timer,$work,$n,2" valgrind --tool=cachegrind --cache-sim=yes --branch-sim=yes \

@@ -16,8 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-finish}
 n=${2:-20000}
-cargo bench --bench scale --no-run 2>/dev/null
-bin=$(ls -t target/release/deps/scale-* | grep -v '\.d$' | head -1)
+bin=$(bash scripts/bench_bin.sh scale)
 mkdir -p target/bench
 for run in bare opguard tokio bare-alone; do
     timer=${run%-alone}
