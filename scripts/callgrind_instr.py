@@ -10,8 +10,7 @@ executed instruction's address is looked up in its object's machine code
 (objdump); an instruction with a `lock` prefix, or an `xchg` with memory
 (locked without one), is an atomic read-modify-write: what an `Arc` clone
 or drop, a mutex's lock and unlock, a waker's clone and drop cost beyond
-their instructions. Prints a JSON object: the total, and the count per
-function. Code without a file to read (the vDSO) is skipped: it has none.
+their instructions. Prints a JSON object: the count per function. Code without a file to read (the vDSO) is skipped: it has none.
 
 `per-iteration`: for a run that is mostly one loop, each of whose
 instructions runs once per iteration: the count of the most executed
@@ -91,15 +90,15 @@ def atomic_addresses(obj):
 
 
 def atomics(counts):
-    atomics = {}
+    known = {}
     per_fn = collections.Counter()
     for (obj, fn), by_addr in counts.items():
-        if obj not in atomics:
-            atomics[obj] = atomic_addresses(obj) if obj and obj.startswith("/") else set()
-        n = sum(c for a, c in by_addr.items() if a in atomics[obj])
+        if obj not in known:
+            known[obj] = atomic_addresses(obj) if obj and obj.startswith("/") else set()
+        n = sum(c for a, c in by_addr.items() if a in known[obj])
         if n:
             per_fn[fn] += n
-    print(json.dumps({"total": sum(per_fn.values()), "by_function": per_fn}))
+    print(json.dumps(per_fn))
 
 
 def per_iteration(counts):

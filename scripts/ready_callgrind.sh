@@ -3,11 +3,9 @@
 # criterion's own loop on each executor, counted by valgrind's callgrind
 # (the same on every run, where the times in that bench move by a
 # nanosecond or two between runs). Each variant runs under criterion's
-# --profile-time; the loop runs each of its instructions once per
-# iteration, so the count of the most executed instruction is the number of
-# iterations, and the whole run's instructions over it the cost of one
-# (criterion's own setup, spread over millions of iterations, adds a few
-# hundredths).
+# --profile-time, and scripts/callgrind_instr.py divides the run by its
+# loop's iterations (criterion's own setup, spread over millions of them,
+# adds a few hundredths).
 #
 #   bash scripts/ready_callgrind.sh
 set -euo pipefail

@@ -5,11 +5,11 @@
 # paced) on tokio current-thread, N tasks, two rounds, for the bare tasks,
 # opguard and tokio's timeout; prints each timer's instructions per timeout
 # over the bare tasks, and the functions that make up the difference; then
-# the atomic read-modify-writes among them (scripts/callgrind_instr.py), which cost
-# more than their count of instructions says. Every run has a second thread,
-# as the full bench does (futures-timer's); a last run of the bare tasks
-# without it says what that costs by itself: glibc's malloc and free take
-# their locking paths once a process has a second thread.
+# the atomic read-modify-writes among them (scripts/callgrind_instr.py),
+# which cost more than their count of instructions says. Every run has a
+# second thread, as the full bench does (futures-timer's); a last run of the
+# bare tasks without it says what that costs by itself: glibc's malloc and
+# free take their locking paths once a process has a second thread.
 #
 #   bash scripts/scale_callgrind.sh [finish|fire|paced] [N]   (finish, 20000)
 set -euo pipefail
@@ -40,26 +40,26 @@ def load(timer):
         name = re.sub(r"^.*?:(?=[^/:]*::|[^/:]*$)", "", m.group(2).split(" [")[0])
         d[name] = d.get(name, 0) + int(m.group(1).replace(",", ""))
     return d
-bare = load("bare")
+def over_bare(d, b):
+    """Per timeout: the total over the bare tasks, and each function's part, largest first."""
+    parts = sorted((((d.get(k, 0) - b.get(k, 0)) / per, k) for k in set(d) | set(b)), reverse=True)
+    return (sum(d.values()) - sum(b.values())) / per, parts
+def atomics(run):
+    return json.load(open(f"target/bench/scale-{run}.atomics.json"))
+bare, bare_atomics = load("bare"), atomics("bare")
 for timer in ["opguard", "tokio"]:
-    d = load(timer)
-    total = (sum(d.values()) - sum(bare.values())) / per
+    total, parts = over_bare(load(timer), bare)
     print(f"{timer}: {total:.0f} instructions per timeout over the bare tasks; the largest parts:")
-    diffs = sorted(((d.get(k, 0) - bare.get(k, 0)) / per, k) for k in set(d) | set(bare))
-    for v, k in reversed(diffs[-14:]):
+    for v, k in parts[:14]:
         print(f"  {v:7.0f}  {k[:110]}")
-atomics = {t: json.load(open(f"target/bench/scale-{t}.atomics.json")) for t in ["bare", "opguard", "tokio", "bare-alone"]}
 for timer in ["opguard", "tokio"]:
-    d, b = atomics[timer]["by_function"], atomics["bare"]["by_function"]
-    total = (atomics[timer]["total"] - atomics["bare"]["total"]) / per
+    total, parts = over_bare(atomics(timer), bare_atomics)
     print(f"{timer}: {total:.2f} atomic read-modify-writes per timeout over the bare tasks:")
-    diffs = sorted(((d.get(k, 0) - b.get(k, 0)) / per, k) for k in set(d) | set(b))
-    for v, k in reversed(diffs):
+    for v, k in parts:
         if abs(v) >= 0.05:
             print(f"  {v:7.2f}  {k[:110]}")
-alone = load("bare-alone")
+instructions, _ = over_bare(bare, load("bare-alone"))
+rmw, _ = over_bare(bare_atomics, atomics("bare-alone"))
 print(f"the bare tasks with a second thread in the process, against without: "
-      f"{(sum(bare.values()) - sum(alone.values())) / per:+.0f} instructions and "
-      f"{(atomics['bare']['total'] - atomics['bare-alone']['total']) / per:+.2f} atomic "
-      f"read-modify-writes per task")
+      f"{instructions:+.0f} instructions and {rmw:+.2f} atomic read-modify-writes per task")
 EOF
