@@ -94,7 +94,9 @@
 //! timeout, panic, or block. None of that happens while a lock of ours is
 //! held: wakers are cloned before a waiter joins, and those that leave,
 //! are replaced, or are woken are handed out of the lock first
-//! ([`waitlist`]). A tick's wakers run on futures-timer's thread, or on a
+//! ([`waitlist`]), and a leaving waiter's waker is dropped after the tick is
+//! in order again (retired if it emptied, its relay done), so that a waker
+//! whose drop panics leaves no tick behind. A tick's wakers run on futures-timer's thread, or on a
 //! thread of the tick's lane that relays its wake-up or finds it due: a
 //! waker that panics there is contained, its panic payload too
 //! ([`crate::contain`]), and the others are still woken. One that blocks
@@ -961,12 +963,13 @@ impl Deadline {
 impl Drop for Deadline {
     fn drop(&mut self) {
         let left = self.tick.list.leave(self.key);
-        // Dropped with no lock held: it is user code.
-        drop(left.waker);
         if left.emptied {
             self.tick.retire();
         }
         self.relay();
+        // Dropped with no lock held, and last: it is user code, and should
+        // it panic, the tick is in order already.
+        drop(left.waker);
     }
 }
 

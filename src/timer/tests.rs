@@ -670,3 +670,31 @@ fn threads_sharing_lanes_with_ticks_asked_out_of_order_all_fire_in_their_window(
         t.join().unwrap();
     }
 }
+
+/// Panics when the last handle to it goes.
+struct PanicsOnDrop;
+impl Wake for PanicsOnDrop {
+    fn wake(self: Arc<Self>) {}
+}
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("waker dropped");
+    }
+}
+
+#[test]
+fn a_waker_that_panics_when_dropped_leaves_its_tick_in_order() {
+    // The timeout's own clone of the waker is the last: dropping the
+    // timeout drops it, and it panics.
+    let d = waiting(
+        Duration::from_secs(3600),
+        &Waker::from(Arc::new(PanicsOnDrop)),
+    );
+    let tick = Arc::clone(&d.tick);
+    // Not this thread's kept tick: its last waiter takes it down.
+    move_on();
+    assert!(in_wheel(&tick));
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(d)));
+    assert!(dropped.is_err(), "the waker's panic comes through");
+    assert!(freed(&tick), "the emptied tick stayed in the wheel");
+}
