@@ -182,21 +182,33 @@ pub fn policy(kind: AlertKind) -> AlertPolicy {
 /// Calls `hook` for every alert, after the error log line, replacing any
 /// earlier hook. A hook that panics is logged and does not reach the guarded
 /// code. Alerts raised on the same thread while the hook runs (by guarded
-/// calls inside it) are logged but do not call it again.
+/// calls inside it) are logged but do not call it again. The hook may set or
+/// clear the hook, and so may the `Drop` of what it holds: a replaced hook is
+/// dropped with no lock held (and, if its last call is still running, at the
+/// end of that call, where a panic in its `Drop` is contained too).
 pub fn set_hook<F>(hook: F)
 where
     F: Fn(&Alert) + Send + Sync + 'static,
 {
-    *HOOK
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Arc::new(hook));
+    replace_hook(Some(Arc::new(hook)));
 }
 
 /// Removes the alert hook; alerts are then only logged.
 pub fn clear_hook() {
-    *HOOK
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    replace_hook(None);
+}
+
+/// Puts `new` in place of the hook. The old one is dropped once the lock is
+/// released: what it holds is user code, whose `Drop` may set or clear the
+/// hook itself.
+fn replace_hook(new: Option<Hook>) {
+    let old = std::mem::replace(
+        &mut *HOOK
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        new,
+    );
+    drop(old);
 }
 
 /// Starts a fresh window for every kind ([`crate::testing::reset_alert_windows`]).
@@ -289,10 +301,15 @@ fn fire(alert: Alert) {
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
-    if let Some(hook) = hook
-        && contain(|| hook(&alert)).is_none()
-    {
+    let Some(hook) = hook else { return };
+    if contain(|| hook(&alert)).is_none() {
         log::error!(target: "opguard", "the alert hook panicked on: {alert}");
+    }
+    // Dropped contained too, apart from the call (a panic in both must not
+    // abort): if it was replaced meanwhile (a hook that clears itself, say),
+    // this is its last handle, and what it holds may panic when dropped.
+    if contain(move || drop(hook)).is_none() {
+        log::error!(target: "opguard", "the alert hook panicked when dropped");
     }
 }
 

@@ -365,3 +365,70 @@ fn an_alert_hook_that_times_out_does_not_call_itself() {
     assert_eq!(CALLS.load(SeqCst), 2);
     println!("hook ran");
 }
+
+/// A value a hook holds, whose drop is user code that calls back into the
+/// alert API: here it removes the hook.
+struct ClearsHookOnDrop;
+impl Drop for ClearsHookOnDrop {
+    fn drop(&mut self) {
+        opguard::alert::clear_hook();
+    }
+}
+
+/// Replacing a hook drops it, and what it holds runs its `Drop`: with no lock
+/// of ours held, or a `Drop` that touches the hook deadlocks on it.
+#[test]
+fn replacing_a_hook_whose_drop_calls_the_alert_api_does_not_deadlock() {
+    if child_passes(
+        "replacing_a_hook_whose_drop_calls_the_alert_api_does_not_deadlock",
+        &[],
+        "replaced",
+    ) {
+        return;
+    }
+    use opguard::alert;
+    let held = ClearsHookOnDrop;
+    alert::set_hook(move |_| {
+        let _ = &held;
+    });
+    alert::set_hook(|_| {});
+    alert::clear_hook();
+    println!("replaced");
+}
+
+/// A value a hook holds, whose drop panics.
+struct PanicsOnDrop;
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("hook's value dropped");
+    }
+}
+
+/// A hook that removes itself (a one-shot hook) is dropped when its call
+/// ends, and what it holds may panic then: contained as the hook's own
+/// panic is, so the timeout that raised the alert still gives its error.
+#[test]
+fn a_hook_that_removes_itself_and_panics_when_dropped_is_contained() {
+    if child_passes(
+        "a_hook_that_removes_itself_and_panics_when_dropped_is_contained",
+        &[],
+        "contained",
+    ) {
+        return;
+    }
+    use opguard::alert::{self, AlertKind, AlertPolicy};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    alert::set_policy(AlertKind::Timeouts, AlertPolicy::new(0, Duration::ZERO));
+    let held = PanicsOnDrop;
+    alert::set_hook(move |_| {
+        let _ = &held;
+        CALLS.fetch_add(1, SeqCst);
+        alert::clear_hook();
+    });
+    let out =
+        std::panic::catch_unwind(|| block_on(timeout_async!(Duration::ZERO, pending::<()>())));
+    let out = out.expect("the hook's drop panicked through the timeout");
+    assert!(out.is_err_and(|e| e.is_elapsed()));
+    assert_eq!(CALLS.load(SeqCst), 1);
+    println!("contained");
+}
