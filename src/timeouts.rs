@@ -21,9 +21,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use once_cell::sync::Lazy;
-
-use crate::config::{ENV_TIMEOUT_DISABLE, ENV_TIMEOUT_SECS, Switch, enabled_by_env, env_parse};
+use crate::config::{
+    ENV_TIMEOUT_DISABLE, ENV_TIMEOUT_SECS, FromEnv, Switch, enabled_by_env, env_parse,
+};
 use crate::duration::{IntoTimeout, InvalidTimeout};
 
 use crate::site::Site;
@@ -31,7 +31,7 @@ use crate::site::Site;
 /// The built-in default of `timeout_async!(fut)`: 30 seconds.
 pub const BUILTIN_DEFAULT: Duration = Duration::from_secs(30);
 
-static SWITCH: Switch = Switch::new(|| enabled_by_env(ENV_TIMEOUT_DISABLE));
+static SWITCH: Switch = Switch::new(|warnings| enabled_by_env(ENV_TIMEOUT_DISABLE, warnings));
 
 /// Turns every `timeout_async!` into a pass-through (`false`) or back (`true`).
 ///
@@ -60,10 +60,13 @@ pub fn enabled() -> bool {
 static CODE_DEFAULT: AtomicU64 = AtomicU64::new(NOT_SET);
 const NOT_SET: u64 = u64::MAX;
 
-static ENV_DEFAULT: Lazy<Duration> = Lazy::new(|| {
-    env_parse(ENV_TIMEOUT_SECS, "a number of seconds >= 0", |raw| {
-        raw.parse::<f64>().ok()?.into_timeout().ok()
-    })
+static ENV_DEFAULT: FromEnv<Duration> = FromEnv::new(|warnings| {
+    env_parse(
+        ENV_TIMEOUT_SECS,
+        "a number of seconds >= 0",
+        |raw| raw.parse::<f64>().ok()?.into_timeout().ok(),
+        warnings,
+    )
     .unwrap_or(BUILTIN_DEFAULT)
 });
 
@@ -91,7 +94,7 @@ pub fn set_default(timeout: impl IntoTimeout) -> Result<(), InvalidTimeout> {
 /// The timeout of `timeout_async!(fut)`: set in code, else `OPGUARD_TIMEOUT_SECS`, else 30 s.
 pub fn default() -> Duration {
     match CODE_DEFAULT.load(Ordering::Relaxed) {
-        NOT_SET => *ENV_DEFAULT,
+        NOT_SET => *ENV_DEFAULT.get(),
         nanos => Duration::from_nanos(nanos),
     }
 }

@@ -432,3 +432,64 @@ fn a_hook_that_removes_itself_and_panics_when_dropped_is_contained() {
     assert_eq!(CALLS.load(SeqCst), 1);
     println!("contained");
 }
+
+/// A logger that, for each line of opguard's, runs a timeout of its own, as
+/// one that ships its lines under `timeout_async!` would. (Its own lines
+/// from inside that timeout are not shipped again.)
+struct TimingLogger;
+
+static LOGGED: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHIPPING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl log::Log for TimingLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if record.target() != "opguard" || SHIPPING.with(|s| s.replace(true)) {
+            return;
+        }
+        LOGGED.fetch_add(1, SeqCst);
+        // Pends, so its timer starts: that reads the kill switch and the
+        // default timeout. Polled by hand: the line may come from inside an
+        // executor.
+        let mut ship = Box::pin(timeout_async!(pending::<()>()));
+        let _ = poll_with(Pin::new(&mut ship), Waker::noop());
+        SHIPPING.with(|s| s.set(false));
+    }
+
+    fn flush(&self) {}
+}
+
+/// The settings read from the environment warn about values that do not
+/// parse, the first time they are read, and that warning goes to the
+/// logger: user code, which may start a timeout and read the same setting.
+/// Nothing of ours may be held then (a `Lazy` being initialised was, and the
+/// logger's read of it deadlocked).
+#[test]
+fn a_logger_that_runs_timeouts_can_log_the_warnings_about_bad_settings() {
+    const NAME: &str = "a_logger_that_runs_timeouts_can_log_the_warnings_about_bad_settings";
+    let mut parent = false;
+    for bad in [
+        ("OPGUARD_TIMEOUT_DISABLE", "maybe"),
+        ("OPGUARD_TIMEOUT_SECS", "soon"),
+    ] {
+        parent |= child_passes(NAME, &[bad], "logged");
+    }
+    if parent {
+        return;
+    }
+    log::set_logger(&TimingLogger).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    let mut t = Box::pin(timeout_async!(pending::<()>()));
+    assert!(poll_with(Pin::new(&mut t), Waker::noop()).is_pending());
+    assert!(
+        LOGGED.load(SeqCst) >= 1,
+        "the warning did not reach the logger"
+    );
+    println!("logged");
+}

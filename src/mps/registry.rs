@@ -21,7 +21,7 @@ use super::classify::MpsErrorKind;
 use super::gate::{self, Admission, Verdict};
 use super::site::{MpsSite, MpsSiteStats};
 use crate::clock::{now_nanos as now, saturating_nanos};
-use crate::config::{self, Switch};
+use crate::config::{self, FromEnv, Switch};
 use crate::duration::{IntoTimeout, InvalidTimeout};
 use crate::report;
 
@@ -42,14 +42,20 @@ struct Settings {
     cooldown: AtomicU64,
 }
 
-static SETTINGS: Lazy<Settings> = Lazy::new(|| {
-    let threshold = config::env_parse(ENV_THRESHOLD, "a whole number >= 1", |raw| {
-        raw.parse::<u32>().ok().filter(|&n| n >= 1)
-    })
+static SETTINGS: FromEnv<Settings> = FromEnv::new(|warnings| {
+    let threshold = config::env_parse(
+        ENV_THRESHOLD,
+        "a whole number >= 1",
+        |raw| raw.parse::<u32>().ok().filter(|&n| n >= 1),
+        warnings,
+    )
     .unwrap_or(DEFAULT_FAILURE_THRESHOLD);
-    let cooldown = config::env_parse(ENV_COOLDOWN, "a number of seconds >= 0", |raw| {
-        raw.parse::<f64>().ok()?.into_timeout().ok()
-    })
+    let cooldown = config::env_parse(
+        ENV_COOLDOWN,
+        "a number of seconds >= 0",
+        |raw| raw.parse::<f64>().ok()?.into_timeout().ok(),
+        warnings,
+    )
     .unwrap_or(DEFAULT_COOLDOWN);
     Settings {
         threshold: AtomicU32::new(threshold),
@@ -57,7 +63,8 @@ static SETTINGS: Lazy<Settings> = Lazy::new(|| {
     }
 });
 static BREAKER: Lazy<Breaker> = Lazy::new(Breaker::new);
-static GUARD: Switch = Switch::new(|| config::enabled_by_env(ENV_SAFE_MPS_DISABLE));
+static GUARD: Switch =
+    Switch::new(|warnings| config::enabled_by_env(ENV_SAFE_MPS_DISABLE, warnings));
 
 static TIMES_DISABLED: AtomicU64 = AtomicU64::new(0);
 static INJECTED: AtomicU32 = AtomicU32::new(0);
@@ -116,7 +123,7 @@ impl MpsStats {
 pub fn stats() -> MpsStats {
     let sites: Vec<MpsSiteStats> = MpsSite::all().map(MpsSite::stats).collect();
     let sum = |f: fn(&MpsSiteStats) -> u64| sites.iter().map(f).sum::<u64>();
-    let settings = &*SETTINGS;
+    let settings = SETTINGS.get();
     MpsStats {
         state: BREAKER.state(),
         consecutive_failures: BREAKER.streak(),
@@ -147,14 +154,17 @@ pub(crate) fn reset() {
 
 /// Sets how many consecutive device-level MPS failures disable MPS (at least 1).
 pub fn set_failure_threshold(failures: u32) {
-    SETTINGS.threshold.store(failures.max(1), Ordering::Relaxed);
+    SETTINGS
+        .get()
+        .threshold
+        .store(failures.max(1), Ordering::Relaxed);
 }
 
 /// Sets how long MPS stays disabled, or a call site pinned to CPU, before one
 /// trial call; seconds or a `Duration`.
 pub fn set_cooldown(cooldown: impl IntoTimeout) -> Result<(), InvalidTimeout> {
     let nanos = saturating_nanos(cooldown.into_timeout()?);
-    SETTINGS.cooldown.store(nanos, Ordering::Relaxed);
+    SETTINGS.get().cooldown.store(nanos, Ordering::Relaxed);
     Ok(())
 }
 
@@ -204,7 +214,7 @@ pub(crate) fn take_injected() -> bool {
 /// The cool-down, in nanoseconds.
 #[inline]
 fn cooldown() -> u64 {
-    SETTINGS.cooldown.load(Ordering::Relaxed)
+    SETTINGS.get().cooldown.load(Ordering::Relaxed)
 }
 
 /// May a call at `site` that would run on MPS try it? `None`: straight to
@@ -270,7 +280,7 @@ pub(crate) fn abandoned(site: &'static MpsSite, admission: Admission) {
 
 #[inline]
 fn threshold() -> u32 {
-    SETTINGS.threshold.load(Ordering::Relaxed)
+    SETTINGS.get().threshold.load(Ordering::Relaxed)
 }
 
 fn cooldown_duration() -> Duration {
