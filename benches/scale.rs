@@ -133,6 +133,19 @@ async fn with_futures_time(work: Work) {
     }
 }
 
+/// Pends under a timeout of `LONG` plus `i` ms: started at once, such
+/// timeouts each fall in a tick of their own, as timeouts started over time
+/// do. (One `async fn` per timer, as above; the bare task is [`bare`].)
+async fn opguard_apart(i: u32) {
+    let after = LONG + Duration::from_millis(u64::from(i));
+    let _ = opguard::timeout_async!(after, pending::<()>()).await;
+}
+
+async fn tokio_apart(i: u32) {
+    let after = LONG + Duration::from_millis(u64::from(i));
+    let _ = tokio::time::timeout(after, pending::<()>()).await;
+}
+
 /// Spawns the task of `timer` with `spawn`, which takes any task.
 macro_rules! spawn_one {
     ($spawn:expr, $timer:expr, $work:expr) => {
@@ -339,6 +352,17 @@ impl<F: Future<Output = ()>> Future for FirstPoll<F> {
     }
 }
 
+/// Spawns `f` on tokio, counting its first poll in `polled`.
+fn spawn_counted<F>(f: F, polled: &Arc<AtomicUsize>) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(FirstPoll {
+        inner: Box::pin(f),
+        polled: Some(polled.clone()),
+    })
+}
+
 /// Heap per task of `timer` spawned on tokio current-thread as such, not
 /// yet polled: the task's cell, which tokio rounds up to its alignment.
 fn cell_per_task(timer: Timer) -> f64 {
@@ -366,8 +390,9 @@ fn cell_per_task(timer: Timer) -> f64 {
 }
 
 /// Peak heap per task with `n` pending tasks of `timer` on tokio
-/// current-thread, each polled once.
-fn heap_per_task(timer: Timer, n: usize) -> f64 {
+/// current-thread, each polled once; `apart`: each deadline in a tick of its
+/// own ([`pend_apart`]).
+fn heap_per_task(timer: Timer, n: usize, apart: bool) -> f64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -384,15 +409,10 @@ fn heap_per_task(timer: Timer, n: usize) -> f64 {
     COUNTING.store(true, Relaxed);
     let handles = rt.block_on(async {
         let handles: Vec<_> = (0..n)
-            .map(|_| {
-                spawn_one!(
-                    |f| tokio::spawn(FirstPoll {
-                        inner: Box::pin(f),
-                        polled: Some(polled.clone()),
-                    }),
-                    timer,
-                    Work::Pend
-                )
+            .map(|i| match (apart, timer) {
+                (true, Timer::Opguard) => spawn_counted(opguard_apart(i as u32), &polled),
+                (true, Timer::Tokio) => spawn_counted(tokio_apart(i as u32), &polled),
+                _ => spawn_one!(|f| spawn_counted(f, &polled), timer, Work::Pend),
             })
             .collect();
         while polled.load(Relaxed) < n {
@@ -654,19 +674,28 @@ fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], say: Say) {
     );
     say(
         md,
-        "| timeouts | opguard | tokio | opguard / tokio |".into(),
+        "| timeouts | opguard | tokio | opguard / tokio | each in a tick of its own: opguard | tokio | opguard / tokio |"
+            .into(),
     );
-    say(md, "|---:|---:|---:|---:|".into());
+    say(md, "|---:|---:|---:|---:|---:|---:|---:|".into());
     for &n in sizes {
-        let bare = heap_per_task(Timer::Bare, n);
-        let og = heap_per_task(Timer::Opguard, n) - bare;
-        let tk = heap_per_task(Timer::Tokio, n) - bare;
+        let bare = heap_per_task(Timer::Bare, n, false);
+        let og = heap_per_task(Timer::Opguard, n, false) - bare;
+        let tk = heap_per_task(Timer::Tokio, n, false) - bare;
+        let og_apart = heap_per_task(Timer::Opguard, n, true) - bare;
+        let tk_apart = heap_per_task(Timer::Tokio, n, true) - bare;
         say(
             md,
-            format!("| {n} | {og:.0} B | {tk:.0} B | {:.2}x |", og / tk),
+            format!(
+                "| {n} | {og:.0} B | {tk:.0} B | {:.2}x | {og_apart:.0} B | {tk_apart:.0} B | {:.2}x |",
+                og / tk,
+                og_apart / tk_apart
+            ),
         );
         let _ = writeln!(csv, "Heap,{n},tokio-current,opguard,{og:.1}");
         let _ = writeln!(csv, "Heap,{n},tokio-current,tokio,{tk:.1}");
+        let _ = writeln!(csv, "HeapApart,{n},tokio-current,opguard,{og_apart:.1}");
+        let _ = writeln!(csv, "HeapApart,{n},tokio-current,tokio,{tk_apart:.1}");
     }
     say(
         md,

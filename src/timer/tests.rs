@@ -378,17 +378,20 @@ fn dropped_timeouts_free_their_share_and_the_tick_goes_once_its_thread_moves_on(
     let joined = dropped.len();
     let (live, chunks) = tick.list.live();
     assert_eq!(live as usize, joined + 1);
-    assert_eq!(chunks, (joined + 1).div_ceil(32));
+    // The first waiter in the list itself, the others in chunks.
+    let last_key = u32::try_from(joined).unwrap();
+    assert_eq!(chunks, waitlist::split(last_key).map_or(0, |(c, _)| c + 1));
     drop(dropped);
     let (live, chunks) = tick.list.live();
     assert_eq!(live, 1, "only `keep` is left");
-    // Full chunks that emptied went back; `keep`'s and the last stay.
-    assert!(chunks <= 2, "{chunks} chunks for one waiter");
+    // Full chunks that emptied went back; the last stays.
+    assert!(chunks <= 1, "{chunks} chunks for one waiter");
     let kept = is_kept(&tick);
     drop(keep);
     if kept {
-        // This thread's tick stays open for its next timeouts, with one chunk.
-        assert_eq!(tick.list.live(), (0, 1));
+        // This thread's tick stays open for its next timeouts (whose first
+        // goes in the list itself: no chunk is kept but the first).
+        assert_eq!(tick.list.live().0, 0);
         assert!(in_wheel(&tick));
     }
     // (Under Miri, slower than the clock, the thread may have moved on to a
@@ -467,7 +470,7 @@ fn timeouts_started_one_after_another_share_one_tick() {
                 "a new tick for the same millisecond"
             );
             drop(d);
-            assert_eq!(tick.list.live(), (0, 1), "one chunk, reused");
+            assert_eq!(tick.list.live(), (0, 0), "each the first waiter: no chunk");
             shared += 1;
         }
         if shared > 0 || cfg!(miri) {
@@ -508,7 +511,7 @@ fn a_thread_moving_on_from_its_empty_tick_makes_the_next_in_its_memory() {
         !lock(&lane(old).ticks).contains_key(&old),
         "the kept tick's time stayed in the wheel"
     );
-    assert_eq!((next.key, next.tick.list.live()), (0, (1, 1)));
+    assert_eq!((next.key, next.tick.list.live()), (0, (1, 0)));
     // It is a tick like any other: others join it, and it fires.
     let joined_too = match start(started, Duration::from_millis(2), &waker) {
         Start::Waiting(joined) => Arc::ptr_eq(&joined.tick, &next.tick),

@@ -30,25 +30,42 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Wakers per chunk: 32 of 16 bytes, an allocation small enough that the
-/// system allocator serves it from its quick lists.
+/// Slots in the largest chunks: 32 wakers of 16 bytes, an allocation small
+/// enough that the system allocator serves it from its quick lists.
 const CHUNK: usize = 32;
+/// Chunks that grow before they reach [`CHUNK`] slots: 2, 4, 8, 16 and 32.
+const GROWING: usize = CHUNK.trailing_zeros() as usize;
 
 /// A chunk of waiter slots.
 struct Chunk {
-    slots: [Option<Waker>; CHUNK],
+    slots: Box<[Option<Waker>]>,
     live: u32,
 }
 
-/// The waiters, in chunks: a waiter keeps its key (its place) until it
-/// leaves. Keys are handed out in order and not reused: a tick takes new
-/// waiters only for about a tick (1 ms at most) of start times, so there is
-/// little to reuse, and in exchange no slab is ever regrown or copied. A
-/// chunk goes back to the allocator as soon as it is full and empty again,
-/// the last one when the last waiter leaves.
+impl Chunk {
+    fn new(len: usize) -> Self {
+        Chunk {
+            slots: (0..len).map(|_| None).collect(),
+            live: 0,
+        }
+    }
+}
+
+/// The waiters: the first (key 0) in the list itself, the others in chunks
+/// of 2, 4, 8, 16 and 32 slots, then 32 each. A waiter keeps its key (its
+/// place) until it leaves. Keys are handed out in order and not reused: a
+/// tick takes new waiters only for about a tick (1 ms at most) of start
+/// times, so there is little to reuse, and in exchange no slab is ever
+/// regrown or copied. A tick with one waiter, as when timeouts start one at a
+/// time or far enough apart that each gets a tick of its own, needs no chunk
+/// at all, and one with a few waiters small ones; thousands come in chunks of
+/// 32. A chunk goes back to the allocator as soon as it is full and empty
+/// again, the last one when the last waiter leaves.
 #[derive(Default)]
 struct Waiters {
-    chunks: Vec<Option<Box<Chunk>>>,
+    /// The waiter whose key is 0.
+    first: Option<Waker>,
+    chunks: Vec<Option<Chunk>>,
     /// The next key.
     next: u32,
     live: u32,
@@ -59,8 +76,37 @@ struct Waiters {
     pinned: bool,
 }
 
-fn split(key: u32) -> (usize, usize) {
-    (key as usize / CHUNK, key as usize % CHUNK)
+/// Where the waiter `key` is: its chunk and its slot there; `None` for the
+/// first waiter, kept in [`Waiters::first`].
+#[inline]
+pub(super) fn split(key: u32) -> Option<(usize, usize)> {
+    if key == 0 {
+        return None;
+    }
+    // The growing chunks hold keys 1 to 2 * CHUNK - 2: chunk `c` those whose
+    // `key + 1` has its highest bit at `c + 1`.
+    let m = key as usize + 1;
+    if m < 2 * CHUNK {
+        let high = (usize::BITS - 1 - m.leading_zeros()) as usize;
+        Some((high - 1, m - (1 << high)))
+    } else {
+        let past = m - 2 * CHUNK;
+        Some((GROWING + past / CHUNK, past % CHUNK))
+    }
+}
+
+/// The key of slot `i` of chunk `c`: the inverse of [`split`].
+fn key_of(c: usize, i: usize) -> usize {
+    if c < GROWING {
+        (2 << c) - 1 + i
+    } else {
+        2 * CHUNK - 1 + (c - GROWING) * CHUNK + i
+    }
+}
+
+/// How many slots chunk `c` has.
+fn chunk_len(c: usize) -> usize {
+    if c < GROWING { 2 << c } else { CHUNK }
 }
 
 impl Waiters {
@@ -78,39 +124,63 @@ impl Waiters {
     #[inline]
     fn insert(&mut self, waker: Waker) -> u32 {
         let key = self.next;
-        let (c, i) = split(key);
-        if c == self.chunks.len() {
-            self.chunks.push(Some(Box::new(Chunk {
-                slots: [const { None }; CHUNK],
-                live: 0,
-            })));
-        }
-        // The last chunk is never freed while keys are handed out.
-        if let Some(Some(chunk)) = self.chunks.get_mut(c) {
-            chunk.slots[i] = Some(waker);
-            chunk.live += 1;
+        match split(key) {
+            None => self.first = Some(waker),
+            // Its chunk is there, but for the first key of each chunk.
+            Some((c, i)) => match self.chunks.get_mut(c) {
+                Some(Some(chunk)) => {
+                    chunk.slots[i] = Some(waker);
+                    chunk.live += 1;
+                }
+                _ => self.insert_in_new_chunk(c, i, waker),
+            },
         }
         self.next += 1;
         self.live += 1;
         key
     }
 
+    /// Puts `waker` in slot `i` of chunk `c`, which is not there yet.
+    #[inline(never)]
+    fn insert_in_new_chunk(&mut self, c: usize, i: usize, waker: Waker) {
+        if c >= self.chunks.len() {
+            // The chunk before, should all of its waiters have left, is
+            // done with: it goes now (it holds no waker).
+            if let Some(last) = self.chunks.last_mut()
+                && last.as_ref().is_some_and(|chunk| chunk.live == 0)
+            {
+                *last = None;
+            }
+            self.chunks.resize_with(c + 1, || None);
+        }
+        // (Made here should it be missing: a chunk is freed only once every
+        // key in it was handed out.)
+        let chunk = self.chunks[c].get_or_insert_with(|| Chunk::new(chunk_len(c)));
+        chunk.slots[i] = Some(waker);
+        chunk.live += 1;
+    }
+
     /// The key of the earliest waiter still there.
     fn first(&self) -> Option<u32> {
+        if self.first.is_some() {
+            return Some(0);
+        }
         self.chunks.iter().enumerate().find_map(|(c, chunk)| {
             let i = chunk.as_ref()?.slots.iter().position(Option::is_some)?;
-            u32::try_from(c * CHUNK + i).ok()
+            u32::try_from(key_of(c, i)).ok()
         })
     }
 
     #[inline]
     fn slot(&mut self, key: u32) -> Option<&mut Waker> {
-        let (c, i) = split(key);
-        self.chunks.get_mut(c)?.as_mut()?.slots[i].as_mut()
+        match split(key) {
+            None => self.first.as_mut(),
+            Some((c, i)) => self.chunks.get_mut(c)?.as_mut()?.slots[i].as_mut(),
+        }
     }
 
     /// Takes the earliest waiter still there out, as [`Waiters::remove`].
-    fn take_first(&mut self) -> (Option<Waker>, Option<Box<Chunk>>) {
+    fn take_first(&mut self) -> (Option<Waker>, Option<Chunk>) {
         match self.first() {
             Some(key) => self.remove(key),
             None => (None, None),
@@ -119,8 +189,12 @@ impl Waiters {
 
     /// Takes the waiter `key` out; with a chunk that is done with, to free.
     #[inline]
-    fn remove(&mut self, key: u32) -> (Option<Waker>, Option<Box<Chunk>>) {
-        let (c, i) = split(key);
+    fn remove(&mut self, key: u32) -> (Option<Waker>, Option<Chunk>) {
+        let Some((c, i)) = split(key) else {
+            let waker = self.first.take();
+            self.live -= u32::from(waker.is_some());
+            return (waker, None);
+        };
         let tail = self.chunks.len().saturating_sub(1);
         let Some(Some(chunk)) = self.chunks.get_mut(c) else {
             return (None, None);
@@ -134,21 +208,26 @@ impl Waiters {
         (Some(waker), if done { self.chunks[c].take() } else { None })
     }
 
-    /// Empty and still open: keeps the last chunk (all of its slots free)
-    /// for the next waiters, and hands the rest back to free.
-    fn recycle(&mut self) -> Vec<Option<Box<Chunk>>> {
+    /// Empty and still open: keys start again at 0. Keeps the first chunk,
+    /// if it is there (all of its slots free), for the next waiters but the
+    /// first, and hands the rest back to free.
+    fn recycle(&mut self) -> Vec<Option<Chunk>> {
         self.next = 0;
-        let n = self.chunks.len();
-        if n <= 1 {
+        let rest = if self.chunks.len() > 1 {
+            self.chunks.split_off(1)
+        } else {
             // No allocation: an empty `Vec` is free to make and to drop.
-            return Vec::new();
+            Vec::new()
+        };
+        if let Some(None) = self.chunks.first() {
+            self.chunks.clear();
         }
-        self.chunks.swap(0, n - 1);
-        self.chunks.split_off(1)
+        rest
     }
 
     fn drain(self) -> Vec<Waker> {
         let mut all = Vec::with_capacity(self.live as usize);
+        all.extend(self.first);
         for chunk in self.chunks.into_iter().flatten() {
             all.extend(chunk.slots.into_iter().flatten());
         }
@@ -418,6 +497,81 @@ impl Waitlist {
     pub(super) fn live(&self) -> (u32, usize) {
         let w = lock(&self.waiters);
         (w.live, w.chunks.iter().flatten().count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_key_has_its_own_slot_and_the_chunks_grow_to_32() {
+        let mut seen = std::collections::HashSet::new();
+        for key in 1..10_000_u32 {
+            let (c, i) = split(key).unwrap();
+            assert!(i < chunk_len(c), "key {key}: slot {i} of {}", chunk_len(c));
+            assert_eq!(key_of(c, i), key as usize, "key {key}");
+            assert!(seen.insert((c, i)), "key {key} shares a slot");
+        }
+        assert_eq!(split(0), None, "the first waiter is in the list itself");
+        let lens: Vec<usize> = (0..7).map(chunk_len).collect();
+        assert_eq!(lens, [2, 4, 8, 16, 32, 32, 32]);
+    }
+
+    fn noop() -> Waker {
+        Waker::noop().clone()
+    }
+
+    #[test]
+    fn one_waiter_takes_no_chunk_and_a_few_take_small_ones() {
+        let mut w = Waiters::default();
+        w.insert(noop());
+        assert!(w.chunks.is_empty());
+        for _ in 0..6 {
+            w.insert(noop());
+        }
+        // Keys 1 and 2 in a chunk of 2, 3 to 6 in one of 4.
+        let lens: Vec<usize> = w.chunks.iter().flatten().map(|c| c.slots.len()).collect();
+        assert_eq!(lens, [2, 4]);
+        assert_eq!(w.live, 7);
+    }
+
+    #[test]
+    fn chunks_go_once_every_waiter_in_them_left_and_the_first_stays_for_reuse() {
+        let mut w = Waiters::default();
+        let keys: Vec<u32> = (0..100).map(|_| w.insert(noop())).collect();
+        assert_eq!(w.chunks.iter().flatten().count(), 7);
+        for &key in &keys[1..] {
+            let (waker, _freed) = w.remove(key);
+            assert!(waker.is_some(), "key {key}");
+        }
+        // Only the last chunk, which keys would be handed out from, stays.
+        assert_eq!(w.chunks.iter().flatten().count(), 1);
+        assert_eq!(w.first(), Some(0));
+        let (waker, _) = w.remove(0);
+        assert!(waker.is_some() && w.live == 0 && w.first().is_none());
+        drop(w.recycle());
+        assert!(w.chunks.is_empty(), "the first chunk had gone: none kept");
+        // Keys start again at 0, and every waiter is found.
+        let again: Vec<u32> = (0..5).map(|_| w.insert(noop())).collect();
+        assert_eq!(again, [0, 1, 2, 3, 4]);
+        assert_eq!(w.drain().len(), 5);
+    }
+
+    #[test]
+    fn a_chunk_emptied_before_the_next_is_needed_goes_then() {
+        let mut w = Waiters::default();
+        let first = w.insert(noop());
+        // Keys 1 and 2 fill the chunk of 2 and leave; it is the last chunk,
+        // so it stays until key 3 needs the next.
+        for key in [w.insert(noop()), w.insert(noop())] {
+            drop(w.remove(key));
+        }
+        assert_eq!(w.chunks.iter().flatten().count(), 1);
+        w.insert(noop());
+        let lens: Vec<usize> = w.chunks.iter().flatten().map(|c| c.slots.len()).collect();
+        assert_eq!(lens, [4], "the emptied chunk of 2 stayed");
+        assert_eq!(w.first(), Some(first));
     }
 }
 
