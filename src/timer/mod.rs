@@ -202,7 +202,8 @@ type Key = (u64, u32);
 
 /// One lane's ticks, by time, and the alarm that rings for the earliest.
 struct Lane {
-    ticks: Mutex<BTreeMap<Key, Arc<Tick>>>,
+    /// By time: the lane is this one.
+    ticks: Mutex<BTreeMap<u64, Arc<Tick>>>,
     /// The time of its earliest tick (`u64::MAX`: none), kept up to date
     /// under `ticks`' lock and read without it: a stale reading only makes
     /// [`fire_due`] look once in vain, or leave a tick to futures-timer.
@@ -217,8 +218,8 @@ struct Lane {
 
 impl Lane {
     /// Notes the earliest tick after `ticks` changed (with its lock held).
-    fn note_next(&self, ticks: &BTreeMap<Key, Arc<Tick>>) {
-        let next = ticks.first_key_value().map_or(u64::MAX, |(key, _)| key.0);
+    fn note_next(&self, ticks: &BTreeMap<u64, Arc<Tick>>) {
+        let next = ticks.first_key_value().map_or(u64::MAX, |(&at, _)| at);
         self.next.store(next, Ordering::Relaxed);
     }
 
@@ -265,10 +266,19 @@ fn wheel_index(lane: u32) -> usize {
 
 /// One tick of one lane: its waiters; the lane's alarm times it.
 struct Tick {
-    key: Key,
-    list: Waitlist,
+    /// Its time, in fine ticks since the epoch.
+    at: u64,
+    lane: u32,
     /// How many times the alarm stepped in for its relay.
     fallbacks: AtomicU32,
+    list: Waitlist,
+}
+
+impl Tick {
+    /// Its time and its lane.
+    fn key(&self) -> Key {
+        (self.at, self.lane)
+    }
 }
 
 /// When the last start of a `Delay` failed, in [`clock::now_nanos`]; 0: never.
@@ -376,7 +386,7 @@ impl Tick {
     fn fall_back_after(self: &Arc<Self>, after: Duration) {
         let since = Instant::now().saturating_duration_since(clock::epoch());
         let at = ticks_passed(since.saturating_add(after)).saturating_add(1);
-        lock(&lane(self.key).relays).insert((at, self.key.0), Arc::downgrade(self));
+        lock(&lane(self.key()).relays).insert((at, self.at), Arc::downgrade(self));
     }
 
     /// Wakes the waiters a fired tick has left, once, from whichever thread
@@ -392,11 +402,11 @@ impl Tick {
     /// Takes the tick out of the wheel.
     fn retire(&self) {
         let removed = {
-            let lane = lane(self.key);
+            let lane = lane(self.key());
             let mut map = lock(&lane.ticks);
-            match map.get(&self.key) {
+            match map.get(&self.at) {
                 Some(t) if std::ptr::eq(Arc::as_ptr(t), self) => {
-                    let removed = map.remove(&self.key);
+                    let removed = map.remove(&self.at);
                     lane.note_next(&map);
                     removed
                 }
@@ -411,14 +421,14 @@ impl Tick {
     /// cannot run.
     fn start(self: &Arc<Self>) {
         // A tick past what `Instant` can hold never comes: nothing rings.
-        if tick_instant(self.key.0).is_none() {
+        if tick_instant(self.at).is_none() {
             return;
         }
         if failed_recently() {
             return self.finish(BROKEN);
         }
-        if ask(self.key.1, self.key.0) == Set::Rang {
-            ring(self.key.1);
+        if ask(self.lane, self.at) == Set::Rang {
+            ring(self.lane);
         }
     }
 }
@@ -709,7 +719,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     let (cached, lane) = LOCAL
         .try_with(|local| {
             let cached = match &*local.last.borrow() {
-                Some(tick) if tick.key.0 == at => Some(Arc::clone(tick)),
+                Some(tick) if tick.at == at => Some(Arc::clone(tick)),
                 _ => None,
             };
             (cached, local.lane())
@@ -745,7 +755,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     let (tick, index, new) = {
         let lane = self::lane(key);
         let mut map = lock(&lane.ticks);
-        let joined = match map.get(&key) {
+        let joined = match map.get(&at) {
             Some(tick) => tick.list.join(waker).map(|index| (Arc::clone(tick), index)),
             None => Err((waker, OPEN)),
         };
@@ -762,12 +772,13 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
                 let tick = match renew_kept(&mut map, key, back) {
                     Ok(tick) => tick,
                     Err(back) => Arc::new(Tick {
-                        key,
-                        list: Waitlist::pinned_with_first(back),
+                        at,
+                        lane: key.1,
                         fallbacks: AtomicU32::new(0),
+                        list: Waitlist::pinned_with_first(back),
                     }),
                 };
-                old = map.insert(key, Arc::clone(&tick));
+                old = map.insert(at, Arc::clone(&tick));
                 lane.note_next(&map);
                 (tick, 0, true)
             }
@@ -794,7 +805,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
 /// waiter list and its first chunk, and their frees. Otherwise hands
 /// `waker` back.
 fn renew_kept(
-    map: &mut BTreeMap<Key, Arc<Tick>>,
+    map: &mut BTreeMap<u64, Arc<Tick>>,
     key: Key,
     waker: Waker,
 ) -> Result<Arc<Tick>, Waker> {
@@ -805,15 +816,15 @@ fn renew_kept(
         let kept = last.as_ref()?;
         // Its only holders are this cache and the map, whose lock is held:
         // no one else can take a new hold on it meanwhile.
-        if kept.key.1 != key.1 || Arc::strong_count(kept) != 2 || Arc::weak_count(kept) != 0 {
+        if kept.lane != key.1 || Arc::strong_count(kept) != 2 || Arc::weak_count(kept) != 0 {
             return None;
         }
-        match map.remove(&kept.key) {
+        match map.remove(&kept.at) {
             Some(in_map) if Arc::ptr_eq(&in_map, kept) => last.take(),
             // Another tick of that time (this one was broken, and left):
             // the other holder is not the map.
             Some(other) => {
-                map.insert(other.key, other);
+                map.insert(other.at, other);
                 None
             }
             None => None,
@@ -824,7 +835,7 @@ fn renew_kept(
     };
     match Arc::get_mut(&mut kept) {
         Some(tick) => {
-            tick.key = key;
+            (tick.at, tick.lane) = key;
             tick.fallbacks = AtomicU32::new(0);
             tick.list.renew(waker);
             Ok(kept)
@@ -873,7 +884,7 @@ fn take_relay(lane: &Lane, now: u64) -> Result<Option<Arc<Tick>>, u64> {
 /// ticks); otherwise gives the earliest's time ([`UNSET`]: none).
 fn take_due(lane: &Lane, now: u64) -> Result<Arc<Tick>, u64> {
     let mut map = lock(&lane.ticks);
-    let tick = pop_due(&mut map, now, |&(at, _)| at)?;
+    let tick = pop_due(&mut map, now, |&at| at)?;
     lane.note_next(&map);
     Ok(tick)
 }
@@ -903,7 +914,7 @@ impl Deadline {
     pub(crate) fn due(&self) -> u64 {
         // The tick's time in nanoseconds, without a `Duration` (whose
         // seconds would take a division): saturating as `saturating_nanos`.
-        (self.tick.key.0)
+        (self.tick.at)
             .saturating_mul(u64::from(FINE_NANOS))
             .saturating_sub(u64::from(self.early))
     }

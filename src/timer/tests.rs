@@ -93,8 +93,8 @@ fn wait(d: &mut Deadline, waker: &Waker) -> Outcome {
 }
 
 fn in_wheel(tick: &Arc<Tick>) -> bool {
-    lock(&lane(tick.key).ticks)
-        .get(&tick.key)
+    lock(&lane(tick.key()).ticks)
+        .get(&tick.at)
         .is_some_and(|t| Arc::ptr_eq(t, tick))
 }
 
@@ -144,14 +144,14 @@ fn under_a_second_a_deadline_rounds_up_to_a_fine_tick_and_from_a_second_to_a_who
         let before = Instant::now();
         let d = waiting(after, &waker);
         let latest = Instant::now() + after;
-        let fires = tick_instant(d.tick.key.0).unwrap();
+        let fires = tick_instant(d.tick.at).unwrap();
         let step = if fine { FINE } else { TICK };
         assert!(
             fires >= before + after,
             "{after:?}: tick before the deadline"
         );
         assert!(fires < latest + step, "{after:?}: more than {step:?} late");
-        let on_a_whole_tick = d.tick.key.0.is_multiple_of(u64::from(FINE_PER_TICK));
+        let on_a_whole_tick = d.tick.at.is_multiple_of(u64::from(FINE_PER_TICK));
         assert!(fine || on_a_whole_tick, "{after:?}: not on a whole tick");
         let exact = clock::epoch() + Duration::from_nanos(d.due());
         assert!(
@@ -184,7 +184,7 @@ fn many_timeouts_in_one_tick_share_it_and_each_wakes() {
     let far = Duration::from_millis(50);
     let wakers: Vec<_> = (0..200).map(|_| counter()).collect();
     let deadlines: Vec<_> = wakers.iter().map(|(_, w)| waiting(far, w)).collect();
-    let ticks: std::collections::BTreeSet<Key> = deadlines.iter().map(|d| d.tick.key).collect();
+    let ticks: std::collections::BTreeSet<Key> = deadlines.iter().map(|d| d.tick.key()).collect();
     // Created within a few ticks of each other: they share a handful of
     // ticks (not under Miri, which runs far slower than the clock).
     if !cfg!(miri) {
@@ -462,7 +462,7 @@ fn timeouts_started_one_after_another_share_one_tick() {
         drop(first);
         for _ in 0..100 {
             let d = waiting(Duration::from_secs(3600), &waker);
-            if d.tick.key != tick.key {
+            if d.tick.key() != tick.key() {
                 break;
             }
             assert!(
@@ -488,15 +488,15 @@ fn a_thread_moving_on_from_its_empty_tick_makes_the_next_in_its_memory() {
     let _lane = private_lane();
     let (_, waker) = counter();
     let first = waiting(Duration::from_secs(3600), &waker);
-    let (kept, mut old) = (Arc::as_ptr(&first.tick), first.tick.key);
+    let (kept, mut old) = (Arc::as_ptr(&first.tick), first.tick.key());
     drop(first);
     // Each new tick is made while the kept one is still in the wheel:
     // without the renewal it would be a new allocation, at another address.
     for hours in 2..5 {
         let d = waiting(Duration::from_secs(3600 * hours), &waker);
         assert_eq!(Arc::as_ptr(&d.tick), kept, "a new allocation, {hours} h");
-        assert_ne!(d.tick.key, old);
-        old = d.tick.key;
+        assert_ne!(d.tick.key(), old);
+        old = d.tick.key();
     }
     // Both timeouts below count from one reading, so that they share a
     // deadline (two readings can fall on both sides of a tick's boundary).
@@ -505,10 +505,10 @@ fn a_thread_moving_on_from_its_empty_tick_makes_the_next_in_its_memory() {
         panic!("not waiting");
     };
     assert_eq!(Arc::as_ptr(&next.tick), kept, "a new allocation");
-    assert_ne!(next.tick.key, old);
+    assert_ne!(next.tick.key(), old);
     assert!(in_wheel(&next.tick));
     assert!(
-        !lock(&lane(old).ticks).contains_key(&old),
+        !lock(&lane(old).ticks).contains_key(&old.0),
         "the kept tick's time stayed in the wheel"
     );
     assert_eq!((next.key, next.tick.list.live()), (0, (1, 0)));
@@ -535,11 +535,11 @@ fn a_kept_tick_that_someone_else_holds_is_not_made_the_next() {
     let (_, waker) = counter();
     let first = waiting(Duration::from_secs(3600), &waker);
     let held = Arc::clone(&first.tick);
-    let key = held.key;
+    let key = held.key();
     drop(first);
     let next = waiting(Duration::from_secs(7200), &waker);
     assert!(!Arc::ptr_eq(&next.tick, &held));
-    assert_eq!(held.key, key, "the held tick changed under its holder");
+    assert_eq!(held.key(), key, "the held tick changed under its holder");
     assert!(freed(&held), "the tick left behind stayed");
 }
 
@@ -587,11 +587,11 @@ fn threads_never_share_a_tick() {
     let there = std::thread::spawn(move || {
         let (_, waker) = counter();
         let d = waiting(after, &waker);
-        (d.tick.key, Arc::as_ptr(&d.tick) as usize)
+        (d.tick.key(), Arc::as_ptr(&d.tick) as usize)
     })
     .join()
     .unwrap();
-    assert_ne!(here.tick.key.1, there.0.1, "one lane per thread");
+    assert_ne!(here.tick.lane, there.0.1, "one lane per thread");
     assert_ne!(Arc::as_ptr(&here.tick) as usize, there.1);
 }
 
@@ -602,11 +602,11 @@ fn only_a_tick_earlier_than_the_lanes_others_sets_its_bell() {
     let (_, waker) = counter();
     let set = bells_set();
     let first = waiting(Duration::from_secs(3600), &waker);
-    let first_at = first.tick.key.0;
+    let first_at = first.tick.at;
     assert_eq!(bells_set(), set + 1, "the lane's first tick set no bell");
     assert_eq!(alarm.asked(), first_at);
     let later = waiting(Duration::from_secs(5400), &waker);
-    assert!(later.tick.key.0 > first_at);
+    assert!(later.tick.at > first_at);
     drop(first);
     move_on();
     assert_eq!(
@@ -619,7 +619,7 @@ fn only_a_tick_earlier_than_the_lanes_others_sets_its_bell() {
     assert_eq!(alarm.asked(), first_at);
     let earlier = waiting(Duration::from_secs(1800), &waker);
     assert_eq!(bells_set(), set + 2, "an earlier tick set no bell");
-    assert_eq!(alarm.asked(), earlier.tick.key.0);
+    assert_eq!(alarm.asked(), earlier.tick.at);
 }
 
 #[test]
@@ -629,7 +629,7 @@ fn a_bell_that_rings_for_a_tick_that_left_sets_itself_for_the_next() {
     let gone = waiting(Duration::from_millis(20), &waker);
     let start = Instant::now();
     let mut next = waiting(Duration::from_millis(60), &waker);
-    assert!(next.tick.key.0 > gone.tick.key.0);
+    assert!(next.tick.at > gone.tick.at);
     // Not the tick this thread keeps (that is `next`'s): it goes at once,
     // and the bell still rings for it.
     drop(gone);
