@@ -801,8 +801,8 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
 /// waiter, when nothing else has a hold on it (no waiter, no ring, no relay,
 /// no test): it leaves `map`, the map of its lane and `key`'s, whose lock
 /// the caller holds. A server taking requests one at a time moves to a new
-/// tick for each, and this spares it the allocations of a tick, its
-/// waiter list and its first chunk, and their frees. Otherwise hands
+/// tick for each, and this spares it the allocation of a tick and its
+/// free. Otherwise hands
 /// `waker` back.
 fn renew_kept(
     map: &mut BTreeMap<u64, Arc<Tick>>,
