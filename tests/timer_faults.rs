@@ -1,4 +1,4 @@
-//! The shared timer under hostile wakers, hooks and limits. Each case that
+//! The shared timer under hostile wakers, hooks, loggers and limits. Each case that
 //! could stop the process's timer runs in a child process of its own, which
 //! the parent kills if it hangs.
 

@@ -96,13 +96,13 @@
 //! are replaced, or are woken are handed out of the lock first
 //! ([`waitlist`]), and a leaving waiter's waker is dropped after the tick is
 //! in order again (retired if it emptied, its relay done), so that a waker
-//! whose drop panics leaves no tick behind. A tick's wakers run on futures-timer's thread, or on a
-//! thread of the tick's lane that relays its wake-up or finds it due: a
-//! waker that panics there is contained, its panic payload too
-//! ([`crate::contain`]), and the others are still woken. One that blocks
-//! holds up the thread it runs on: on futures-timer's thread, every timer
-//! in the process (as with any waker of a futures-timer `Delay`); on a
-//! task's thread, that thread.
+//! whose drop panics leaves no tick behind. A tick's wakers run on
+//! futures-timer's thread, or on a thread of the tick's lane that relays its
+//! wake-up or finds it due: a waker that panics there is contained, its panic
+//! payload too ([`crate::contain`]), and the others are still woken. One
+//! that blocks holds up the thread it runs on: on futures-timer's thread,
+//! every timer in the process (as with any waker of a futures-timer
+//! `Delay`); on a task's thread, that thread.
 //!
 //! # When futures-timer cannot run
 //! futures-timer runs one helper thread for the process. If it cannot be
@@ -202,7 +202,7 @@ type Key = (u64, u32);
 
 /// One lane's ticks, by time, and the alarm that rings for the earliest.
 struct Lane {
-    /// By time: the lane is this one.
+    /// Its ticks, by time (the lane is this one).
     ticks: Mutex<BTreeMap<u64, Arc<Tick>>>,
     /// The time of its earliest tick (`u64::MAX`: none), kept up to date
     /// under `ticks`' lock and read without it: a stale reading only makes
@@ -268,6 +268,7 @@ fn wheel_index(lane: u32) -> usize {
 struct Tick {
     /// Its time, in fine ticks since the epoch.
     at: u64,
+    /// Its lane: the index of its [`Lane`] in the wheel.
     lane: u32,
     /// How many times the alarm stepped in for its relay.
     fallbacks: AtomicU32,
@@ -802,8 +803,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
 /// no test): it leaves `map`, the map of its lane and `key`'s, whose lock
 /// the caller holds. A server taking requests one at a time moves to a new
 /// tick for each, and this spares it the allocation of a tick and its
-/// free. Otherwise hands
-/// `waker` back.
+/// free. Otherwise hands `waker` back.
 fn renew_kept(
     map: &mut BTreeMap<u64, Arc<Tick>>,
     key: Key,
