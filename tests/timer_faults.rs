@@ -1,6 +1,6 @@
-//! The shared timer under hostile wakers, hooks, loggers and limits. Each case that
-//! could stop the process's timer runs in a child process of its own, which
-//! the parent kills if it hangs.
+//! The shared timer under hostile wakers, hooks, loggers and limits. Each
+//! case that could stop the process's timer runs in a child process of its
+//! own, which the parent kills if it hangs.
 
 mod common;
 
