@@ -493,3 +493,56 @@ fn a_logger_that_runs_timeouts_can_log_the_warnings_about_bad_settings() {
     );
     println!("logged");
 }
+
+/// A logger that panics on opguard's error lines: those the timer logs on
+/// futures-timer's thread (a waker that panicked) must not take the thread
+/// down with them.
+struct PanickingLogger;
+
+impl log::Log for PanickingLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if record.target() == "opguard" && record.level() == log::Level::Error {
+            panic!("the logger failed: {}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[test]
+fn a_logger_that_panics_when_a_waker_panicked_cannot_stop_the_timer() {
+    if child_passes(
+        "a_logger_that_panics_when_a_waker_panicked_cannot_stop_the_timer",
+        &[],
+        "timer alive",
+    ) {
+        return;
+    }
+    log::set_logger(&PanickingLogger).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    struct Panics;
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("the waker failed");
+        }
+    }
+    let panics = Waker::from(Arc::new(Panics));
+    let mut long = Box::pin(timeout_async!(LONG, pending::<()>()));
+    assert!(poll_with(Pin::new(&mut long), Waker::noop()).is_pending());
+    let mut short = Box::pin(timeout_async!(Duration::from_millis(5), pending::<()>()));
+    assert!(poll_with(Pin::new(&mut short), &panics).is_pending());
+    // The short one's tick fires on the timer thread: its waker panics, and
+    // so does the logger told about it.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        poll_with(Pin::new(&mut long), Waker::noop()).is_pending(),
+        "a one-hour timeout ended after 100 ms"
+    );
+    assert!(poll_with(Pin::new(&mut short), Waker::noop()).is_ready());
+    assert_the_timer_works();
+    println!("timer alive");
+}

@@ -289,10 +289,19 @@ const RETRY_AFTER_NANOS: u64 = 1_000_000_000;
 
 fn note_failure(why: &str) {
     FAILED_AT.store(clock::now_nanos().max(1), Ordering::Relaxed);
-    log::error!(
-        target: "opguard",
-        "the shared timer cannot run ({why}): timeouts fail with an error for the next second, then start afresh"
-    );
+    log_contained(|| {
+        log::error!(
+            target: "opguard",
+            "the shared timer cannot run ({why}): timeouts fail with an error for the next second, then start afresh"
+        );
+    });
+}
+
+/// Logs with `log` and contains what the logger does: it is user code, and
+/// this may be futures-timer's one thread, which a panic there would take
+/// down with every timer in the process.
+fn log_contained(log: impl FnOnce()) {
+    let _ = contain(log);
 }
 
 fn failed_recently() -> bool {
@@ -311,7 +320,7 @@ fn wake_all(wakers: Vec<Waker>) {
 /// Wakes one waker, its panic contained (see [`wake_all`]).
 fn wake(waker: Waker) {
     if contain(|| waker.wake()).is_none() {
-        log::error!(target: "opguard", "a waker panicked when its timeout fired");
+        log_contained(|| log::error!(target: "opguard", "a waker panicked when its timeout fired"));
     }
 }
 
