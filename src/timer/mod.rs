@@ -255,8 +255,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn lane((_, lane): Key) -> &'static Lane {
-    &WHEEL[wheel_index(lane)]
+fn lane(index: u32) -> &'static Lane {
+    &WHEEL[wheel_index(index)]
 }
 
 /// Where lane `lane` sits in the wheel (and in [`lane_waker`]'s wakers).
@@ -273,13 +273,6 @@ struct Tick {
     /// How many times the alarm stepped in for its relay.
     fallbacks: AtomicU32,
     list: Waitlist,
-}
-
-impl Tick {
-    /// Its time and its lane.
-    fn key(&self) -> Key {
-        (self.at, self.lane)
-    }
 }
 
 /// When the last start of a `Delay` failed, in [`clock::now_nanos`]; 0: never.
@@ -396,7 +389,7 @@ impl Tick {
     fn fall_back_after(self: &Arc<Self>, after: Duration) {
         let since = Instant::now().saturating_duration_since(clock::epoch());
         let at = ticks_passed(since.saturating_add(after)).saturating_add(1);
-        lock(&lane(self.key()).relays).insert((at, self.at), Arc::downgrade(self));
+        lock(&lane(self.lane).relays).insert((at, self.at), Arc::downgrade(self));
     }
 
     /// Wakes the waiters a fired tick has left, once, from whichever thread
@@ -412,7 +405,7 @@ impl Tick {
     /// Takes the tick out of the wheel.
     fn retire(&self) {
         let removed = {
-            let lane = lane(self.key());
+            let lane = lane(self.lane);
             let mut map = lock(&lane.ticks);
             match map.get(&self.at) {
                 Some(t) if std::ptr::eq(Arc::as_ptr(t), self) => {
@@ -448,7 +441,7 @@ impl Tick {
 /// Breaks the lane when the bell cannot be set; on [`Set::Rang`] the caller
 /// rings it.
 fn ask(index: u32, at: u64) -> Set {
-    let lane = lane((0, index));
+    let lane = lane(index);
     let set = lane.alarm.ask(at, |bell, at| set_bell(bell, at, index));
     if set == Set::Failed {
         break_lane(lane);
@@ -520,7 +513,7 @@ fn lane_waker(index: u32) -> &'static Waker {
 /// left. A ring for a tick that has left, or a relay that has come,
 /// finds nothing due and only sets the bell.
 fn ring(index: u32) {
-    let lane = lane((0, index));
+    let lane = lane(index);
     if std::thread::panicking() {
         // futures-timer's thread is going away, unwinding: nothing will ring
         // again, and nothing may panic here now.
@@ -763,7 +756,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     let key = (at, lane);
     let mut old = None;
     let (tick, index, new) = {
-        let lane = self::lane(key);
+        let lane = self::lane(lane);
         let mut map = lock(&lane.ticks);
         let joined = match map.get(&at) {
             Some(tick) => tick.list.join(waker).map(|index| (Arc::clone(tick), index)),
@@ -864,7 +857,7 @@ fn renew_kept(
 /// wakers run.
 #[inline]
 fn fire_due(lane: u32, since: Duration) {
-    let lane = self::lane((0, lane));
+    let lane = self::lane(lane);
     let now = ticks_passed(since);
     if lane.next.load(Ordering::Relaxed) > now {
         return;

@@ -11,6 +11,13 @@ thread_local! {
     pub(super) static BELLS_SET: Cell<u32> = const { Cell::new(0) };
 }
 
+impl Tick {
+    /// Its time and its lane.
+    fn key(&self) -> Key {
+        (self.at, self.lane)
+    }
+}
+
 fn bells_set() -> u32 {
     BELLS_SET.with(Cell::get)
 }
@@ -26,10 +33,7 @@ fn private_lane() -> PrivateLane {
     LOCAL.with(|l| l.lane.set(PRIVATE));
     // A ring with nothing due forgets what an earlier test asked for.
     ring(PRIVATE);
-    assert!(
-        lock(&lane((0, PRIVATE)).ticks).is_empty(),
-        "ticks left behind"
-    );
+    assert!(lock(&lane(PRIVATE).ticks).is_empty(), "ticks left behind");
     PrivateLane { _held: guard }
 }
 
@@ -93,7 +97,7 @@ fn wait(d: &mut Deadline, waker: &Waker) -> Outcome {
 }
 
 fn in_wheel(tick: &Arc<Tick>) -> bool {
-    lock(&lane(tick.key()).ticks)
+    lock(&lane(tick.lane).ticks)
         .get(&tick.at)
         .is_some_and(|t| Arc::ptr_eq(t, tick))
 }
@@ -508,7 +512,7 @@ fn a_thread_moving_on_from_its_empty_tick_makes_the_next_in_its_memory() {
     assert_ne!(next.tick.key(), old);
     assert!(in_wheel(&next.tick));
     assert!(
-        !lock(&lane(old).ticks).contains_key(&old.0),
+        !lock(&lane(old.1).ticks).contains_key(&old.0),
         "the kept tick's time stayed in the wheel"
     );
     assert_eq!((next.key, next.tick.list.live()), (0, (1, 0)));
@@ -598,7 +602,7 @@ fn threads_never_share_a_tick() {
 #[test]
 fn only_a_tick_earlier_than_the_lanes_others_sets_its_bell() {
     let _lane = private_lane();
-    let alarm = &lane((0, PRIVATE)).alarm;
+    let alarm = &lane(PRIVATE).alarm;
     let (_, waker) = counter();
     let set = bells_set();
     let first = waiting(Duration::from_secs(3600), &waker);

@@ -543,7 +543,7 @@ mod tests {
     }
 
     #[test]
-    fn chunks_go_once_every_waiter_in_them_left_and_the_first_stays_for_reuse() {
+    fn chunks_go_once_every_waiter_in_them_left_and_keys_start_again_when_all_left() {
         let mut w = Waiters::default();
         let keys: Vec<u32> = (0..100).map(|_| w.insert(noop())).collect();
         assert_eq!(w.chunks.iter().flatten().count(), 7);
