@@ -20,7 +20,9 @@
 //!   per request, over the bare requests. Here every timeout is alone in
 //!   its tick, so this is what a tick costs when no other timeout shares it.
 //! - heap: peak heap per pending timeout task, minus a bare pending task's
-//!   (a counting global allocator, on only while it measures).
+//!   (a counting global allocator, on only while it measures), with the
+//!   timeouts started together (sharing ticks) and with each in a tick of
+//!   its own.
 //! - lateness: 10 000 timeouts of 20 ms each for opguard and tokio, started
 //!   at spread times on one runtime while two threads keep both cores busy;
 //!   12 runs (`OPGUARD_LATENESS_RUNS`), summed up as opguard's minus tokio's,
@@ -391,7 +393,7 @@ fn cell_per_task(timer: Timer) -> f64 {
 
 /// Peak heap per task with `n` pending tasks of `timer` on tokio
 /// current-thread, each polled once; `apart`: each deadline in a tick of its
-/// own ([`pend_apart`]).
+/// own ([`opguard_apart`], [`tokio_apart`]).
 fn heap_per_task(timer: Timer, n: usize, apart: bool) -> f64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
