@@ -153,7 +153,7 @@ pub mod timeouts;
 pub use crate::duration::{IntoDeadline, IntoTimeout, InvalidTimeout};
 pub use crate::error::TimeoutError;
 pub use crate::timeout::Timeout;
-pub use crate::timer::TICK;
+pub use crate::timer::tick_of;
 
 // The README's examples run as doctests (they need the `tch` feature).
 #[cfg(all(doctest, feature = "tch"))]

@@ -6,27 +6,29 @@
 //! global list and a wake-up of its helper thread (a system call), and
 //! dropping it early costs the push and the wake-up again. Here a deadline is
 //! rounded *up* to the next tick boundary: 250 µs for a timeout shorter than
-//! a second, where a millisecond is a noticeable part of the wait, and 1 ms
-//! ([`TICK`]) from a second up, where it is at most a thousandth of it and
-//! coarser ticks mean fewer of them (ticks are counted in 250 µs, so the two
-//! kinds share a tick when they fall on the same millisecond). The first
-//! timeout of a tick makes the tick, later ones only add their waker to the
-//! tick's list. Only a tick earlier than every other of its lane sets the
-//! lane's `Delay` (see [`alarm`]): a server that takes requests one at a
-//! time, each with a timeout that is cancelled when the request is done,
-//! makes a tick per request and touches futures-timer's thread about once
-//! per timeout length, not twice per request; in all, the process holds at
-//! most one `Delay` per lane, whatever the number of timeouts. When the
-//! alarm rings, the lane's due ticks fire: each wakes its earliest waiter,
-//! and that one, when its task is polled, wakes the rest (see "Relayed
-//! wake-ups"); then the tick leaves the wheel. So a timeout:
+//! a second, where a millisecond is a noticeable part of the wait, and from a
+//! second up the widest of 1 ms, 4 ms, 16 ms, and so on by fours, that is at
+//! most a thousandth of it ([`tick_of`]): coarser ticks mean fewer of them,
+//! and each costs memory while it waits. Ticks are counted in 250 µs, so
+//! timeouts of any lengths share a tick when they fall on the same boundary.
+//! The first timeout of a tick makes the tick, later ones only add their
+//! waker to the tick's list. Only a tick earlier than every other of its lane
+//! sets the lane's `Delay` (see [`alarm`]): a server that takes requests one
+//! at a time, each with a timeout that is cancelled when the request is done,
+//! makes at most a tick per request and touches futures-timer's thread
+//! about once per timeout length, not twice per request; in all, the
+//! process holds at most one `Delay` per lane, whatever the number of
+//! timeouts. When the alarm rings, the lane's due ticks fire: each wakes
+//! its earliest waiter, and that one, when its task is polled, wakes the
+//! rest (see "Relayed wake-ups"); then the tick leaves the wheel. So a
+//! timeout:
 //!
 //! - never fires before its deadline (the tick is at or after it);
-//! - fires at most one tick after it (250 µs or 1 ms), plus the helper
-//!   thread's wake-up (and for all but a tick's first waiter, the first
-//!   one's scheduling, or 31 ms more at most should it not be scheduled),
-//!   or sooner when its own thread keeps starting timeouts (see "Firing
-//!   from the thread");
+//! - fires at most one tick after it (250 µs, or from a second up at most a
+//!   thousandth of its length), plus the helper thread's wake-up (and for
+//!   all but a tick's first waiter, the first one's scheduling, or 31 ms
+//!   more at most should it not be scheduled), or sooner when its own
+//!   thread keeps starting timeouts (see "Firing from the thread");
 //! - gives its memory back when dropped early: its waker at once, and the
 //!   tick itself when its last waiter leaves, whatever the deadline (but for
 //!   the one tick each thread keeps, below), so memory follows the timeouts
@@ -156,29 +158,61 @@ use self::waitlist::{BROKEN, FIRED, OPEN, Waitlist};
 use crate::clock;
 use crate::contain::{contain, drop_payload};
 
-/// The granularity of deadlines: a timeout fires at most this much late
-/// (plus scheduling), and never early. Timeouts shorter than a second are
-/// kept finer, to a quarter of it (250 µs): see the crate's README.
-pub const TICK: Duration = Duration::from_millis(1);
-const TICK_NANOS: u32 = TICK.subsec_nanos();
-
-/// A fine tick, for timeouts shorter than [`FINE_BELOW`], where a
-/// millisecond is a noticeable part of the wait; a tick's key counts these.
+/// A fine tick: deadlines are counted in these (a tick's key), and a
+/// timeout shorter than a second rounds up to one, where a millisecond is a
+/// noticeable part of the wait. Longer timeouts round up to coarser ticks
+/// ([`tick_of`]).
 const FINE: Duration = Duration::from_micros(250);
 const FINE_NANOS: u32 = FINE.subsec_nanos();
 const FINE_PER_SEC: u64 = 1_000_000_000 / FINE_NANOS as u64;
-const FINE_PER_TICK: u32 = TICK_NANOS / FINE_NANOS;
 const _: () = assert!(
-    TICK.as_secs() == 0
-        && 1_000_000_000_u32.is_multiple_of(TICK_NANOS)
-        && TICK_NANOS.is_multiple_of(FINE_NANOS),
-    "a tick divides a second, and a fine tick divides a tick"
+    FINE.as_secs() == 0 && 1_000_000_000_u32.is_multiple_of(FINE_NANOS),
+    "a fine tick divides a second"
 );
 
-/// Timeouts at least this long round up to whole [`TICK`]s: for them a
-/// millisecond is at most a thousandth of the wait, and coarser ticks are
-/// fewer (each tick costs memory while it waits, and may set its lane's alarm).
-const FINE_BELOW: Duration = Duration::from_secs(1);
+/// The coarsest tick is 4 to this power fine ticks wide (4.096 s), the tick
+/// of timeouts of 4 096 s (68 min) and longer. It keeps how early a deadline
+/// falls in its tick within a `u32` of nanoseconds.
+const COARSEST: u32 = 7;
+const _: () = assert!(
+    (FINE_NANOS as u64) << (2 * COARSEST) <= u32::MAX as u64,
+    "how early a deadline falls in the coarsest tick fits a u32 of nanoseconds"
+);
+
+/// How wide, in fine ticks, the tick of a timeout of length `after` is:
+/// the widest power of four fine ticks that is at most a thousandth of
+/// `after`, and one fine tick under a second. So 1 ms from 1 s, 4 ms from
+/// 4 s, 16 ms from 16 s (the tick of a 30 s timeout), and so on up to
+/// 4.096 s from 4 096 s. A timeout so never fires more than a thousandth of
+/// its length late (or 250 µs), and long timeouts, whose deadlines spread
+/// over a long time, share ticks: whatever its rate of timeouts, a thread
+/// has at most 4 000 ticks pending of each width but the widest (timeouts
+/// of the width `w` are shorter than 4 000 `w`).
+fn width(after: Duration) -> u64 {
+    match after.as_secs() {
+        0 => 1,
+        secs => 1 << (2 * (1 + secs.ilog2() / 2).min(COARSEST)),
+    }
+}
+
+/// The tick a timeout of length `after` rounds its deadline up to: it fires
+/// no earlier than its deadline, and at most this much after it (plus the
+/// time its thread takes to be scheduled). 250 µs for a timeout shorter
+/// than a second; from a second up, the widest of 1 ms, 4 ms, 16 ms, and so
+/// on by fours, that is at most a thousandth of `after` (16 ms for 30 s);
+/// at most 4.096 s (from 68 minutes up).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// assert_eq!(opguard::tick_of(Duration::from_millis(20)), Duration::from_micros(250));
+/// assert_eq!(opguard::tick_of(Duration::from_secs(1)), Duration::from_millis(1));
+/// assert_eq!(opguard::tick_of(Duration::from_secs(30)), Duration::from_millis(16));
+/// assert_eq!(opguard::tick_of(Duration::from_secs(86_400)), Duration::from_millis(4_096));
+/// ```
+pub fn tick_of(after: Duration) -> Duration {
+    FINE * width(after) as u32
+}
 
 /// How long a fired tick's first waiter has to relay the wake-up to the
 /// others before the lane's alarm steps in (see [`Tick::fall_back`]):
@@ -571,23 +605,22 @@ fn tick_instant(at: u64) -> Option<Instant> {
     clock::epoch().checked_add(tick_offset(at))
 }
 
-/// The tick of a deadline `due` after the epoch, in fine ticks: rounded up
-/// to a fine tick, or, unless `fine`, to a whole [`TICK`]; and how long
-/// before that tick the deadline is, in nanoseconds.
-fn ticks(due: Duration, fine: bool) -> Option<(u64, u32)> {
+/// The tick of a deadline `due` after the epoch, in fine ticks, for a tick
+/// `width` fine ticks wide (a power of two): rounded up to a multiple of
+/// it; and how long before that tick the deadline is, in nanoseconds.
+fn ticks(due: Duration, width: u64) -> Option<(u64, u32)> {
+    debug_assert!(width.is_power_of_two() && width <= 1 << (2 * COARSEST));
     let nanos = due.subsec_nanos();
-    // Two divisions by constants, which compile to multiplications.
-    let (sub, early) = if fine {
-        let sub = nanos.div_ceil(FINE_NANOS);
-        (sub, sub * FINE_NANOS - nanos)
-    } else {
-        let sub = nanos.div_ceil(TICK_NANOS);
-        (sub * FINE_PER_TICK, sub * TICK_NANOS - nanos)
-    };
-    let at = due
+    // A division by a constant, which compiles to a multiplication.
+    let sub = nanos.div_ceil(FINE_NANOS);
+    let fine = due
         .as_secs()
         .checked_mul(FINE_PER_SEC)?
         .checked_add(u64::from(sub))?;
+    let at = fine.checked_add(width - 1)? & !(width - 1);
+    // Below a fine tick, plus whole fine ticks below the width: fits a u32
+    // (see `COARSEST`).
+    let early = (sub * FINE_NANOS - nanos) + (at - fine) as u32 * FINE_NANOS;
     Some((at, early))
 }
 
@@ -712,7 +745,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         return Start::Never;
     };
     // The tick is at or after the deadline, by less than a tick.
-    let Some((at, early)) = ticks(due, after < FINE_BELOW) else {
+    let Some((at, early)) = ticks(due, width(after)) else {
         return Start::Never;
     };
     let due = clock::saturating_nanos(due);

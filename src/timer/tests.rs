@@ -129,34 +129,45 @@ fn never_fires_before_the_deadline() {
 }
 
 #[test]
-fn under_a_second_a_deadline_rounds_up_to_a_fine_tick_and_from_a_second_to_a_whole_tick() {
+fn a_deadline_rounds_up_to_a_tick_of_at_most_a_thousandth_of_the_timeout_or_250_us() {
     let (_, waker) = counter();
-    for (after, fine) in [
-        (Duration::from_micros(1), true),
-        (Duration::from_micros(499), true),
-        (Duration::from_micros(1_000), true),
-        (Duration::from_micros(1_001), true),
-        (Duration::from_millis(25), true),
-        (Duration::from_millis(20) + Duration::from_nanos(7), true),
-        (FINE_BELOW - Duration::from_nanos(1), true),
-        (FINE_BELOW, false),
+    for (after, step) in [
+        (Duration::from_micros(1), FINE),
+        (Duration::from_micros(499), FINE),
+        (Duration::from_micros(1_001), FINE),
+        (Duration::from_millis(20) + Duration::from_nanos(7), FINE),
+        (Duration::from_secs(1) - Duration::from_nanos(1), FINE),
+        (Duration::from_secs(1), Duration::from_millis(1)),
+        (Duration::from_secs(4) - Duration::from_nanos(1), Duration::from_millis(1)),
+        (Duration::from_secs(4), Duration::from_millis(4)),
         (
             Duration::from_secs(30) + Duration::from_micros(1_001),
-            false,
+            Duration::from_millis(16),
         ),
+        (Duration::from_secs(64), Duration::from_millis(64)),
+        (Duration::from_secs(1_024), Duration::from_millis(1_024)),
+        (Duration::from_secs(4_096), Duration::from_millis(4_096)),
+        (Duration::from_secs(86_400 * 365), Duration::from_millis(4_096)),
     ] {
+        assert_eq!(tick_of(after), step, "{after:?}");
+        assert!(
+            after < Duration::from_secs(1) || step * 1_000 <= after,
+            "{after:?}: a tick of {step:?} is more than a thousandth of it"
+        );
         let before = Instant::now();
         let d = waiting(after, &waker);
         let latest = Instant::now() + after;
         let fires = tick_instant(d.tick.at).unwrap();
-        let step = if fine { FINE } else { TICK };
         assert!(
             fires >= before + after,
             "{after:?}: tick before the deadline"
         );
         assert!(fires < latest + step, "{after:?}: more than {step:?} late");
-        let on_a_whole_tick = d.tick.at.is_multiple_of(u64::from(FINE_PER_TICK));
-        assert!(fine || on_a_whole_tick, "{after:?}: not on a whole tick");
+        let fine_per_step = (step.as_nanos() / FINE.as_nanos()) as u64;
+        assert!(
+            d.tick.at.is_multiple_of(fine_per_step),
+            "{after:?}: not on a boundary of its tick"
+        );
         let exact = clock::epoch() + Duration::from_nanos(d.due());
         assert!(
             exact >= before + after && exact <= latest,
@@ -166,21 +177,29 @@ fn under_a_second_a_deadline_rounds_up_to_a_fine_tick_and_from_a_second_to_a_who
 }
 
 #[test]
-fn a_deadline_rounds_up_to_the_next_fine_or_whole_tick_and_knows_by_how_much() {
-    let at = |secs: u64, nanos: u32, fine: bool| ticks(Duration::new(secs, nanos), fine);
+fn a_deadline_rounds_up_to_the_next_boundary_of_its_width_and_knows_by_how_much() {
+    let at = |secs: u64, nanos: u32, width: u64| ticks(Duration::new(secs, nanos), width);
     // Fine ticks: 250 µs.
-    assert_eq!(at(5, 0, true), Some((20_000, 0)));
-    assert_eq!(at(5, 1, true), Some((20_001, 249_999)));
-    assert_eq!(at(5, 250_000, true), Some((20_001, 0)));
-    assert_eq!(at(5, 1_000_001, true), Some((20_005, 249_999)));
-    assert_eq!(at(5, 999_999_999, true), Some((24_000, 1)));
-    // Whole ticks: 1 ms, counted in fine ticks.
-    assert_eq!(at(5, 1, false), Some((20_004, 999_999)));
-    assert_eq!(at(5, 250_000, false), Some((20_004, 750_000)));
-    assert_eq!(at(5, 1_000_000, false), Some((20_004, 0)));
-    assert_eq!(at(5, 1_000_001, false), Some((20_008, 999_999)));
+    assert_eq!(at(5, 0, 1), Some((20_000, 0)));
+    assert_eq!(at(5, 1, 1), Some((20_001, 249_999)));
+    assert_eq!(at(5, 250_000, 1), Some((20_001, 0)));
+    assert_eq!(at(5, 1_000_001, 1), Some((20_005, 249_999)));
+    assert_eq!(at(5, 999_999_999, 1), Some((24_000, 1)));
+    // 1 ms, counted in fine ticks.
+    assert_eq!(at(5, 1, 4), Some((20_004, 999_999)));
+    assert_eq!(at(5, 250_000, 4), Some((20_004, 750_000)));
+    assert_eq!(at(5, 1_000_000, 4), Some((20_004, 0)));
+    assert_eq!(at(5, 1_000_001, 4), Some((20_008, 999_999)));
+    // 16 ms: 5.000000001 s rounds up to 5.008 s (320 ticks of 16 ms).
+    assert_eq!(at(5, 1, 64), Some((20_032, 7_999_999)));
+    assert_eq!(at(5, 8_000_000, 64), Some((20_032, 0)));
+    // The widest, 4.096 s: the most a deadline can be early by fits.
+    let widest = 1 << (2 * COARSEST);
+    assert_eq!(at(0, 1, widest), Some((widest, 4_095_999_999)));
+    assert_eq!(at(4, 96_000_000, widest), Some((widest, 0)));
     // Past what a tick count holds: no tick.
-    assert_eq!(at(u64::MAX / 4_000 + 1, 0, true), None);
+    assert_eq!(at(u64::MAX / 4_000 + 1, 0, 1), None);
+    assert_eq!(at(u64::MAX / 4_000, 0, widest), None);
 }
 
 #[test]
