@@ -152,9 +152,12 @@ impl Waiters {
                 *last = None;
             }
             if self.chunks.capacity() == 0 {
-                // Room for the growing chunks and a few of 32 (158 waiters)
-                // at once, rather than regrown at 1, 2 and 4 chunks.
-                self.chunks.reserve_exact(GROWING + 3);
+                // Room for the one chunk of a tick with 2 or 3 waiters (the
+                // most common size after 1 where timeouts spread over
+                // ticks): it then grows as a `Vec` does, to 4 chunks, 8 and
+                // so on. Room for 8 at once took 192 bytes for a second
+                // waiter.
+                self.chunks.reserve_exact(1);
             }
             self.chunks.resize_with(c + 1, || None);
         }
@@ -529,11 +532,15 @@ mod tests {
     }
 
     #[test]
-    fn one_waiter_takes_no_chunk_and_a_few_take_small_ones() {
+    fn one_waiter_takes_no_chunk_a_second_takes_one_of_2_and_room_for_it_alone() {
         let mut w = Waiters::default();
         w.insert(noop());
         assert!(w.chunks.is_empty());
-        for _ in 0..6 {
+        assert_eq!(w.chunks.capacity(), 0);
+        // A second waiter: one chunk of 2, and room for its descriptor only.
+        w.insert(noop());
+        assert_eq!(w.chunks.capacity(), 1);
+        for _ in 0..5 {
             w.insert(noop());
         }
         // Keys 1 and 2 in a chunk of 2, 3 to 6 in one of 4.
