@@ -138,7 +138,10 @@ fn a_deadline_rounds_up_to_a_tick_of_at_most_a_thousandth_of_the_timeout_or_250_
         (Duration::from_millis(20) + Duration::from_nanos(7), FINE),
         (Duration::from_secs(1) - Duration::from_nanos(1), FINE),
         (Duration::from_secs(1), Duration::from_millis(1)),
-        (Duration::from_secs(4) - Duration::from_nanos(1), Duration::from_millis(1)),
+        (
+            Duration::from_secs(4) - Duration::from_nanos(1),
+            Duration::from_millis(1),
+        ),
         (Duration::from_secs(4), Duration::from_millis(4)),
         (
             Duration::from_secs(30) + Duration::from_micros(1_001),
@@ -147,7 +150,10 @@ fn a_deadline_rounds_up_to_a_tick_of_at_most_a_thousandth_of_the_timeout_or_250_
         (Duration::from_secs(64), Duration::from_millis(64)),
         (Duration::from_secs(1_024), Duration::from_millis(1_024)),
         (Duration::from_secs(4_096), Duration::from_millis(4_096)),
-        (Duration::from_secs(86_400 * 365), Duration::from_millis(4_096)),
+        (
+            Duration::from_secs(86_400 * 365),
+            Duration::from_millis(4_096),
+        ),
     ] {
         assert_eq!(tick_of(after), step, "{after:?}");
         assert!(
