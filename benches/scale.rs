@@ -21,8 +21,9 @@
 //!   its tick, so this is what a tick costs when no other timeout shares it.
 //! - heap: peak heap per pending timeout task, minus a bare pending task's
 //!   (a counting global allocator, on only while it measures), with the
-//!   timeouts started together (sharing ticks) and with each in a tick of
-//!   its own.
+//!   timeouts started together (sharing ticks), and as 30 s timeouts
+//!   started at a steady rate have them pending (deadlines spread evenly
+//!   over 30 s).
 //! - lateness: 10 000 timeouts of 20 ms each for opguard and tokio, started
 //!   at spread times on one runtime while two threads keep both cores busy;
 //!   12 runs (`OPGUARD_LATENESS_RUNS`), summed up as opguard's minus tokio's,
@@ -135,16 +136,15 @@ async fn with_futures_time(work: Work) {
     }
 }
 
-/// Pends under a timeout of `LONG` plus `i` ms: started at once, such
-/// timeouts each fall in a tick of their own, as timeouts started over time
-/// do. (One `async fn` per timer, as above; the bare task is [`bare`].)
-async fn opguard_apart(i: u32) {
-    let after = LONG + Duration::from_millis(u64::from(i));
+/// Pends under a timeout of `after`: started at once with lengths spread
+/// over `LONG` to twice it, such timeouts have the deadlines of timeouts of
+/// `LONG` started one after another over `LONG`. (One `async fn` per timer,
+/// as above; the bare task is [`bare`].)
+async fn opguard_after(after: Duration) {
     let _ = opguard::timeout_async!(after, pending::<()>()).await;
 }
 
-async fn tokio_apart(i: u32) {
-    let after = LONG + Duration::from_millis(u64::from(i));
+async fn tokio_after(after: Duration) {
     let _ = tokio::time::timeout(after, pending::<()>()).await;
 }
 
@@ -392,9 +392,10 @@ fn cell_per_task(timer: Timer) -> f64 {
 }
 
 /// Peak heap per task with `n` pending tasks of `timer` on tokio
-/// current-thread, each polled once; `apart`: each deadline in a tick of its
-/// own ([`opguard_apart`], [`tokio_apart`]).
-fn heap_per_task(timer: Timer, n: usize, apart: bool) -> f64 {
+/// current-thread, each polled once; with `gap`, their deadlines are that far
+/// apart, from `LONG` on ([`opguard_after`], [`tokio_after`]), as those of
+/// timeouts of `LONG` started one every `gap`.
+fn heap_per_task(timer: Timer, n: usize, gap: Option<Duration>) -> f64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -411,9 +412,9 @@ fn heap_per_task(timer: Timer, n: usize, apart: bool) -> f64 {
     COUNTING.store(true, Relaxed);
     let handles = rt.block_on(async {
         let handles: Vec<_> = (0..n)
-            .map(|i| match (apart, timer) {
-                (true, Timer::Opguard) => spawn_counted(opguard_apart(i as u32), &polled),
-                (true, Timer::Tokio) => spawn_counted(tokio_apart(i as u32), &polled),
+            .map(|i| match (gap.map(|gap| LONG + gap * i as u32), timer) {
+                (Some(after), Timer::Opguard) => spawn_counted(opguard_after(after), &polled),
+                (Some(after), Timer::Tokio) => spawn_counted(tokio_after(after), &polled),
                 _ => spawn_one!(|f| spawn_counted(f, &polled), timer, Work::Pend),
             })
             .collect();
@@ -668,36 +669,59 @@ fn paced_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
     }
 }
 
-fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], say: Say) {
+fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, say: Say) {
     say(
         md,
         "\n### Heap per pending timeout (tokio current-thread, peak, minus a bare pending task)\n"
             .into(),
     );
+    say(md, "Started together:\n".into());
     say(
         md,
-        "| timeouts | opguard | tokio | opguard / tokio | each in a tick of its own: opguard | tokio | opguard / tokio |"
-            .into(),
+        "| timeouts | opguard | tokio | opguard / tokio |".into(),
     );
-    say(md, "|---:|---:|---:|---:|---:|---:|---:|".into());
+    say(md, "|---:|---:|---:|---:|".into());
     for &n in sizes {
-        let bare = heap_per_task(Timer::Bare, n, false);
-        let og = heap_per_task(Timer::Opguard, n, false) - bare;
-        let tk = heap_per_task(Timer::Tokio, n, false) - bare;
-        let og_apart = heap_per_task(Timer::Opguard, n, true) - bare;
-        let tk_apart = heap_per_task(Timer::Tokio, n, true) - bare;
+        let bare = heap_per_task(Timer::Bare, n, None);
+        let og = heap_per_task(Timer::Opguard, n, None) - bare;
+        let tk = heap_per_task(Timer::Tokio, n, None) - bare;
         say(
             md,
-            format!(
-                "| {n} | {og:.0} B | {tk:.0} B | {:.2}x | {og_apart:.0} B | {tk_apart:.0} B | {:.2}x |",
-                og / tk,
-                og_apart / tk_apart
-            ),
+            format!("| {n} | {og:.0} B | {tk:.0} B | {:.2}x |", og / tk),
         );
         let _ = writeln!(csv, "Heap,{n},tokio-current,opguard,{og:.1}");
         let _ = writeln!(csv, "Heap,{n},tokio-current,tokio,{tk:.1}");
-        let _ = writeln!(csv, "HeapApart,{n},tokio-current,opguard,{og_apart:.1}");
-        let _ = writeln!(csv, "HeapApart,{n},tokio-current,tokio,{tk_apart:.1}");
+    }
+    say(
+        md,
+        format!(
+            "\nTimeouts of {} s started at a steady rate, as they are pending at any moment (their \
+             deadlines spread evenly over {0} s):\n",
+            LONG.as_secs()
+        ),
+    );
+    say(
+        md,
+        "| started per second | pending | opguard | tokio | opguard / tokio |".into(),
+    );
+    say(md, "|---:|---:|---:|---:|---:|".into());
+    let rates: &[u32] = if short {
+        &[100, 1_000]
+    } else {
+        &[10, 100, 1_000, 10_000]
+    };
+    for &rate in rates {
+        let gap = Duration::from_secs(1) / rate;
+        let n = (LONG.as_nanos() / gap.as_nanos()) as usize;
+        let bare = heap_per_task(Timer::Bare, n, None);
+        let og = heap_per_task(Timer::Opguard, n, Some(gap)) - bare;
+        let tk = heap_per_task(Timer::Tokio, n, Some(gap)) - bare;
+        say(
+            md,
+            format!("| {rate} | {n} | {og:.0} B | {tk:.0} B | {:.2}x |", og / tk),
+        );
+        let _ = writeln!(csv, "HeapSpread,{rate},tokio-current,opguard,{og:.1}");
+        let _ = writeln!(csv, "HeapSpread,{rate},tokio-current,tokio,{tk:.1}");
     }
     say(
         md,
@@ -940,7 +964,7 @@ fn main() {
         paced_table(&mut md, &mut csv, short, say);
     }
     if part("heap") {
-        heap_table(&mut md, &mut csv, &sizes, say);
+        heap_table(&mut md, &mut csv, &sizes, short, say);
     }
     if part("lateness") {
         lateness_table(&mut md, &mut csv, short, say);
