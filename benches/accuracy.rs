@@ -1,8 +1,8 @@
 //! How late timeouts fire: 1 ms, 10 ms, 100 ms and 1 s, median and p99 of
 //! the lateness (time past the deadline), for opguard, tokio's timeout and
 //! async-io's timer. (opguard rounds timeouts shorter than a second up to
-//! 250 µs ticks, and longer ones to 1 ms: the last row shows the second
-//! kind.)
+//! 250 µs ticks, and longer ones to wider ticks, at most a thousandth of the
+//! timeout: 1 ms at 1 s, which the last row shows.)
 //!
 //!     cargo bench --bench accuracy              # 200 samples each
 //!     cargo bench --bench accuracy -- --short   # 20 samples, for CI
