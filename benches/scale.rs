@@ -17,8 +17,9 @@
 //! - one at a time: requests that come one after another, `PACED_GAP`
 //!   apart, each under a 30 s timeout that its future (pending twice)
 //!   beats, as on a server that is not busy: CPU time of the whole process
-//!   per request, over the bare requests. Here every timeout is alone in
-//!   its tick, so this is what a tick costs when no other timeout shares it.
+//!   per request, over the bare requests. A 30 s timeout's tick is 16 ms
+//!   wide, so here about sixteen requests in a row share a tick; requests
+//!   16 ms or more apart would each have one of their own.
 //! - heap: peak heap per pending timeout task, minus a bare pending task's
 //!   (a counting global allocator, on only while it measures), with the
 //!   timeouts started together (sharing ticks), and as 30 s timeouts
