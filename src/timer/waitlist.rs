@@ -54,9 +54,11 @@ impl Chunk {
 /// The waiters: the first (key 0) in the list itself, the others in chunks
 /// of 2, 4, 8, 16 and 32 slots, then 32 each. A waiter keeps its key (its
 /// place) until it leaves. Keys are handed out in order and not reused: a
-/// tick takes new waiters only for about a tick (1 ms at most) of start
-/// times, so there is little to reuse, and in exchange no slab is ever
-/// regrown or copied. A tick with one waiter, as when timeouts start one at a
+/// tick takes new waiters only for about a tick of start times (a
+/// thousandth of their timeouts' length), so there is little to reuse, and
+/// in exchange no slab is ever regrown or copied; what a key left behind
+/// costs is its chunk's entry in the list of chunks (24 bytes per 32 keys)
+/// until the tick empties. A tick with one waiter, as when timeouts start one at a
 /// time or far enough apart that each gets a tick of its own, needs no chunk
 /// at all, and one with a few waiters small ones; thousands come in chunks of
 /// 32. A chunk goes back to the allocator as soon as it is full and empty
