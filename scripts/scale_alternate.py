@@ -13,12 +13,15 @@ and each timer's overhead per timeout over the bare tasks.
     python3 scripts/scale_alternate.py                      # this build
     python3 scripts/scale_alternate.py OLD_BIN NEW_BIN      # two builds
     python3 scripts/scale_alternate.py --tunables glibc.malloc.mxfast=0
+    python3 scripts/scale_alternate.py --preload /usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 
 A binary is the scale bench's executable (`bash scripts/bench_bin.sh scale`
 prints this build's). `--tunables` sets GLIBC_TUNABLES for every process,
 to see how much of a difference is glibc's malloc: heap trimming
 (`glibc.malloc.trim_threshold`) and fast bins (`glibc.malloc.mxfast`)
-decide much of it. Standard library only.
+decide much of it. `--preload` puts another allocator in every process
+(Debian's libjemalloc2 and libtcmalloc-minimal4, say, through LD_PRELOAD).
+Standard library only.
 """
 
 import argparse
@@ -36,6 +39,8 @@ def cpu_of(binary: str, timer: str, args: argparse.Namespace) -> float:
     env["OPGUARD_SCALE_THREADED"] = "1"
     if args.tunables:
         env["GLIBC_TUNABLES"] = args.tunables
+    if args.preload:
+        env["LD_PRELOAD"] = args.preload
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -50,6 +55,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=10, help="rounds per process (10)")
     p.add_argument("--reps", type=int, default=7, help="processes per timer and binary (7)")
     p.add_argument("--tunables", default="", help="GLIBC_TUNABLES for every process")
+    p.add_argument("--preload", default="", help="LD_PRELOAD for every process (another malloc)")
     args = p.parse_args()
     binaries = args.binaries
     if not binaries:
@@ -68,7 +74,8 @@ def main() -> None:
                 cpu[(b, t)].append(cpu_of(b, t, args))
     per = args.n * args.rounds
     print(f"{args.n} timeouts x {args.rounds} rounds per process, {args.reps} processes each"
-          + (f", GLIBC_TUNABLES={args.tunables}" if args.tunables else ""))
+          + (f", GLIBC_TUNABLES={args.tunables}" if args.tunables else "")
+          + (f", LD_PRELOAD={args.preload}" if args.preload else ""))
     for b in binaries:
         med = {t: statistics.median(cpu[(b, t)]) for t in TIMERS}
         over = {t: (med[t] - med["bare"]) / per * 1e9 for t in TIMERS[1:]}
