@@ -51,7 +51,7 @@
 //! relaxed atomic load, and a timeout ready at its first poll nothing. A
 //! timeout on a test clock takes the clock's lock on each poll.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -101,7 +101,12 @@ struct State {
 static ANY_ENTERED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
-    static CURRENT: RefCell<Option<TestClock>> = const { RefCell::new(None) };
+    /// The clocks entered on this thread and not yet left, each with its
+    /// guard's number; the last is the one in force. A guard dropped out of
+    /// order takes out its own entry, wherever it is.
+    static ENTERED: RefCell<Vec<(u64, TestClock)>> = const { RefCell::new(Vec::new()) };
+    /// The number of the next guard made on this thread.
+    static NEXT_GUARD: Cell<u64> = const { Cell::new(0) };
 }
 
 impl TestClock {
@@ -157,13 +162,20 @@ impl TestClock {
     }
 
     /// Enters the clock on this thread: timeouts that start here until the
-    /// guard drops follow it. Guards nest; dropping one restores the clock
-    /// entered before it.
+    /// guard drops follow it. Guards nest: while a guard lives, the clock of
+    /// the latest guard still alive is in force, so dropping the latest
+    /// restores the clock entered before it, and dropping an earlier one
+    /// first (out of order) changes nothing until the later ones drop too.
     pub fn enter(&self) -> Entered {
         ANY_ENTERED.store(true, Ordering::Relaxed);
-        let previous = CURRENT.with(|c| c.replace(Some(self.clone())));
+        let id = NEXT_GUARD.with(|n| {
+            let id = n.get();
+            n.set(id.wrapping_add(1));
+            id
+        });
+        ENTERED.with(|e| e.borrow_mut().push((id, self.clone())));
         Entered {
-            previous,
+            id,
             _not_send: std::marker::PhantomData,
         }
     }
@@ -235,16 +247,28 @@ impl fmt::Debug for TestClock {
 /// The clock entered on this thread by [`TestClock::enter`], until dropped.
 #[must_use = "the clock is entered only while the guard lives"]
 pub struct Entered {
-    previous: Option<TestClock>,
+    /// This guard's entry on its thread's list of entered clocks.
+    id: u64,
     /// Entered on one thread: the guard stays there.
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        let previous = self.previous.take();
-        // The clock handle goes out after the thread-local is restored.
-        let _ = CURRENT.try_with(|c| c.replace(previous));
+        let id = self.id;
+        let left = ENTERED
+            .try_with(|e| {
+                let mut e = e.borrow_mut();
+                // Almost always the last one.
+                let at = e.iter().rposition(|(entry, _)| *entry == id)?;
+                Some(e.remove(at).1)
+            })
+            .ok()
+            .flatten();
+        // The clock handle goes out after the list is let go: nothing is
+        // dropped while it is borrowed (the last handle drops whatever the
+        // clock still holds).
+        drop(left);
     }
 }
 
@@ -288,8 +312,12 @@ pub(crate) fn any_entered() -> bool {
 
 /// The clock entered on this thread, for a timeout that starts.
 pub(crate) fn current() -> Option<Arc<Shared>> {
-    CURRENT
-        .try_with(|c| c.borrow().as_ref().map(|clock| Arc::clone(&clock.shared)))
+    ENTERED
+        .try_with(|e| {
+            e.borrow()
+                .last()
+                .map(|(_, clock)| Arc::clone(&clock.shared))
+        })
         .ok()
         .flatten()
 }

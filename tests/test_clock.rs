@@ -220,6 +220,24 @@ fn guards_nest_and_restore_the_clock_before() {
 }
 
 #[test]
+fn guards_dropped_out_of_order_leave_the_latest_live_guards_clock_in_force() {
+    let (first, second) = (TestClock::new(), TestClock::new());
+    let waker = Waker::from(Arc::new(Named("order", Default::default())));
+    let entered_first = first.enter();
+    let entered_second = second.enter();
+    drop(entered_first);
+    // The later guard lives on: its clock stays in force.
+    let mut a = hang(1);
+    assert!(poll_with(a.as_mut(), &waker).is_pending());
+    assert_eq!((first.waiting(), second.waiting()), (0, 1));
+    drop(entered_second);
+    // Both gone: real time, not the first clock back.
+    let mut b = hang(1);
+    assert!(poll_with(b.as_mut(), &waker).is_pending());
+    assert_eq!((first.waiting(), second.waiting()), (0, 1));
+}
+
+#[test]
 fn a_waker_that_advances_the_clock_again_does_not_deadlock() {
     // Wakers run after the clock's lock is let go: one may call back in.
     struct Again(TestClock, Arc<AtomicUsize>);
