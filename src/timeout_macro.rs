@@ -60,6 +60,10 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 ///   `INSTANT` already past. A deadline's error says it was one
 ///   ([`TimeoutError::is_deadline`](crate::TimeoutError::is_deadline)) and how
 ///   long the future had from its first poll.
+/// - It never fires before its time, and at most one tick after it (plus the
+///   time its task takes to be scheduled): 250 µs for a timeout shorter than
+///   a second, from a second up at most a thousandth of its length (16 ms for
+///   30 s; see [`tick_of`](crate::tick_of)).
 /// - In nested timeouts the earliest deadline fires, and its error says which.
 /// - While the kill switch is off ([`timeouts::set_enabled`](crate::timeouts::set_enabled),
 ///   `OPGUARD_TIMEOUT_DISABLE`), every form passes its future through as `Ok`.
