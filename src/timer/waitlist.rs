@@ -58,10 +58,10 @@ impl Chunk {
 /// thousandth of their timeouts' length), so there is little to reuse, and
 /// in exchange no slab is ever regrown or copied; what a key left behind
 /// costs is its chunk's entry in the list of chunks (24 bytes per 32 keys)
-/// until the tick empties. A tick with one waiter, as when timeouts start one at a
-/// time or far enough apart that each gets a tick of its own, needs no chunk
-/// at all, and one with a few waiters small ones; thousands come in chunks of
-/// 32. A chunk goes back to the allocator as soon as it is full and empty
+/// until the tick empties. A tick with one waiter, as when timeouts start
+/// one at a time or far enough apart that each gets a tick of its own, needs
+/// no chunk at all, and one with a few waiters small ones; thousands come in
+/// chunks of 32. A chunk goes back to the allocator as soon as it is full and empty
 /// again, the last one when the last waiter leaves.
 #[derive(Default)]
 struct Waiters {
