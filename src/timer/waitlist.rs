@@ -218,21 +218,23 @@ impl Waiters {
         (Some(waker), if done { self.chunks[c].take() } else { None })
     }
 
-    /// Empty and still open: keys start again at 0. Keeps the first chunk,
-    /// if it is there (all of its slots free), for the next waiters but the
-    /// first, and hands the rest back to free.
+    /// Empty and still open: keys start again at 0. A list with room for
+    /// one chunk only (a tick of two or three waiters, as when timeouts start
+    /// one after another) keeps it, should it be there (all of its slots
+    /// free), for the next waiters but the first. A longer one is handed back
+    /// whole, to free: so an emptied tick that its thread keeps holds no
+    /// more than a tick of three waiters, whatever it held before, and no
+    /// part of the list is copied while the lock is held.
     fn recycle(&mut self) -> Vec<Option<Chunk>> {
         self.next = 0;
-        let rest = if self.chunks.len() > 1 {
-            self.chunks.split_off(1)
-        } else {
-            // No allocation: an empty `Vec` is free to make and to drop.
-            Vec::new()
-        };
+        if self.chunks.capacity() > 1 {
+            return std::mem::take(&mut self.chunks);
+        }
         if let Some(None) = self.chunks.first() {
             self.chunks.clear();
         }
-        rest
+        // No allocation: an empty `Vec` is free to make and to drop.
+        Vec::new()
     }
 
     fn drain(self) -> Vec<Waker> {
@@ -571,6 +573,30 @@ mod tests {
         let again: Vec<u32> = (0..5).map(|_| w.insert(noop())).collect();
         assert_eq!(again, [0, 1, 2, 3, 4]);
         assert_eq!(w.drain().len(), 5);
+    }
+
+    #[test]
+    fn an_emptied_list_keeps_a_small_chunk_but_gives_back_a_long_list_of_chunks() {
+        // Two or three waiters at a time: the chunk of 2 and its one-entry
+        // list stay for the next ones.
+        let mut w = Waiters::default();
+        let keys: Vec<u32> = (0..3).map(|_| w.insert(noop())).collect();
+        for &key in &keys {
+            drop(w.remove(key));
+        }
+        assert!(w.recycle().is_empty());
+        assert_eq!(w.chunks.iter().flatten().count(), 1, "the chunk of 2 stays");
+        assert_eq!(w.chunks.capacity(), 1);
+        // A burst of thousands: the list of chunks (24 bytes per 32 waiters)
+        // goes with them, not kept for the tick's next use.
+        let keys: Vec<u32> = (0..10_000).map(|_| w.insert(noop())).collect();
+        for &key in &keys {
+            drop(w.remove(key));
+        }
+        let spare = w.recycle();
+        assert!(spare.len() > 300, "handed back whole: {}", spare.len());
+        assert_eq!(w.chunks.capacity(), 0, "nothing of the burst is kept");
+        assert_eq!(w.insert(noop()), 0, "keys start again at 0");
     }
 
     #[test]
