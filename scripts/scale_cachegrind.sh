@@ -11,6 +11,10 @@
 # opguard's timer, tokio's timer.
 #
 #   bash scripts/scale_cachegrind.sh [finish|fire] [N]   (finish, 100000)
+#
+# cachegrind takes its last-level cache from the machine (256 MB here, where
+# 100 000 tasks fit); OPGUARD_CACHEGRIND_LL=size,associativity,line sets
+# another, e.g. 16777216,16,64 for 16 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-finish}
@@ -18,7 +22,7 @@ n=${2:-100000}
 bin=$(bash scripts/bench_bin.sh scale)
 mkdir -p target/bench
 for timer in bare opguard tokio; do
-    OPGUARD_SCALE_ONE="$timer,$work,$n,2" valgrind --tool=cachegrind --cache-sim=yes --branch-sim=yes \
+    OPGUARD_SCALE_ONE="$timer,$work,$n,2" valgrind --tool=cachegrind ${OPGUARD_CACHEGRIND_LL:+--LL=$OPGUARD_CACHEGRIND_LL} --cache-sim=yes --branch-sim=yes \
         --cachegrind-out-file="target/bench/cachegrind-$timer.out" "$bin" \
         >/dev/null 2>"target/bench/cachegrind-$timer.txt"
     cg_annotate --auto=no --show=DLmr,DLmw,D1mr,D1mw --sort=DLmr,DLmw,D1mr,D1mw --threshold=0 \
