@@ -25,6 +25,11 @@
 //!   timeouts started together (sharing ticks), and as 30 s timeouts
 //!   started at a steady rate have them pending (deadlines spread evenly
 //!   over 30 s).
+//! - by inner size: finish in time at 100 000 on tokio current-thread with
+//!   inner futures that carry more state (`PendN(2)` and 0 to 192 bytes
+//!   more), as request futures do: where a task's parts fall in tokio's
+//!   128-byte-aligned cell moves the cost of its allocation and freeing by
+//!   more than either timer costs, so one inner size alone says little.
 //! - lateness: 10 000 timeouts of 20 ms each for opguard and tokio, started
 //!   at spread times on one runtime while two threads keep both cores busy;
 //!   12 runs (`OPGUARD_LATENESS_RUNS`), summed up as opguard's minus tokio's,
@@ -135,6 +140,113 @@ async fn with_futures_time(work: Work) {
             let _ = pending::<()>().timeout(futures_time(LONG)).await;
         }
     }
+}
+
+/// `PendN(2)` with `K` more bytes of state, which each poll reads, as a
+/// larger request future would: the inner future of the rounds by inner size.
+struct Padded<const K: usize> {
+    pend: PendN,
+    state: [u8; K],
+}
+
+impl<const K: usize> Future for Padded<K> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        std::hint::black_box(&self.state);
+        Pin::new(&mut self.pend).poll(cx)
+    }
+}
+
+fn padded<const K: usize>() -> Padded<K> {
+    Padded {
+        pend: PendN(2),
+        state: std::hint::black_box([0; K]),
+    }
+}
+
+async fn bare_sized<const K: usize>() {
+    padded::<K>().await
+}
+
+async fn opguard_sized<const K: usize>() {
+    opguard::timeout_async!(LONG, padded::<K>()).await.unwrap()
+}
+
+async fn tokio_sized<const K: usize>() {
+    tokio::time::timeout(LONG, padded::<K>()).await.unwrap()
+}
+
+/// One finish-in-time round of `n` tasks of `timer` whose inner future
+/// carries `K` more bytes, on a tokio current-thread runtime: its CPU time.
+fn sized_round<const K: usize>(rt: &tokio::runtime::Runtime, timer: Timer, n: usize) -> Duration {
+    let cpu_start = cpu();
+    rt.block_on(async {
+        let handles: Vec<_> = (0..n)
+            .map(|_| match timer {
+                Timer::Opguard => tokio::spawn(opguard_sized::<K>()),
+                Timer::Tokio => tokio::spawn(tokio_sized::<K>()),
+                _ => tokio::spawn(bare_sized::<K>()),
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+    cpu() - cpu_start
+}
+
+/// The sizes of the three tasks' futures with `K` more bytes of inner state.
+fn sized_tasks<const K: usize>() -> [usize; 3] {
+    [
+        std::mem::size_of_val(&bare_sized::<K>()),
+        std::mem::size_of_val(&opguard_sized::<K>()),
+        std::mem::size_of_val(&tokio_sized::<K>()),
+    ]
+}
+
+/// CPU time per bare task, and overhead per timeout of opguard and of
+/// tokio over the bare tasks, with `K` more bytes of inner state, in ns:
+/// medians of `rounds` warm rounds, the timers taking turns, on a runtime
+/// of their own.
+fn sized_overheads<const K: usize>(n: usize, rounds: usize) -> [f64; 3] {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let timers = [Timer::Bare, Timer::Opguard, Timer::Tokio];
+    let mut cpu = vec![Vec::new(); 3];
+    for &t in &timers {
+        sized_round::<K>(&rt, t, n);
+    }
+    for _ in 0..rounds {
+        for (i, &t) in timers.iter().enumerate() {
+            cpu[i].push(sized_round::<K>(&rt, t, n));
+        }
+    }
+    let cpu: Vec<f64> = cpu.into_iter().map(|v| median(v).as_secs_f64()).collect();
+    let per = |v: f64| v / n as f64 * 1e9;
+    [per(cpu[0]), per(cpu[1] - cpu[0]), per(cpu[2] - cpu[0])]
+}
+
+/// The inner sizes the rounds by inner size try, in bytes beyond `PendN`'s.
+macro_rules! for_inner_sizes {
+    ($mac:ident) => {
+        $mac!(0, 8, 16, 24, 32, 48, 64, 96, 128, 192)
+    };
+}
+
+/// [`sized_round`] with `k` more bytes of inner state, `k` one of
+/// [`for_inner_sizes`]'s.
+fn inner_round(rt: &tokio::runtime::Runtime, timer: Timer, n: usize, k: usize) -> Duration {
+    macro_rules! pick {
+        ($($k:literal),*) => {
+            match k {
+                $($k => sized_round::<$k>(rt, timer, n),)*
+                _ => panic!("inner sizes: {:?}", [$($k),*]),
+            }
+        };
+    }
+    for_inner_sizes!(pick)
 }
 
 /// Pends under a timeout of `after`: started at once with lengths spread
@@ -747,6 +859,70 @@ fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, s
     say(md, sizes_line);
 }
 
+fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, say: Say) {
+    // The sizes where the finish-in-time rows move with the allocator's state.
+    for &n in sizes.iter().filter(|&&n| short || n >= 100_000) {
+        let rounds = if short {
+            1
+        } else if n >= 1_000_000 {
+            3
+        } else {
+            7
+        };
+        inner_rows(md, csv, n, rounds, say);
+    }
+}
+
+fn inner_rows(md: &mut String, csv: &mut String, n: usize, rounds: usize, say: Say) {
+    say(
+        md,
+        format!(
+            "\n### Finish in time by the size of the inner future ({n} timeouts, tokio \
+             current-thread): CPU overhead per timeout over the bare tasks\n"
+        ),
+    );
+    say(
+        md,
+        "| inner future | tasks' futures: bare, opguard, tokio | bare task | opguard | tokio | opguard / tokio |"
+            .into(),
+    );
+    say(md, "|---:|---:|---:|---:|---:|---:|".into());
+    let ratio = |a: f64, b: f64| {
+        if b > 1.0 {
+            format!("{:.2}x", a / b)
+        } else {
+            "n/a".into()
+        }
+    };
+    let (mut og_sum, mut tk_sum, mut rows) = (0.0, 0.0, 0);
+    macro_rules! row {
+        ($($k:literal),*) => {$({
+            let [bare, og, tk] = sized_overheads::<$k>(n, rounds);
+            let [b, o, t] = sized_tasks::<$k>();
+            say(
+                md,
+                format!(
+                    "| {} B | {b}, {o}, {t} B | {bare:.0} ns | {og:.0} ns | {tk:.0} ns | {} |",
+                    std::mem::size_of::<Padded<$k>>(),
+                    ratio(og, tk)
+                ),
+            );
+            let _ = writeln!(csv, "Inner{},{n},tokio-current,opguard,{og:.1}", $k);
+            let _ = writeln!(csv, "Inner{},{n},tokio-current,tokio,{tk:.1}", $k);
+            (og_sum, tk_sum, rows) = (og_sum + og, tk_sum + tk, rows + 1);
+        })*};
+    }
+    for_inner_sizes!(row);
+    let (og, tk) = (og_sum / rows as f64, tk_sum / rows as f64);
+    say(
+        md,
+        format!(
+            "| mean over these sizes | | | {og:.0} ns | {tk:.0} ns | {} |",
+            ratio(og, tk)
+        ),
+    );
+}
+
 fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
     // Single runs swing by milliseconds on a shared machine: many runs, the
     // first few in the table and all of them in the summary below it.
@@ -846,8 +1022,9 @@ fn main() {
     // Counting only while the heap is measured: the timed rounds pay no counter.
     COUNTING.store(false, Relaxed);
     // Rounds of one timer only, for profilers and callgrind:
-    // `OPGUARD_SCALE_ONE=opguard,finish,20000,2` (timer, work: finish, fire
-    // or paced, N, rounds).
+    // `OPGUARD_SCALE_ONE=opguard,finish,20000,2` (timer, work: finish, fire,
+    // paced, or innerK for finish in time with K more bytes of inner state,
+    // N, rounds).
     if let Ok(one) = std::env::var("OPGUARD_SCALE_ONE") {
         let args: Vec<&str> = one.split(',').collect();
         let timer = [Timer::Bare, Timer::Opguard, Timer::Tokio]
@@ -872,6 +1049,13 @@ fn main() {
             let _ = match args[1] {
                 "paced" => paced_round(&rt, timer, n),
                 "fire" => round(&rt, Exec::TokioCurrent, timer, Work::Fire, n)[0],
+                inner if inner.starts_with("inner") => {
+                    let Rt::Tokio(rt) = &rt else {
+                        unreachable!("a tokio runtime")
+                    };
+                    let k = inner["inner".len()..].parse().expect("innerK: K a number");
+                    inner_round(rt, timer, n, k)
+                }
                 _ => round(&rt, Exec::TokioCurrent, timer, Work::Finish, n)[0],
             };
         }
@@ -883,9 +1067,9 @@ fn main() {
         Err(_) if short => vec![10_000],
         Err(_) => vec![10_000, 100_000, 1_000_000],
     };
-    // Which parts to run: `OPGUARD_SCALE_PARTS=finish,fire,paced,heap,lateness`.
+    // Which parts to run: `OPGUARD_SCALE_PARTS=finish,fire,paced,heap,inner,lateness`.
     let parts = std::env::var("OPGUARD_SCALE_PARTS")
-        .unwrap_or_else(|_| "finish,fire,paced,heap,lateness".into());
+        .unwrap_or_else(|_| "finish,fire,paced,heap,inner,lateness".into());
     let part = |name: &str| parts.split(',').any(|p| p == name);
     let mut md = String::new();
     let mut csv = String::from("table,timeouts,executor,timer,value\n");
@@ -966,6 +1150,9 @@ fn main() {
     }
     if part("heap") {
         heap_table(&mut md, &mut csv, &sizes, short, say);
+    }
+    if part("inner") {
+        inner_table(&mut md, &mut csv, &sizes, short, say);
     }
     if part("lateness") {
         lateness_table(&mut md, &mut csv, short, say);
