@@ -25,11 +25,11 @@
 //!   timeouts started together (sharing ticks), and as 30 s timeouts
 //!   started at a steady rate have them pending (deadlines spread evenly
 //!   over 30 s).
-//! - by inner size: finish in time at 100 000 on tokio current-thread with
-//!   inner futures that carry more state (`PendN(2)` and 0 to 192 bytes
-//!   more), as request futures do: where a task's parts fall in tokio's
-//!   128-byte-aligned cell moves the cost of its allocation and freeing by
-//!   more than either timer costs, so one inner size alone says little.
+//! - by inner size: finish in time and all fire, from 100 000 up on tokio
+//!   current-thread, with inner futures that carry more state (0 to 192
+//!   bytes more), as request futures do: where a task's parts fall in
+//!   tokio's 128-byte-aligned cell moves what it costs the runtime by more
+//!   than either timer costs, so one inner size alone says little.
 //! - lateness: 10 000 timeouts of 20 ms each for opguard and tokio, started
 //!   at spread times on one runtime while two threads keep both cores busy;
 //!   12 runs (`OPGUARD_LATENESS_RUNS`), summed up as opguard's minus tokio's,
@@ -176,15 +176,63 @@ async fn tokio_sized<const K: usize>() {
     tokio::time::timeout(LONG, padded::<K>()).await.unwrap()
 }
 
-/// One finish-in-time round of `n` tasks of `timer` whose inner future
-/// carries `K` more bytes, on a tokio current-thread runtime: its CPU time.
-fn sized_round<const K: usize>(rt: &tokio::runtime::Runtime, timer: Timer, n: usize) -> Duration {
-    let cpu_start = cpu();
+/// A future with `K` bytes of state that never finishes and is never
+/// woken: the inner future of the all-fire rounds by inner size.
+struct PaddedPending<const K: usize> {
+    state: [u8; K],
+}
+
+impl<const K: usize> Future for PaddedPending<K> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        std::hint::black_box(&self.state);
+        Poll::Pending
+    }
+}
+
+fn padded_pending<const K: usize>() -> PaddedPending<K> {
+    PaddedPending {
+        state: std::hint::black_box([0; K]),
+    }
+}
+
+/// As the bare tasks of the all-fire rounds: done at once.
+async fn bare_fire_sized<const K: usize>() {}
+
+async fn opguard_fire_sized<const K: usize>() {
+    assert!(
+        opguard::timeout_async!(FIRE, padded_pending::<K>())
+            .await
+            .is_err()
+    )
+}
+
+async fn tokio_fire_sized<const K: usize>() {
+    assert!(
+        tokio::time::timeout(FIRE, padded_pending::<K>())
+            .await
+            .is_err()
+    )
+}
+
+/// One round of `n` tasks of `timer` whose inner future carries `K` more
+/// bytes, finishing in time or (`work` [`Work::Fire`]) all firing, on a
+/// tokio current-thread runtime: its wall and CPU time.
+fn sized_round<const K: usize>(
+    rt: &tokio::runtime::Runtime,
+    timer: Timer,
+    work: Work,
+    n: usize,
+) -> [Duration; 2] {
+    let (start, cpu_start) = (Instant::now(), cpu());
     rt.block_on(async {
         let handles: Vec<_> = (0..n)
-            .map(|_| match timer {
-                Timer::Opguard => tokio::spawn(opguard_sized::<K>()),
-                Timer::Tokio => tokio::spawn(tokio_sized::<K>()),
+            .map(|_| match (timer, work) {
+                (Timer::Opguard, Work::Fire) => tokio::spawn(opguard_fire_sized::<K>()),
+                (Timer::Tokio, Work::Fire) => tokio::spawn(tokio_fire_sized::<K>()),
+                (_, Work::Fire) => tokio::spawn(bare_fire_sized::<K>()),
+                (Timer::Opguard, _) => tokio::spawn(opguard_sized::<K>()),
+                (Timer::Tokio, _) => tokio::spawn(tokio_sized::<K>()),
                 _ => tokio::spawn(bare_sized::<K>()),
             })
             .collect();
@@ -192,11 +240,19 @@ fn sized_round<const K: usize>(rt: &tokio::runtime::Runtime, timer: Timer, n: us
             h.await.unwrap();
         }
     });
-    cpu() - cpu_start
+    [start.elapsed(), cpu() - cpu_start]
 }
 
-/// The sizes of the three tasks' futures with `K` more bytes of inner state.
-fn sized_tasks<const K: usize>() -> [usize; 3] {
+/// The sizes of the three tasks' futures with `K` more bytes of inner
+/// state, finishing in time or all firing.
+fn sized_tasks<const K: usize>(work: Work) -> [usize; 3] {
+    if work == Work::Fire {
+        return [
+            std::mem::size_of_val(&bare_fire_sized::<K>()),
+            std::mem::size_of_val(&opguard_fire_sized::<K>()),
+            std::mem::size_of_val(&tokio_fire_sized::<K>()),
+        ];
+    }
     [
         std::mem::size_of_val(&bare_sized::<K>()),
         std::mem::size_of_val(&opguard_sized::<K>()),
@@ -204,28 +260,48 @@ fn sized_tasks<const K: usize>() -> [usize; 3] {
     ]
 }
 
-/// CPU time per bare task, and overhead per timeout of opguard and of
-/// tokio over the bare tasks, with `K` more bytes of inner state, in ns:
-/// medians of `rounds` warm rounds, the timers taking turns, on a runtime
-/// of their own.
-fn sized_overheads<const K: usize>(n: usize, rounds: usize) -> [f64; 3] {
+/// Per timeout, in ns, with `K` more bytes of inner state: the bare task's
+/// CPU time, and opguard's and tokio's overhead over the bare tasks in wall
+/// time (less the 50 ms wait, when they fire) and in CPU time. Medians of
+/// `rounds` warm rounds, the timers taking turns, on a runtime of their own.
+struct Sized {
+    bare_cpu: f64,
+    wall: [f64; 2],
+    cpu: [f64; 2],
+}
+
+fn sized_overheads<const K: usize>(work: Work, n: usize, rounds: usize) -> Sized {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let timers = [Timer::Bare, Timer::Opguard, Timer::Tokio];
-    let mut cpu = vec![Vec::new(); 3];
+    let (mut wall, mut cpu) = (vec![Vec::new(); 3], vec![Vec::new(); 3]);
     for &t in &timers {
-        sized_round::<K>(&rt, t, n);
+        sized_round::<K>(&rt, t, work, n);
     }
     for _ in 0..rounds {
         for (i, &t) in timers.iter().enumerate() {
-            cpu[i].push(sized_round::<K>(&rt, t, n));
+            let [w, c] = sized_round::<K>(&rt, t, work, n);
+            wall[i].push(w);
+            cpu[i].push(c);
         }
     }
-    let cpu: Vec<f64> = cpu.into_iter().map(|v| median(v).as_secs_f64()).collect();
+    let med = |v: Vec<Vec<Duration>>| -> Vec<f64> {
+        v.into_iter().map(|v| median(v).as_secs_f64()).collect()
+    };
+    let (wall, cpu) = (med(wall), med(cpu));
+    let wait = if work == Work::Fire {
+        FIRE.as_secs_f64()
+    } else {
+        0.0
+    };
     let per = |v: f64| v / n as f64 * 1e9;
-    [per(cpu[0]), per(cpu[1] - cpu[0]), per(cpu[2] - cpu[0])]
+    Sized {
+        bare_cpu: per(cpu[0]),
+        wall: [1, 2].map(|i| per(wall[i] - wait - wall[0])),
+        cpu: [1, 2].map(|i| per(cpu[i] - cpu[0])),
+    }
 }
 
 /// The inner sizes the rounds by inner size try, in bytes beyond `PendN`'s.
@@ -241,7 +317,7 @@ fn inner_round(rt: &tokio::runtime::Runtime, timer: Timer, n: usize, k: usize) -
     macro_rules! pick {
         ($($k:literal),*) => {
             match k {
-                $($k => sized_round::<$k>(rt, timer, n),)*
+                $($k => sized_round::<$k>(rt, timer, Work::Finish, n)[1],)*
                 _ => panic!("inner sizes: {:?}", [$($k),*]),
             }
         };
@@ -869,11 +945,20 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
         } else {
             7
         };
-        inner_rows(md, csv, n, rounds, say);
+        inner_finish_rows(md, csv, n, rounds, say);
+        inner_fire_rows(md, csv, n, rounds, say);
     }
 }
 
-fn inner_rows(md: &mut String, csv: &mut String, n: usize, rounds: usize, say: Say) {
+fn ratio(a: f64, b: f64) -> String {
+    if b > 1.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "n/a".into()
+    }
+}
+
+fn inner_finish_rows(md: &mut String, csv: &mut String, n: usize, rounds: usize, say: Say) {
     say(
         md,
         format!(
@@ -887,18 +972,12 @@ fn inner_rows(md: &mut String, csv: &mut String, n: usize, rounds: usize, say: S
             .into(),
     );
     say(md, "|---:|---:|---:|---:|---:|---:|".into());
-    let ratio = |a: f64, b: f64| {
-        if b > 1.0 {
-            format!("{:.2}x", a / b)
-        } else {
-            "n/a".into()
-        }
-    };
     let (mut og_sum, mut tk_sum, mut rows) = (0.0, 0.0, 0);
     macro_rules! row {
         ($($k:literal),*) => {$({
-            let [bare, og, tk] = sized_overheads::<$k>(n, rounds);
-            let [b, o, t] = sized_tasks::<$k>();
+            let r = sized_overheads::<$k>(Work::Finish, n, rounds);
+            let ([og, tk], bare) = (r.cpu, r.bare_cpu);
+            let [b, o, t] = sized_tasks::<$k>(Work::Finish);
             say(
                 md,
                 format!(
@@ -919,6 +998,58 @@ fn inner_rows(md: &mut String, csv: &mut String, n: usize, rounds: usize, say: S
         format!(
             "| mean over these sizes | | | {og:.0} ns | {tk:.0} ns | {} |",
             ratio(og, tk)
+        ),
+    );
+}
+
+fn inner_fire_rows(md: &mut String, csv: &mut String, n: usize, rounds: usize, say: Say) {
+    say(
+        md,
+        format!(
+            "\n### All fire by the size of the inner future ({n} timeouts, tokio \
+             current-thread): overhead per timeout over the bare tasks\n"
+        ),
+    );
+    say(
+        md,
+        "| inner future | tasks' futures: bare, opguard, tokio | opguard | tokio | opguard / tokio \
+         | CPU: opguard | CPU: tokio | CPU ratio |"
+            .into(),
+    );
+    say(md, "|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+    let (mut sum, mut rows) = ([0.0; 4], 0);
+    macro_rules! row {
+        ($($k:literal),*) => {$({
+            let r = sized_overheads::<$k>(Work::Fire, n, rounds);
+            let ([og, tk], [og_cpu, tk_cpu]) = (r.wall, r.cpu);
+            let [b, o, t] = sized_tasks::<$k>(Work::Fire);
+            say(
+                md,
+                format!(
+                    "| {} B | {b}, {o}, {t} B | {og:.0} ns | {tk:.0} ns | {} | {og_cpu:.0} ns | {tk_cpu:.0} ns | {} |",
+                    std::mem::size_of::<PaddedPending<$k>>(),
+                    ratio(og, tk),
+                    ratio(og_cpu, tk_cpu)
+                ),
+            );
+            let _ = writeln!(csv, "InnerFire{},{n},tokio-current,opguard,{og:.1}", $k);
+            let _ = writeln!(csv, "InnerFire{},{n},tokio-current,tokio,{tk:.1}", $k);
+            let _ = writeln!(csv, "InnerFireCpu{},{n},tokio-current,opguard,{og_cpu:.1}", $k);
+            let _ = writeln!(csv, "InnerFireCpu{},{n},tokio-current,tokio,{tk_cpu:.1}", $k);
+            for (s, v) in sum.iter_mut().zip([og, tk, og_cpu, tk_cpu]) {
+                *s += v;
+            }
+            rows += 1;
+        })*};
+    }
+    for_inner_sizes!(row);
+    let [og, tk, og_cpu, tk_cpu] = sum.map(|s| s / rows as f64);
+    say(
+        md,
+        format!(
+            "| mean over these sizes | | {og:.0} ns | {tk:.0} ns | {} | {og_cpu:.0} ns | {tk_cpu:.0} ns | {} |",
+            ratio(og, tk),
+            ratio(og_cpu, tk_cpu)
         ),
     );
 }
