@@ -93,6 +93,18 @@ enum Work {
     Pend,
 }
 
+impl Work {
+    /// The seconds a round waits for its timeouts, beside its work: all
+    /// fire after [`FIRE`].
+    fn waited(self) -> f64 {
+        if self == Work::Fire {
+            FIRE.as_secs_f64()
+        } else {
+            0.0
+        }
+    }
+}
+
 fn futures_time(d: Duration) -> futures_time::time::Duration {
     futures_time::time::Duration::from(d)
 }
@@ -276,30 +288,11 @@ fn sized_overheads<const K: usize>(work: Work, n: usize, rounds: usize) -> Sized
         .build()
         .unwrap();
     let timers = [Timer::Bare, Timer::Opguard, Timer::Tokio];
-    let (mut wall, mut cpu) = (vec![Vec::new(); 3], vec![Vec::new(); 3]);
-    for &t in &timers {
-        sized_round::<K>(&rt, t, work, n);
-    }
-    for _ in 0..rounds {
-        for (i, &t) in timers.iter().enumerate() {
-            let [w, c] = sized_round::<K>(&rt, t, work, n);
-            wall[i].push(w);
-            cpu[i].push(c);
-        }
-    }
-    let med = |v: Vec<Vec<Duration>>| -> Vec<f64> {
-        v.into_iter().map(|v| median(v).as_secs_f64()).collect()
-    };
-    let (wall, cpu) = (med(wall), med(cpu));
-    let wait = if work == Work::Fire {
-        FIRE.as_secs_f64()
-    } else {
-        0.0
-    };
+    let [wall, cpu] = in_turns(&timers, rounds, |t| sized_round::<K>(&rt, t, work, n));
     let per = |v: f64| v / n as f64 * 1e9;
     Sized {
         bare_cpu: per(cpu[0]),
-        wall: [1, 2].map(|i| per(wall[i] - wait - wall[0])),
+        wall: [1, 2].map(|i| per(wall[i] - work.waited() - wall[0])),
         cpu: [1, 2].map(|i| per(cpu[i] - cpu[0])),
     }
 }
@@ -495,35 +488,39 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
 fn overheads(exec: Exec, work: Work, n: usize, rounds: usize) -> Vec<(Timer, f64, f64)> {
     let rt = runtime(exec);
     let timers = exec.timers();
-    let mut wall = vec![Vec::new(); timers.len()];
-    let mut cpu = vec![Vec::new(); timers.len()];
-    for &t in &timers {
-        round(&rt, exec, t, work, n);
-    }
-    for _ in 0..rounds {
-        for (i, &t) in timers.iter().enumerate() {
-            let [w, c] = round(&rt, exec, t, work, n);
-            wall[i].push(w);
-            cpu[i].push(c);
-        }
-    }
-    let wall: Vec<f64> = wall.into_iter().map(|v| median(v).as_secs_f64()).collect();
-    let cpu: Vec<f64> = cpu.into_iter().map(|v| median(v).as_secs_f64()).collect();
-    let wait = if work == Work::Fire {
-        FIRE.as_secs_f64()
-    } else {
-        0.0
-    };
+    let [wall, cpu] = in_turns(&timers, rounds, |t| round(&rt, exec, t, work, n));
     let per = |v: f64| v / n as f64 * 1e9;
     (1..timers.len())
         .map(|i| {
             (
                 timers[i],
-                per(wall[i] - wait - wall[0]),
+                per(wall[i] - work.waited() - wall[0]),
                 per(cpu[i] - cpu[0]),
             )
         })
         .collect()
+}
+
+/// Medians, in seconds, of each timer's wall and CPU time over `rounds`
+/// warm rounds (after one round each to warm up), the timers taking turns.
+fn in_turns(
+    timers: &[Timer],
+    rounds: usize,
+    mut round: impl FnMut(Timer) -> [Duration; 2],
+) -> [Vec<f64>; 2] {
+    let mut wall = vec![Vec::new(); timers.len()];
+    let mut cpu = vec![Vec::new(); timers.len()];
+    for &t in timers {
+        round(t);
+    }
+    for _ in 0..rounds {
+        for (i, &t) in timers.iter().enumerate() {
+            let [w, c] = round(t);
+            wall[i].push(w);
+            cpu[i].push(c);
+        }
+    }
+    [wall, cpu].map(|v| v.into_iter().map(|v| median(v).as_secs_f64()).collect())
 }
 
 /// Counts a task as polled once its first poll has returned.
@@ -950,6 +947,8 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
     }
 }
 
+/// `a` over `b` as a ratio; "n/a" where `b`, an overhead in ns, is too
+/// small to compare with.
 fn ratio(a: f64, b: f64) -> String {
     if b > 1.0 {
         format!("{:.2}x", a / b)
@@ -1249,13 +1248,6 @@ fn main() {
             };
             for exec in Exec::ALL {
                 let res = overheads(exec, work, n, rounds);
-                let ratio = |a: f64, b: f64| {
-                    if b > 1.0 {
-                        format!("{:.2}x", a / b)
-                    } else {
-                        "n/a".into()
-                    }
-                };
                 let ((og, og_cpu), (other, other_cpu)) =
                     ((res[0].1, res[0].2), (res[1].1, res[1].2));
                 say(
