@@ -268,6 +268,10 @@ pub(super) struct Waitlist {
     /// The tick fired and waiters other than the first are still to be
     /// woken ([`Waitlist::relay`]).
     relaying: AtomicBool,
+    /// The tick finished and every waiter was taken out: a waiter that
+    /// leaves now has nothing to take out, and needs no lock to know it.
+    /// Set under the lock, as the waiters go.
+    drained: AtomicBool,
     waiters: Mutex<Waiters>,
 }
 
@@ -290,6 +294,7 @@ impl Waitlist {
         Waitlist {
             state: AtomicU8::new(OPEN),
             relaying: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             waiters: Mutex::new({
                 let mut w = Waiters {
                     pinned,
@@ -309,6 +314,7 @@ impl Waitlist {
         debug_assert_eq!(self.state(), OPEN);
         self.state = AtomicU8::new(OPEN);
         self.relaying = AtomicBool::new(false);
+        self.drained = AtomicBool::new(false);
         let w = self
             .waiters
             .get_mut()
@@ -344,6 +350,14 @@ impl Waitlist {
     /// Takes a waiter out. A waiter whose tick finished is already out.
     #[inline]
     pub(super) fn leave(&self, key: u32) -> Left {
+        // Every waiter was taken out (and woken): the usual end of a timeout
+        // that fired, with nothing left to do here.
+        if self.drained.load(Ordering::Acquire) {
+            return Left {
+                waker: None,
+                emptied: false,
+            };
+        }
         let mut w = lock(&self.waiters);
         let (waker, chunk) = w.remove(key);
         if waker.is_none() || w.live != 0 {
@@ -436,7 +450,7 @@ impl Waitlist {
         self.state
             .compare_exchange(OPEN, outcome, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
-        let all = std::mem::replace(&mut *lock(&self.waiters), Waiters::closed());
+        let all = self.take_all(&mut lock(&self.waiters));
         Some(all.drain())
     }
 
@@ -456,7 +470,7 @@ impl Waitlist {
             self.relaying.store(true, Ordering::Release);
             None
         } else {
-            Some(std::mem::replace(&mut *w, Waiters::closed()))
+            Some(self.take_all(&mut w))
         };
         drop(w);
         drop((chunk, memory));
@@ -487,7 +501,7 @@ impl Waitlist {
             None
         } else {
             self.relaying.store(false, Ordering::Release);
-            Some(std::mem::replace(&mut *w, Waiters::closed()))
+            Some(self.take_all(&mut w))
         };
         drop(w);
         drop((chunk, memory));
@@ -500,8 +514,17 @@ impl Waitlist {
         if !self.relaying() || !self.relaying.swap(false, Ordering::AcqRel) {
             return None;
         }
-        let rest = std::mem::replace(&mut *lock(&self.waiters), Waiters::closed());
+        let rest = self.take_all(&mut lock(&self.waiters));
         Some(rest.drain())
+    }
+
+    /// Takes every waiter out of a finished tick's list, whose lock the
+    /// caller holds, and closes it; from then on a leaving waiter takes no
+    /// lock ([`Waitlist::leave`]).
+    fn take_all(&self, w: &mut MutexGuard<'_, Waiters>) -> Waiters {
+        let all = std::mem::replace(&mut **w, Waiters::closed());
+        self.drained.store(true, Ordering::Release);
+        all
     }
 
     /// Waiters still registered, and chunks still allocated (for tests).
@@ -597,6 +620,33 @@ mod tests {
         assert!(spare.len() > 300, "handed back whole: {}", spare.len());
         assert_eq!(w.chunks.capacity(), 0, "nothing of the burst is kept");
         assert_eq!(w.insert(noop()), 0, "keys start again at 0");
+    }
+
+    #[test]
+    fn waiters_of_a_fired_and_relayed_list_leave_without_its_lock() {
+        // Every waker is out of the list once it fired and relayed: the
+        // waiters' leaves (each fired timeout's drop) have nothing to take
+        // out, and must not wait for its lock, held here all along.
+        let list = std::sync::Arc::new(Waitlist::first_of(noop(), false));
+        let keys: Vec<u32> = (0..3).map(|_| list.join(noop()).unwrap()).collect();
+        assert!(list.fire().unwrap().more);
+        assert_eq!(list.relay().map(|rest| rest.len()), Some(3));
+        let held = lock(&list.waiters);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let leaving = list.clone();
+        std::thread::spawn(move || {
+            for key in std::iter::once(0).chain(keys) {
+                let left = leaving.leave(key);
+                tx.send(left.waker.is_none() && !left.emptied).unwrap();
+            }
+        });
+        for key in 0..4 {
+            let left = rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("waiter {key}'s leave waited for the lock"));
+            assert!(left, "waiter {key} left nothing, emptied nothing");
+        }
+        drop(held);
     }
 
     #[test]
