@@ -25,11 +25,12 @@
 //!   timeouts started together (sharing ticks), and as 30 s timeouts
 //!   started at a steady rate have them pending (deadlines spread evenly
 //!   over 30 s).
-//! - by inner size: finish in time and all fire, from 100 000 up on tokio
-//!   current-thread, with inner futures that carry more state (0 to 192
-//!   bytes more), as request futures do: where a task's parts fall in
-//!   tokio's 128-byte-aligned cell moves what it costs the runtime by more
-//!   than either timer costs, so one inner size alone says little.
+//! - by inner size: finish in time and all fire, from 100 000 up on each
+//!   executor (`OPGUARD_SCALE_INNER_EXECS` picks some), with inner futures
+//!   that carry more state (0 to 192 bytes more), as request futures do:
+//!   where a task's parts fall in tokio's 128-byte-aligned cell moves what
+//!   it costs the runtime by more than either timer costs, so one inner
+//!   size alone says little.
 //! - lateness: 10 000 timeouts of 20 ms each for opguard and tokio, started
 //!   at spread times on one runtime while two threads keep both cores busy;
 //!   12 runs (`OPGUARD_LATENESS_RUNS`), summed up as opguard's minus tokio's,
@@ -227,68 +228,137 @@ async fn tokio_fire_sized<const K: usize>() {
     )
 }
 
+/// One round on `rt` (of `exec`): `n` tasks spawned at once, each made by
+/// `$task!(SPAWN, ARGS..)` with a spawn function for that executor, all
+/// awaited; its wall and CPU time.
+macro_rules! run_round {
+    ($rt:expr, $exec:expr, $n:expr, $task:ident!($($arg:tt)*)) => {{
+        let (start, cpu_start) = (Instant::now(), cpu());
+        match ($rt, $exec) {
+            (Rt::Tokio(rt), Exec::TokioMultiOutside) => {
+                let handles: Vec<_> = (0..$n).map(|_| $task!(|f| rt.spawn(f), $($arg)*)).collect();
+                rt.block_on(async {
+                    for h in handles {
+                        h.await.unwrap();
+                    }
+                });
+            }
+            (Rt::Tokio(rt), Exec::TokioMultiInside) => {
+                rt.block_on(rt.spawn(async move {
+                    let handles: Vec<_> =
+                        (0..$n).map(|_| $task!(tokio::spawn, $($arg)*)).collect();
+                    for h in handles {
+                        h.await.unwrap();
+                    }
+                }))
+                .unwrap();
+            }
+            (Rt::Tokio(rt), _) => rt.block_on(async {
+                let handles: Vec<_> = (0..$n).map(|_| $task!(tokio::spawn, $($arg)*)).collect();
+                for h in handles {
+                    h.await.unwrap();
+                }
+            }),
+            (Rt::Smol(ex), _) => smol::block_on(ex.run(async {
+                let tasks: Vec<_> = (0..$n).map(|_| $task!(|f| ex.spawn(f), $($arg)*)).collect();
+                for t in tasks {
+                    t.await;
+                }
+            })),
+        }
+        [start.elapsed(), cpu() - cpu_start]
+    }};
+}
+
+async fn futures_time_sized<const K: usize>() {
+    use futures_time::future::FutureExt as _;
+    padded::<K>().timeout(futures_time(LONG)).await.unwrap()
+}
+
+async fn futures_time_fire_sized<const K: usize>() {
+    use futures_time::future::FutureExt as _;
+    assert!(
+        padded_pending::<K>()
+            .timeout(futures_time(FIRE))
+            .await
+            .is_err()
+    )
+}
+
+/// Spawns the task of `timer` whose inner future carries `$k` more bytes,
+/// finishing in time or (`work` [`Work::Fire`]) all firing, with `spawn`.
+macro_rules! spawn_sized {
+    ($spawn:expr, $k:ident, $timer:expr, $work:expr) => {
+        match ($timer, $work) {
+            (Timer::Opguard, Work::Fire) => $spawn(opguard_fire_sized::<$k>()),
+            (Timer::Tokio, Work::Fire) => $spawn(tokio_fire_sized::<$k>()),
+            (Timer::FuturesTime, Work::Fire) => $spawn(futures_time_fire_sized::<$k>()),
+            (_, Work::Fire) => $spawn(bare_fire_sized::<$k>()),
+            (Timer::Opguard, _) => $spawn(opguard_sized::<$k>()),
+            (Timer::Tokio, _) => $spawn(tokio_sized::<$k>()),
+            (Timer::FuturesTime, _) => $spawn(futures_time_sized::<$k>()),
+            _ => $spawn(bare_sized::<$k>()),
+        }
+    };
+}
+
 /// One round of `n` tasks of `timer` whose inner future carries `K` more
-/// bytes, finishing in time or (`work` [`Work::Fire`]) all firing, on a
-/// tokio current-thread runtime: its wall and CPU time.
+/// bytes, finishing in time or (`work` [`Work::Fire`]) all firing: its wall
+/// and CPU time.
 fn sized_round<const K: usize>(
-    rt: &tokio::runtime::Runtime,
+    rt: &Rt,
+    exec: Exec,
     timer: Timer,
     work: Work,
     n: usize,
 ) -> [Duration; 2] {
-    let (start, cpu_start) = (Instant::now(), cpu());
-    rt.block_on(async {
-        let handles: Vec<_> = (0..n)
-            .map(|_| match (timer, work) {
-                (Timer::Opguard, Work::Fire) => tokio::spawn(opguard_fire_sized::<K>()),
-                (Timer::Tokio, Work::Fire) => tokio::spawn(tokio_fire_sized::<K>()),
-                (_, Work::Fire) => tokio::spawn(bare_fire_sized::<K>()),
-                (Timer::Opguard, _) => tokio::spawn(opguard_sized::<K>()),
-                (Timer::Tokio, _) => tokio::spawn(tokio_sized::<K>()),
-                _ => tokio::spawn(bare_sized::<K>()),
-            })
-            .collect();
-        for h in handles {
-            h.await.unwrap();
-        }
-    });
-    [start.elapsed(), cpu() - cpu_start]
+    run_round!(rt, exec, n, spawn_sized!(K, timer, work))
 }
 
-/// The sizes of the three tasks' futures with `K` more bytes of inner
-/// state, finishing in time or all firing.
-fn sized_tasks<const K: usize>(work: Work) -> [usize; 3] {
+/// The sizes of the three tasks' futures on `exec` (bare, opguard, the
+/// other timer) with `K` more bytes of inner state, finishing in time or
+/// all firing.
+fn sized_tasks<const K: usize>(exec: Exec, work: Work) -> [usize; 3] {
+    use std::mem::size_of_val;
+    let smol = exec == Exec::Smol;
     if work == Work::Fire {
         return [
-            std::mem::size_of_val(&bare_fire_sized::<K>()),
-            std::mem::size_of_val(&opguard_fire_sized::<K>()),
-            std::mem::size_of_val(&tokio_fire_sized::<K>()),
+            size_of_val(&bare_fire_sized::<K>()),
+            size_of_val(&opguard_fire_sized::<K>()),
+            if smol {
+                size_of_val(&futures_time_fire_sized::<K>())
+            } else {
+                size_of_val(&tokio_fire_sized::<K>())
+            },
         ];
     }
     [
-        std::mem::size_of_val(&bare_sized::<K>()),
-        std::mem::size_of_val(&opguard_sized::<K>()),
-        std::mem::size_of_val(&tokio_sized::<K>()),
+        size_of_val(&bare_sized::<K>()),
+        size_of_val(&opguard_sized::<K>()),
+        if smol {
+            size_of_val(&futures_time_sized::<K>())
+        } else {
+            size_of_val(&tokio_sized::<K>())
+        },
     ]
 }
 
 /// Per timeout, in ns, with `K` more bytes of inner state: the bare task's
-/// CPU time, and opguard's and tokio's overhead over the bare tasks in wall
-/// time (less the 50 ms wait, when they fire) and in CPU time. Medians of
-/// `rounds` warm rounds, the timers taking turns, on a runtime of their own.
+/// CPU time, and opguard's and the other timer's overhead over the bare
+/// tasks in wall time (less the 50 ms wait, when they fire) and in CPU time.
+/// Medians of `rounds` warm rounds, the timers taking turns, on a runtime of
+/// their own.
 struct Sized {
     bare_cpu: f64,
     wall: [f64; 2],
     cpu: [f64; 2],
 }
 
-fn sized_overheads<const K: usize>(work: Work, n: usize, rounds: usize) -> Sized {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let timers = [Timer::Bare, Timer::Opguard, Timer::Tokio];
-    let [wall, cpu] = in_turns(&timers, rounds, |t| sized_round::<K>(&rt, t, work, n));
+fn sized_overheads<const K: usize>(exec: Exec, work: Work, n: usize, rounds: usize) -> Sized {
+    let rt = runtime(exec);
+    let [wall, cpu] = in_turns(&exec.timers(), rounds, |t| {
+        sized_round::<K>(&rt, exec, t, work, n)
+    });
     let per = |v: f64| v / n as f64 * 1e9;
     Sized {
         bare_cpu: per(cpu[0]),
@@ -304,13 +374,13 @@ macro_rules! for_inner_sizes {
     };
 }
 
-/// [`sized_round`] with `k` more bytes of inner state, `k` one of
-/// [`for_inner_sizes`]'s.
-fn inner_round(rt: &tokio::runtime::Runtime, timer: Timer, n: usize, k: usize) -> Duration {
+/// [`sized_round`] finishing in time with `k` more bytes of inner state,
+/// `k` one of [`for_inner_sizes`]'s.
+fn inner_round(rt: &Rt, exec: Exec, timer: Timer, n: usize, k: usize) -> Duration {
     macro_rules! pick {
         ($($k:literal),*) => {
             match k {
-                $($k => sized_round::<$k>(rt, timer, Work::Finish, n)[1],)*
+                $($k => sized_round::<$k>(rt, exec, timer, Work::Finish, n)[1],)*
                 _ => panic!("inner sizes: {:?}", [$($k),*]),
             }
         };
@@ -428,47 +498,7 @@ fn cpu() -> Duration {
 
 /// One round: `n` tasks spawned at once, all awaited; its wall and CPU time.
 fn round(rt: &Rt, exec: Exec, timer: Timer, work: Work, n: usize) -> [Duration; 2] {
-    let (start, cpu_start) = (Instant::now(), cpu());
-    match (rt, exec) {
-        (Rt::Tokio(rt), Exec::TokioMultiOutside) => {
-            let handles: Vec<_> = (0..n)
-                .map(|_| spawn_one!(|f| rt.spawn(f), timer, work))
-                .collect();
-            rt.block_on(async {
-                for h in handles {
-                    h.await.unwrap();
-                }
-            });
-        }
-        (Rt::Tokio(rt), Exec::TokioMultiInside) => {
-            rt.block_on(rt.spawn(async move {
-                let handles: Vec<_> = (0..n)
-                    .map(|_| spawn_one!(tokio::spawn, timer, work))
-                    .collect();
-                for h in handles {
-                    h.await.unwrap();
-                }
-            }))
-            .unwrap();
-        }
-        (Rt::Tokio(rt), _) => rt.block_on(async {
-            let handles: Vec<_> = (0..n)
-                .map(|_| spawn_one!(tokio::spawn, timer, work))
-                .collect();
-            for h in handles {
-                h.await.unwrap();
-            }
-        }),
-        (Rt::Smol(ex), _) => smol::block_on(ex.run(async {
-            let tasks: Vec<_> = (0..n)
-                .map(|_| spawn_one!(|f| ex.spawn(f), timer, work))
-                .collect();
-            for t in tasks {
-                t.await;
-            }
-        })),
-    }
-    [start.elapsed(), cpu() - cpu_start]
+    run_round!(rt, exec, n, spawn_one!(timer, work))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -933,6 +963,20 @@ fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, s
 }
 
 fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, say: Say) {
+    // Which executors: `OPGUARD_SCALE_INNER_EXECS=tokio-current,smol` (keys
+    // as in the CSV); all four unless told.
+    let execs: Vec<Exec> = match std::env::var("OPGUARD_SCALE_INNER_EXECS") {
+        Ok(keys) => keys
+            .split(',')
+            .map(|key| {
+                Exec::ALL
+                    .into_iter()
+                    .find(|e| e.key() == key)
+                    .unwrap_or_else(|| panic!("OPGUARD_SCALE_INNER_EXECS: no executor {key:?}"))
+            })
+            .collect(),
+        Err(_) => Exec::ALL.to_vec(),
+    };
     // The sizes where the finish-in-time rows move with the allocator's state.
     for &n in sizes.iter().filter(|&&n| short || n >= 100_000) {
         let rounds = if short {
@@ -942,8 +986,10 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
         } else {
             7
         };
-        inner_finish_rows(md, csv, n, rounds, say);
-        inner_fire_rows(md, csv, n, rounds, say);
+        for &exec in &execs {
+            inner_finish_rows(md, csv, exec, n, rounds, say);
+            inner_fire_rows(md, csv, exec, n, rounds, say);
+        }
     }
 }
 
@@ -957,98 +1003,120 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-fn inner_finish_rows(md: &mut String, csv: &mut String, n: usize, rounds: usize, say: Say) {
+fn inner_finish_rows(
+    md: &mut String,
+    csv: &mut String,
+    exec: Exec,
+    n: usize,
+    rounds: usize,
+    say: Say,
+) {
+    let other = exec.timers()[2].name();
     say(
         md,
         format!(
-            "\n### Finish in time by the size of the inner future ({n} timeouts, tokio \
-             current-thread): CPU overhead per timeout over the bare tasks\n"
+            "\n### Finish in time by the size of the inner future ({n} timeouts, {}): CPU \
+             overhead per timeout over the bare tasks\n",
+            exec.name()
         ),
     );
     say(
         md,
-        "| inner future | tasks' futures: bare, opguard, tokio | bare task | opguard | tokio | opguard / tokio |"
-            .into(),
+        format!(
+            "| inner future | tasks' futures: bare, opguard, {other} | bare task | opguard | \
+             {other} | opguard / {other} |"
+        ),
     );
     say(md, "|---:|---:|---:|---:|---:|---:|".into());
-    let (mut og_sum, mut tk_sum, mut rows) = (0.0, 0.0, 0);
+    let (mut og_sum, mut other_sum, mut rows) = (0.0, 0.0, 0);
     macro_rules! row {
         ($($k:literal),*) => {$({
-            let r = sized_overheads::<$k>(Work::Finish, n, rounds);
-            let ([og, tk], bare) = (r.cpu, r.bare_cpu);
-            let [b, o, t] = sized_tasks::<$k>(Work::Finish);
+            let r = sized_overheads::<$k>(exec, Work::Finish, n, rounds);
+            let ([og, ot], bare) = (r.cpu, r.bare_cpu);
+            let [b, o, t] = sized_tasks::<$k>(exec, Work::Finish);
             say(
                 md,
                 format!(
-                    "| {} B | {b}, {o}, {t} B | {bare:.0} ns | {og:.0} ns | {tk:.0} ns | {} |",
+                    "| {} B | {b}, {o}, {t} B | {bare:.0} ns | {og:.0} ns | {ot:.0} ns | {} |",
                     std::mem::size_of::<Padded<$k>>(),
-                    ratio(og, tk)
+                    ratio(og, ot)
                 ),
             );
-            let _ = writeln!(csv, "Inner{},{n},tokio-current,opguard,{og:.1}", $k);
-            let _ = writeln!(csv, "Inner{},{n},tokio-current,tokio,{tk:.1}", $k);
-            (og_sum, tk_sum, rows) = (og_sum + og, tk_sum + tk, rows + 1);
+            let _ = writeln!(csv, "Inner{},{n},{},opguard,{og:.1}", $k, exec.key());
+            let _ = writeln!(csv, "Inner{},{n},{},{other},{ot:.1}", $k, exec.key());
+            (og_sum, other_sum, rows) = (og_sum + og, other_sum + ot, rows + 1);
         })*};
     }
     for_inner_sizes!(row);
-    let (og, tk) = (og_sum / rows as f64, tk_sum / rows as f64);
+    let (og, ot) = (og_sum / rows as f64, other_sum / rows as f64);
     say(
         md,
         format!(
-            "| mean over these sizes | | | {og:.0} ns | {tk:.0} ns | {} |",
-            ratio(og, tk)
+            "| mean over these sizes | | | {og:.0} ns | {ot:.0} ns | {} |",
+            ratio(og, ot)
         ),
     );
 }
 
-fn inner_fire_rows(md: &mut String, csv: &mut String, n: usize, rounds: usize, say: Say) {
+fn inner_fire_rows(
+    md: &mut String,
+    csv: &mut String,
+    exec: Exec,
+    n: usize,
+    rounds: usize,
+    say: Say,
+) {
+    let other = exec.timers()[2].name();
     say(
         md,
         format!(
-            "\n### All fire by the size of the inner future ({n} timeouts, tokio \
-             current-thread): overhead per timeout over the bare tasks\n"
+            "\n### All fire by the size of the inner future ({n} timeouts, {}): overhead per \
+             timeout over the bare tasks\n",
+            exec.name()
         ),
     );
     say(
         md,
-        "| inner future | tasks' futures: bare, opguard, tokio | opguard | tokio | opguard / tokio \
-         | CPU: opguard | CPU: tokio | CPU ratio |"
-            .into(),
+        format!(
+            "| inner future | tasks' futures: bare, opguard, {other} | opguard | {other} | \
+             opguard / {other} | CPU: opguard | CPU: {other} | CPU ratio |"
+        ),
     );
     say(md, "|---:|---:|---:|---:|---:|---:|---:|---:|".into());
     let (mut sum, mut rows) = ([0.0; 4], 0);
     macro_rules! row {
         ($($k:literal),*) => {$({
-            let r = sized_overheads::<$k>(Work::Fire, n, rounds);
-            let ([og, tk], [og_cpu, tk_cpu]) = (r.wall, r.cpu);
-            let [b, o, t] = sized_tasks::<$k>(Work::Fire);
+            let r = sized_overheads::<$k>(exec, Work::Fire, n, rounds);
+            let ([og, ot], [og_cpu, ot_cpu]) = (r.wall, r.cpu);
+            let [b, o, t] = sized_tasks::<$k>(exec, Work::Fire);
             say(
                 md,
                 format!(
-                    "| {} B | {b}, {o}, {t} B | {og:.0} ns | {tk:.0} ns | {} | {og_cpu:.0} ns | {tk_cpu:.0} ns | {} |",
+                    "| {} B | {b}, {o}, {t} B | {og:.0} ns | {ot:.0} ns | {} | {og_cpu:.0} ns | {ot_cpu:.0} ns | {} |",
                     std::mem::size_of::<PaddedPending<$k>>(),
-                    ratio(og, tk),
-                    ratio(og_cpu, tk_cpu)
+                    ratio(og, ot),
+                    ratio(og_cpu, ot_cpu)
                 ),
             );
-            let _ = writeln!(csv, "InnerFire{},{n},tokio-current,opguard,{og:.1}", $k);
-            let _ = writeln!(csv, "InnerFire{},{n},tokio-current,tokio,{tk:.1}", $k);
-            let _ = writeln!(csv, "InnerFireCpu{},{n},tokio-current,opguard,{og_cpu:.1}", $k);
-            let _ = writeln!(csv, "InnerFireCpu{},{n},tokio-current,tokio,{tk_cpu:.1}", $k);
-            for (s, v) in sum.iter_mut().zip([og, tk, og_cpu, tk_cpu]) {
+            let key = exec.key();
+            let _ = writeln!(csv, "InnerFire{},{n},{key},opguard,{og:.1}", $k);
+            let _ = writeln!(csv, "InnerFire{},{n},{key},{other},{ot:.1}", $k);
+            let _ = writeln!(csv, "InnerFireCpu{},{n},{key},opguard,{og_cpu:.1}", $k);
+            let _ = writeln!(csv, "InnerFireCpu{},{n},{key},{other},{ot_cpu:.1}", $k);
+            for (s, v) in sum.iter_mut().zip([og, ot, og_cpu, ot_cpu]) {
                 *s += v;
             }
             rows += 1;
         })*};
     }
     for_inner_sizes!(row);
-    let [og, tk, og_cpu, tk_cpu] = sum.map(|s| s / rows as f64);
+    let [og, ot, og_cpu, ot_cpu] = sum.map(|s| s / rows as f64);
     say(
         md,
         format!(
-            "| mean over these sizes | | {og:.0} ns | {tk:.0} ns | {} | {og_cpu:.0} ns | {tk_cpu:.0} ns | {} |",
-            ratio(og, tk),
-            ratio(og_cpu, tk_cpu)
+            "| mean over these sizes | | {og:.0} ns | {ot:.0} ns | {} | {og_cpu:.0} ns | {ot_cpu:.0} ns | {} |",
+            ratio(og, ot),
+            ratio(og_cpu, ot_cpu)
         ),
     );
 }
@@ -1180,11 +1248,8 @@ fn main() {
                 "paced" => paced_round(&rt, timer, n),
                 "fire" => round(&rt, Exec::TokioCurrent, timer, Work::Fire, n)[0],
                 inner if inner.starts_with("inner") => {
-                    let Rt::Tokio(rt) = &rt else {
-                        unreachable!("a tokio runtime")
-                    };
                     let k = inner["inner".len()..].parse().expect("innerK: K a number");
-                    inner_round(rt, timer, n, k)
+                    inner_round(&rt, Exec::TokioCurrent, timer, n, k)
                 }
                 _ => round(&rt, Exec::TokioCurrent, timer, Work::Finish, n)[0],
             };
