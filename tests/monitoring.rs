@@ -53,6 +53,8 @@ fn timeouts_are_counted_per_label_and_in_total() {
         before.timeouts_labelled("counted_op") + 3
     );
     assert!(after.timeouts >= before.timeouts + 3);
+    let sum: u64 = after.sites.iter().map(|s| s.timeouts).sum();
+    assert_eq!(after.timeouts, sum, "the total is the sites' sum");
     let site = after
         .sites
         .iter()
