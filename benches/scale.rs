@@ -977,6 +977,7 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
             .collect(),
         Err(_) => Exec::ALL.to_vec(),
     };
+    let mut means = Vec::new();
     // The sizes where the finish-in-time rows move with the allocator's state.
     for &n in sizes.iter().filter(|&&n| short || n >= 100_000) {
         let rounds = if short {
@@ -987,9 +988,34 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
             7
         };
         for &exec in &execs {
-            inner_finish_rows(md, csv, exec, n, rounds, say);
-            inner_fire_rows(md, csv, exec, n, rounds, say);
+            let finish = inner_finish_rows(md, csv, exec, n, rounds, say);
+            let fire = inner_fire_rows(md, csv, exec, n, rounds, say);
+            means.push((n, exec, finish, fire));
         }
+    }
+    say(
+        md,
+        "\n### By the size of the inner future, the means over its ten sizes: opguard's overhead \
+         over the other timer's\n"
+            .into(),
+    );
+    say(
+        md,
+        "| timeouts | executor | finish in time, CPU | all fire | all fire, CPU |".into(),
+    );
+    say(md, "|---:|---|---:|---:|---:|".into());
+    for (n, exec, [og, ot], [og_fire, ot_fire, og_cpu, ot_cpu]) in means {
+        say(
+            md,
+            format!(
+                "| {n} | {} ({}) | {} | {} | {} |",
+                exec.name(),
+                exec.timers()[2].name(),
+                ratio(og, ot),
+                ratio(og_fire, ot_fire),
+                ratio(og_cpu, ot_cpu)
+            ),
+        );
     }
 }
 
@@ -1010,7 +1036,7 @@ fn inner_finish_rows(
     n: usize,
     rounds: usize,
     say: Say,
-) {
+) -> [f64; 2] {
     let other = exec.timers()[2].name();
     say(
         md,
@@ -1056,6 +1082,7 @@ fn inner_finish_rows(
             ratio(og, ot)
         ),
     );
+    [og, ot]
 }
 
 fn inner_fire_rows(
@@ -1065,7 +1092,7 @@ fn inner_fire_rows(
     n: usize,
     rounds: usize,
     say: Say,
-) {
+) -> [f64; 4] {
     let other = exec.timers()[2].name();
     say(
         md,
@@ -1119,6 +1146,7 @@ fn inner_fire_rows(
             ratio(og_cpu, ot_cpu)
         ),
     );
+    [og, ot, og_cpu, ot_cpu]
 }
 
 fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
