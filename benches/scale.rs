@@ -25,7 +25,7 @@
 //!   timeouts started together (sharing ticks), and as 30 s timeouts
 //!   started at a steady rate have them pending (deadlines spread evenly
 //!   over 30 s).
-//! - by inner size: finish in time and all fire, from 100 000 up on each
+//! - by inner size: finish in time and all fire, at each size, on each
 //!   executor (`OPGUARD_SCALE_INNER_EXECS` picks some), with inner futures
 //!   that carry more state (0 to 192 bytes more), as request futures do:
 //!   where a task's parts fall in tokio's 128-byte-aligned cell moves what
@@ -978,14 +978,17 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
         Err(_) => Exec::ALL.to_vec(),
     };
     let mut means = Vec::new();
-    // The sizes where the finish-in-time rows move with the allocator's state.
-    for &n in sizes.iter().filter(|&&n| short || n >= 100_000) {
+    // Every size of the main tables, so that the means stand beside each of
+    // their rows; fewer rounds where a round takes long.
+    for &n in sizes {
         let rounds = if short {
             1
         } else if n >= 1_000_000 {
             3
-        } else {
+        } else if n >= 100_000 {
             7
+        } else {
+            11
         };
         for &exec in &execs {
             let finish = inner_finish_rows(md, csv, exec, n, rounds, say);
