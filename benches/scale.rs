@@ -998,7 +998,7 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
     }
     say(
         md,
-        "\n### By the size of the inner future, the means over its ten sizes: opguard's overhead \
+        "\n### By the size of the inner future, the means over its sizes above: opguard's overhead \
          over the other timer's\n"
             .into(),
     );
