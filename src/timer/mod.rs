@@ -146,7 +146,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -298,15 +298,35 @@ fn wheel_index(lane: u32) -> usize {
     (lane as usize).min(WHEEL_LANES - 1)
 }
 
-/// One tick of one lane: its waiters; the lane's alarm times it.
+/// One tick of one lane: its waiters; the lane's alarm times it. 56 bytes,
+/// 72 with its `Arc`'s counts: the allocator's 80-byte class (a tick with
+/// one waiter, the most common kind where timeouts spread over ticks, is
+/// most of what such a timeout costs in memory).
 struct Tick {
     /// Its time, in fine ticks since the epoch.
     at: u64,
+    list: Waitlist<TickInfo>,
+}
+
+/// A tick's own small fields, kept in its list's spare room
+/// ([`Waitlist::extra`]).
+struct TickInfo {
     /// Its lane: the index of its [`Lane`] in the wheel.
-    lane: u32,
+    lane: u8,
     /// How many times the alarm stepped in for its relay.
-    fallbacks: AtomicU32,
-    list: Waitlist,
+    fallbacks: AtomicU8,
+}
+
+const _: () = assert!(WHEEL_LANES <= 1 << u8::BITS, "a lane's index fits a byte");
+
+impl TickInfo {
+    fn new(lane: u32) -> Self {
+        TickInfo {
+            // Below `WHEEL_LANES` (asserted above): no truncation.
+            lane: wheel_index(lane) as u8,
+            fallbacks: AtomicU8::new(0),
+        }
+    }
 }
 
 /// When the last start of a `Delay` failed, in [`clock::now_nanos`]; 0: never.
@@ -352,6 +372,11 @@ fn wake(waker: Waker) {
 }
 
 impl Tick {
+    /// Its lane's index in the wheel.
+    fn lane(&self) -> u32 {
+        u32::from(self.list.extra.lane)
+    }
+
     /// Wakes its waiters with `outcome`, once, and leaves the wheel: all of
     /// them from here, or, should futures-timer's thread have fired it
     /// first, those it left to relay.
@@ -398,7 +423,7 @@ impl Tick {
     /// than have thousands more woken into it from outside, one by one, and
     /// the waiters of one that is blocked still go in the end.
     fn fall_back(self: &Arc<Self>) {
-        let done = self.fallbacks.fetch_add(1, Ordering::Relaxed) + 1;
+        let done = u32::from(self.list.extra.fallbacks.fetch_add(1, Ordering::Relaxed)) + 1;
         if done < FALLBACKS {
             let Some((next, more)) = self.list.another() else {
                 // Relayed meanwhile.
@@ -423,7 +448,7 @@ impl Tick {
     fn fall_back_after(self: &Arc<Self>, after: Duration) {
         let since = Instant::now().saturating_duration_since(clock::epoch());
         let at = ticks_passed(since.saturating_add(after)).saturating_add(1);
-        lock(&lane(self.lane).relays).insert((at, self.at), Arc::downgrade(self));
+        lock(&lane(self.lane()).relays).insert((at, self.at), Arc::downgrade(self));
     }
 
     /// Wakes the waiters a fired tick has left, once, from whichever thread
@@ -439,7 +464,7 @@ impl Tick {
     /// Takes the tick out of the wheel.
     fn retire(&self) {
         let removed = {
-            let lane = lane(self.lane);
+            let lane = lane(self.lane());
             let mut map = lock(&lane.ticks);
             match map.get(&self.at) {
                 Some(t) if std::ptr::eq(Arc::as_ptr(t), self) => {
@@ -464,8 +489,8 @@ impl Tick {
         if failed_recently() {
             return self.finish(BROKEN);
         }
-        if ask(self.lane, self.at) == Set::Rang {
-            ring(self.lane);
+        if ask(self.lane(), self.at) == Set::Rang {
+            ring(self.lane());
         }
     }
 }
@@ -809,9 +834,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
                     Ok(tick) => tick,
                     Err(back) => Arc::new(Tick {
                         at,
-                        lane: key.1,
-                        fallbacks: AtomicU32::new(0),
-                        list: Waitlist::pinned_with_first(back),
+                        list: Waitlist::pinned_with_first(back, TickInfo::new(key.1)),
                     }),
                 };
                 old = map.insert(at, Arc::clone(&tick));
@@ -851,7 +874,10 @@ fn renew_kept(
         let kept = last.as_ref()?;
         // Its only holders are this cache and the map, whose lock is held:
         // no one else can take a new hold on it meanwhile.
-        if kept.lane != key.1 || Arc::strong_count(kept) != 2 || Arc::weak_count(kept) != 0 {
+        if kept.lane() != wheel_index(key.1) as u32
+            || Arc::strong_count(kept) != 2
+            || Arc::weak_count(kept) != 0
+        {
             return None;
         }
         match map.remove(&kept.at) {
@@ -870,8 +896,8 @@ fn renew_kept(
     };
     match Arc::get_mut(&mut kept) {
         Some(tick) => {
-            (tick.at, tick.lane) = key;
-            tick.fallbacks = AtomicU32::new(0);
+            tick.at = key.0;
+            tick.list.extra = TickInfo::new(key.1);
             tick.list.renew(waker);
             Ok(kept)
         }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 #[cfg(not(opguard_loom))]
 use std::sync::{Mutex, MutexGuard};
 
+use std::ops::{Deref, DerefMut};
 use std::task::{Poll, Waker};
 
 /// The tick has not come.
@@ -51,6 +52,64 @@ impl Chunk {
     }
 }
 
+/// The list of chunks, behind one pointer, made when a second waiter
+/// joins: a tick with one waiter, the most common kind where timeouts
+/// spread over ticks, needs none, and its list stays 24 bytes smaller for
+/// it (its tick a 72-byte allocation rather than one of 104, with its
+/// `Arc`'s counts). A tick of two or more pays the box instead (24 bytes),
+/// about what every tick saves.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // The box is the point: one pointer, not three words.
+struct Chunks(Option<Box<Vec<Option<Chunk>>>>);
+
+impl Deref for Chunks {
+    type Target = [Option<Chunk>];
+
+    #[inline]
+    fn deref(&self) -> &[Option<Chunk>] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl DerefMut for Chunks {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [Option<Chunk>] {
+        self.0.as_deref_mut().map_or(&mut [], Vec::as_mut_slice)
+    }
+}
+
+impl Chunks {
+    /// The list itself, made if it is not there yet.
+    fn vec(&mut self) -> &mut Vec<Option<Chunk>> {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    fn capacity(&self) -> usize {
+        self.0.as_ref().map_or(0, |list| list.capacity())
+    }
+
+    /// Empties the list, keeping its memory.
+    fn clear(&mut self) {
+        if let Some(list) = &mut self.0 {
+            list.clear();
+        }
+    }
+
+    fn into_vec(self) -> Vec<Option<Chunk>> {
+        self.0.map_or_else(Vec::new, |list| *list)
+    }
+}
+
+/// The keys below this one are handed out; the two bits above hold
+/// [`CLOSED`] and [`PINNED`] (see [`Waiters::next`]).
+const KEYS: u32 = 1 << 30;
+/// No one may join: the tick finished, or its last waiter left.
+const CLOSED: u32 = 1 << 31;
+/// A thread keeps this tick for its next timeouts: when the last waiter
+/// leaves, it stays open (see [`Waitlist::pin`]).
+const PINNED: u32 = 1 << 30;
+const _: () = assert!(KEYS == PINNED && CLOSED == PINNED << 1);
+
 /// The waiters: the first (key 0) in the list itself, the others in chunks
 /// of 2, 4, 8, 16 and 32 slots, then 32 each. A waiter keeps its key (its
 /// place) until it leaves. Keys are handed out in order and not reused: a
@@ -67,15 +126,12 @@ impl Chunk {
 struct Waiters {
     /// The waiter whose key is 0.
     first: Option<Waker>,
-    chunks: Vec<Option<Chunk>>,
-    /// The next key.
+    chunks: Chunks,
+    /// The next key, below [`KEYS`], with the [`CLOSED`] and [`PINNED`]
+    /// bits above it: two flags of their own would take 8 bytes more with
+    /// their padding, and a tick's list is most of its size.
     next: u32,
     live: u32,
-    /// No one may join: the tick finished, or its last waiter left.
-    closed: bool,
-    /// A thread keeps this tick for its next timeouts: when the last waiter
-    /// leaves, it stays open (see [`Waitlist::pin`]).
-    pinned: bool,
 }
 
 /// Where the waiter `key` is: its chunk and its slot there; `None` for the
@@ -114,18 +170,47 @@ fn chunk_len(c: usize) -> usize {
 impl Waiters {
     fn closed() -> Self {
         Waiters {
-            closed: true,
+            next: CLOSED,
             ..Waiters::default()
         }
     }
 
-    fn is_full(&self) -> bool {
-        self.next == u32::MAX
+    /// No one may join ([`CLOSED`]).
+    #[inline]
+    fn is_closed(&self) -> bool {
+        self.next & CLOSED != 0
     }
 
+    fn close(&mut self) {
+        self.next |= CLOSED;
+    }
+
+    /// Its thread keeps it ([`PINNED`]).
+    fn is_pinned(&self) -> bool {
+        self.next & PINNED != 0
+    }
+
+    fn set_pinned(&mut self, pinned: bool) {
+        if pinned {
+            self.next |= PINNED;
+        } else {
+            self.next &= !PINNED;
+        }
+    }
+
+    /// No one may join: it is closed, or every key was handed out (joiners
+    /// then make a fresh tick). One comparison: with the pinned bit
+    /// cleared, the closed bit alone is above every key.
+    #[inline]
+    fn takes_no_waiter(&self) -> bool {
+        self.next & !PINNED >= KEYS - 1
+    }
+
+    /// Adds a waiter, in a list that is not full.
     #[inline]
     fn insert(&mut self, waker: Waker) -> u32 {
-        let key = self.next;
+        let key = self.next & (KEYS - 1);
+        debug_assert!(key < KEYS - 1, "a full list takes no waiter");
         match split(key) {
             None => self.first = Some(waker),
             // Its chunk is there, but for the first key of each chunk.
@@ -137,6 +222,7 @@ impl Waiters {
                 _ => self.insert_in_new_chunk(c, i, waker),
             },
         }
+        // Below `KEYS - 1`: no carry into the flags.
         self.next += 1;
         self.live += 1;
         key
@@ -153,15 +239,16 @@ impl Waiters {
             {
                 *last = None;
             }
-            if self.chunks.capacity() == 0 {
+            let chunks = self.chunks.vec();
+            if chunks.capacity() == 0 {
                 // Room for the one chunk of a tick with 2 or 3 waiters (the
                 // most common size after 1 where timeouts spread over
                 // ticks): it then grows as a `Vec` does, to 4 chunks, 8 and
                 // so on. Room for 8 at once took 192 bytes for a second
                 // waiter.
-                self.chunks.reserve_exact(1);
+                chunks.reserve_exact(1);
             }
-            self.chunks.resize_with(c + 1, || None);
+            chunks.resize_with(c + 1, || None);
         }
         // (Made here should it be missing: a chunk is freed only once every
         // key in it was handed out.)
@@ -225,22 +312,23 @@ impl Waiters {
     /// whole, to free: so an emptied tick that its thread keeps holds no
     /// more than a tick of three waiters, whatever it held before, and no
     /// part of the list is copied while the lock is held.
-    fn recycle(&mut self) -> Vec<Option<Chunk>> {
-        self.next = 0;
+    fn recycle(&mut self) -> Chunks {
+        // Keys from 0; closed and pinned as it was.
+        self.next &= !(KEYS - 1);
         if self.chunks.capacity() > 1 {
             return std::mem::take(&mut self.chunks);
         }
         if let Some(None) = self.chunks.first() {
             self.chunks.clear();
         }
-        // No allocation: an empty `Vec` is free to make and to drop.
-        Vec::new()
+        // No allocation: an empty list of chunks is free to make and to drop.
+        Chunks::default()
     }
 
     fn drain(self) -> Vec<Waker> {
         let mut all = Vec::with_capacity(self.live as usize);
         all.extend(self.first);
-        for chunk in self.chunks.into_iter().flatten() {
+        for chunk in self.chunks.into_vec().into_iter().flatten() {
             all.extend(chunk.slots.into_iter().flatten());
         }
         all
@@ -263,7 +351,8 @@ pub(super) struct Fired {
     pub(super) more: bool,
 }
 
-pub(super) struct Waitlist {
+/// A tick's waiters, and `T`, its owner's own small fields.
+pub(super) struct Waitlist<T = ()> {
     state: AtomicU8,
     /// The tick fired and waiters other than the first are still to be
     /// woken ([`Waitlist::relay`]).
@@ -272,34 +361,39 @@ pub(super) struct Waitlist {
     /// leaves now has nothing to take out, and needs no lock to know it.
     /// Set under the lock, as the waiters go.
     drained: AtomicBool,
+    /// The owner's fields (a tick's lane and its count of fallbacks, a few
+    /// bytes): here they take the room that the flags above leave before
+    /// the lock, where in the tick itself they would take 8 bytes more.
+    pub(super) extra: T,
     waiters: Mutex<Waiters>,
 }
 
+#[cfg(opguard_loom)]
 impl Waitlist {
     /// A list with one waiter, whose key is 0 (for the loom models; the
     /// timer's ticks are made pinned).
-    #[cfg(opguard_loom)]
     pub(super) fn with_first(waker: Waker) -> Self {
-        Self::first_of(waker, false)
+        Self::first_of(waker, false, ())
     }
+}
 
+impl<T> Waitlist<T> {
     /// A list with one waiter, whose key is 0, pinned (see
     /// [`Waitlist::pin`]): a new tick, which its thread keeps. Pinned as it
     /// is made, it needs no lock for that.
-    pub(super) fn pinned_with_first(waker: Waker) -> Self {
-        Self::first_of(waker, true)
+    pub(super) fn pinned_with_first(waker: Waker, extra: T) -> Self {
+        Self::first_of(waker, true, extra)
     }
 
-    fn first_of(waker: Waker, pinned: bool) -> Self {
+    fn first_of(waker: Waker, pinned: bool, extra: T) -> Self {
         Waitlist {
             state: AtomicU8::new(OPEN),
             relaying: AtomicBool::new(false),
             drained: AtomicBool::new(false),
+            extra,
             waiters: Mutex::new({
-                let mut w = Waiters {
-                    pinned,
-                    ..Waiters::default()
-                };
+                let mut w = Waiters::default();
+                w.set_pinned(pinned);
                 w.insert(waker);
                 w
             }),
@@ -320,8 +414,8 @@ impl Waitlist {
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         debug_assert_eq!(w.live, 0);
-        w.closed = false;
-        w.pinned = true;
+        // Open and pinned; the keys start again below.
+        w.next = PINNED;
         let spare = w.recycle();
         w.insert(waker);
         drop(spare);
@@ -340,7 +434,7 @@ impl Waitlist {
         let mut w = lock(&self.waiters);
         // A list that handed out every key it has turns joiners away too:
         // they make a fresh tick.
-        if w.closed || w.is_full() {
+        if w.takes_no_waiter() {
             drop(w);
             return Err((waker, self.state()));
         }
@@ -368,7 +462,7 @@ impl Waitlist {
                 emptied: false,
             };
         }
-        if w.pinned {
+        if w.is_pinned() {
             // The last one, of a tick kept for its thread's next timeouts:
             // it stays open, and only spare memory goes.
             let rest = w.recycle();
@@ -394,15 +488,15 @@ impl Waitlist {
     /// will start more timeouts in this tick: a tick made and retired for
     /// each of a run of timeouts would start and drop a timer each time.
     pub(super) fn pin(&self) {
-        lock(&self.waiters).pinned = true;
+        lock(&self.waiters).set_pinned(true);
     }
 
     /// Undoes [`Waitlist::pin`]; `true` when that leaves the list empty, so
     /// that it closes and the tick can go.
     pub(super) fn unpin(&self) -> bool {
         let mut w = lock(&self.waiters);
-        w.pinned = false;
-        if w.closed || w.live != 0 {
+        w.set_pinned(false);
+        if w.is_closed() || w.live != 0 {
             return false;
         }
         let memory = std::mem::replace(&mut *w, Waiters::closed());
@@ -463,7 +557,7 @@ impl Waitlist {
             .compare_exchange(OPEN, FIRED, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
         let mut w = lock(&self.waiters);
-        w.closed = true;
+        w.close();
         let (first, chunk) = w.take_first();
         let more = w.live != 0;
         let memory = if more {
@@ -627,7 +721,7 @@ mod tests {
         // Every waker is out of the list once it fired and relayed: the
         // waiters' leaves (each fired timeout's drop) have nothing to take
         // out, and must not wait for its lock, held here all along.
-        let list = std::sync::Arc::new(Waitlist::first_of(noop(), false));
+        let list = std::sync::Arc::new(Waitlist::first_of(noop(), false, ()));
         let keys: Vec<u32> = (0..3).map(|_| list.join(noop()).unwrap()).collect();
         assert!(list.fire().unwrap().more);
         assert_eq!(list.relay().map(|rest| rest.len()), Some(3));
@@ -647,6 +741,49 @@ mod tests {
             assert!(left, "waiter {key} left nothing, emptied nothing");
         }
         drop(held);
+    }
+
+    #[test]
+    fn a_list_that_handed_out_every_key_turns_joiners_away_and_keeps_its_flags() {
+        // The keys' bits, the closed bit and the pinned bit, read together:
+        // each flag is seen whatever the others, and the last key handed out
+        // is `KEYS - 2` (no insert here: a key that high would make a list
+        // of millions of chunks).
+        for pinned in [0, PINNED] {
+            let w = |next: u32| Waiters {
+                next: next | pinned,
+                ..Waiters::default()
+            };
+            assert!(!w(0).takes_no_waiter() && !w(KEYS - 2).takes_no_waiter());
+            assert!(w(KEYS - 1).takes_no_waiter(), "every key handed out");
+            assert!(w(CLOSED).takes_no_waiter() && w(CLOSED | 5).takes_no_waiter());
+            assert_eq!(w(KEYS - 1).is_pinned(), pinned != 0);
+            assert!(!w(KEYS - 1).is_closed() && w(CLOSED).is_closed());
+        }
+        // A full list turns joiners away as still open: they make a fresh
+        // tick, and it keeps its waiter and its flags.
+        let list = Waitlist::first_of(noop(), true, ());
+        lock(&list.waiters).next = (KEYS - 1) | PINNED;
+        let Err((_, state)) = list.join(noop()) else {
+            panic!("a full list took a waiter");
+        };
+        assert_eq!(state, OPEN, "turned away, not closed");
+        let w = lock(&list.waiters);
+        assert!(w.is_pinned() && !w.is_closed() && w.live == 1);
+    }
+
+    #[test]
+    fn the_last_waiter_leaving_a_fired_pinned_list_leaves_it_closed() {
+        // Fired with a waiter left to relay to, in a tick its thread keeps:
+        // that waiter's leave empties it, and it must stay closed (a joiner
+        // would never be woken).
+        let list = Waitlist::first_of(noop(), true, ());
+        let key = list.join(noop()).unwrap();
+        assert!(list.fire().unwrap().more);
+        let left = list.leave(key);
+        assert!(left.waker.is_some() && !left.emptied);
+        assert!(list.join(noop()).is_err(), "a fired list took a waiter");
+        assert!(lock(&list.waiters).is_pinned());
     }
 
     #[test]
