@@ -100,8 +100,9 @@ impl Chunks {
     }
 }
 
-/// The keys below this one are handed out; the two bits above hold
-/// [`CLOSED`] and [`PINNED`] (see [`Waiters::next`]).
+/// Keys are below `KEYS - 1` (a list at `KEYS - 1` has handed out every
+/// key, and is full); the two bits above them hold [`CLOSED`] and
+/// [`PINNED`] (see [`Waiters::next`]).
 const KEYS: u32 = 1 << 30;
 /// No one may join: the tick finished, or its last waiter left.
 const CLOSED: u32 = 1 << 31;
