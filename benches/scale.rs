@@ -1253,7 +1253,8 @@ fn main() {
     // Rounds of one timer only, for profilers and callgrind:
     // `OPGUARD_SCALE_ONE=opguard,finish,20000,2` (timer, work: finish, fire,
     // paced, or innerK for finish in time with K more bytes of inner state,
-    // N, rounds).
+    // N, rounds; then, optionally, the executor's key as in the CSV, tokio's
+    // current-thread runtime unless told).
     if let Ok(one) = std::env::var("OPGUARD_SCALE_ONE") {
         let args: Vec<&str> = one.split(',').collect();
         let timer = [Timer::Bare, Timer::Opguard, Timer::Tokio]
@@ -1273,16 +1274,22 @@ fn main() {
                 }
             });
         }
-        let rt = runtime(Exec::TokioCurrent);
+        let exec = args.get(4).map_or(Exec::TokioCurrent, |key| {
+            Exec::ALL
+                .into_iter()
+                .find(|e| e.key() == *key)
+                .unwrap_or_else(|| panic!("OPGUARD_SCALE_ONE: no executor {key:?}"))
+        });
+        let rt = runtime(exec);
         for _ in 0..rounds {
             let _ = match args[1] {
                 "paced" => paced_round(&rt, timer, n),
-                "fire" => round(&rt, Exec::TokioCurrent, timer, Work::Fire, n)[0],
+                "fire" => round(&rt, exec, timer, Work::Fire, n)[0],
                 inner if inner.starts_with("inner") => {
                     let k = inner["inner".len()..].parse().expect("innerK: K a number");
-                    inner_round(&rt, Exec::TokioCurrent, timer, n, k)
+                    inner_round(&rt, exec, timer, n, k)
                 }
-                _ => round(&rt, Exec::TokioCurrent, timer, Work::Finish, n)[0],
+                _ => round(&rt, exec, timer, Work::Finish, n)[0],
             };
         }
         return;
