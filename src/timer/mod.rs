@@ -299,9 +299,9 @@ fn wheel_index(lane: u32) -> usize {
 }
 
 /// One tick of one lane: its waiters; the lane's alarm times it. 56 bytes,
-/// 72 with its `Arc`'s counts: the allocator's 80-byte class (a tick with
-/// one waiter, the most common kind where timeouts spread over ticks, is
-/// most of what such a timeout costs in memory).
+/// 72 with its `Arc`'s counts: the allocator's 80-byte class (for a
+/// timeout alone in its tick, the most common case where timeouts spread
+/// over ticks, the tick is the largest part of what it costs in memory).
 struct Tick {
     /// Its time, in fine ticks since the epoch.
     at: u64,
