@@ -15,9 +15,10 @@
 //!   thread: the executor's, futures-timer's, tokio's) is given beside it,
 //!   for both tables.
 //! - one at a time: requests that come one after another, `PACED_GAP`
-//!   apart, each under a 30 s timeout that its future (pending twice)
-//!   beats, as on a server that is not busy: CPU time of the whole process
-//!   per request, over the bare requests. A 30 s timeout's tick is 16 ms
+//!   apart (`OPGUARD_PACED_GAP_US` sets another gap), each under a 30 s
+//!   timeout that its future (pending twice) beats, as on a server that is
+//!   not busy: CPU time of the whole process per request, over the bare
+//!   requests. A 30 s timeout's tick is 16 ms
 //!   wide, so here about sixteen requests in a row share a tick; requests
 //!   16 ms or more apart would each have one of their own.
 //! - heap: peak heap per pending timeout task, minus a bare pending task's
@@ -808,7 +809,20 @@ fn stalls(og: &[Late], tk: &[Late], p99: [f64; 2]) -> Stalls {
     }
 }
 
-/// CPU time of one round of `n` requests one at a time, `PACED_GAP` apart.
+/// How far apart requests one at a time come: `PACED_GAP`, or
+/// `OPGUARD_PACED_GAP_US` microseconds (20 000, say, gives each request a
+/// tick of its own).
+fn paced_gap() -> Duration {
+    match std::env::var("OPGUARD_PACED_GAP_US") {
+        Ok(us) => Duration::from_micros(
+            us.parse()
+                .unwrap_or_else(|_| panic!("OPGUARD_PACED_GAP_US: not a number of µs: {us:?}")),
+        ),
+        Err(_) => PACED_GAP,
+    }
+}
+
+/// CPU time of one round of `n` requests one at a time, [`paced_gap`] apart.
 fn paced_round(rt: &Rt, timer: Timer, n: usize) -> Duration {
     let one = async move || match timer {
         Timer::Bare => bare(Work::Finish).await,
@@ -816,18 +830,19 @@ fn paced_round(rt: &Rt, timer: Timer, n: usize) -> Duration {
         Timer::Tokio => with_tokio(Work::Finish).await,
         Timer::FuturesTime => with_futures_time(Work::Finish).await,
     };
+    let gap = paced_gap();
     let start = cpu();
     match rt {
         Rt::Tokio(rt) => rt.block_on(async {
             for _ in 0..n {
                 one().await;
-                tokio::time::sleep(PACED_GAP).await;
+                tokio::time::sleep(gap).await;
             }
         }),
         Rt::Smol(ex) => smol::block_on(ex.run(async {
             for _ in 0..n {
                 one().await;
-                smol::Timer::after(PACED_GAP).await;
+                smol::Timer::after(gap).await;
             }
         })),
     }
@@ -859,7 +874,7 @@ fn paced_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
         md,
         format!(
             "\n### One at a time ({n} requests {} µs apart, each under a 30 s timeout, the future pends twice): CPU per request over the bare requests\n",
-            PACED_GAP.as_micros()
+            paced_gap().as_micros()
         ),
     );
     say(
