@@ -18,9 +18,9 @@
 //!   apart (`OPGUARD_PACED_GAP_US` sets another gap), each under a 30 s
 //!   timeout that its future (pending twice) beats, as on a server that is
 //!   not busy: CPU time of the whole process per request, over the bare
-//!   requests. A 30 s timeout's tick is 16 ms
-//!   wide, so here about sixteen requests in a row share a tick; requests
-//!   16 ms or more apart would each have one of their own.
+//!   requests. A 30 s timeout's tick is 16 ms wide, so here about sixteen
+//!   requests in a row share a tick; requests 16 ms or more apart would
+//!   each have one of their own.
 //! - heap: peak heap per pending timeout task, minus a bare pending task's
 //!   (a counting global allocator, on only while it measures), with the
 //!   timeouts started together (sharing ticks), and as 30 s timeouts
@@ -437,6 +437,15 @@ impl Exec {
             Exec::TokioMultiInside => "tokio-multi-inside",
             Exec::Smol => "smol",
         }
+    }
+
+    /// The executor whose [`Exec::key`] is `key`; a panic naming `var`, the
+    /// environment variable it came from, for any other.
+    fn from_key(key: &str, var: &str) -> Exec {
+        Exec::ALL
+            .into_iter()
+            .find(|e| e.key() == key)
+            .unwrap_or_else(|| panic!("{var}: no executor {key:?}"))
     }
 
     fn name(self) -> &'static str {
@@ -983,12 +992,7 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
     let execs: Vec<Exec> = match std::env::var("OPGUARD_SCALE_INNER_EXECS") {
         Ok(keys) => keys
             .split(',')
-            .map(|key| {
-                Exec::ALL
-                    .into_iter()
-                    .find(|e| e.key() == key)
-                    .unwrap_or_else(|| panic!("OPGUARD_SCALE_INNER_EXECS: no executor {key:?}"))
-            })
+            .map(|key| Exec::from_key(key, "OPGUARD_SCALE_INNER_EXECS"))
             .collect(),
         Err(_) => Exec::ALL.to_vec(),
     };
@@ -1290,10 +1294,7 @@ fn main() {
             });
         }
         let exec = args.get(4).map_or(Exec::TokioCurrent, |key| {
-            Exec::ALL
-                .into_iter()
-                .find(|e| e.key() == *key)
-                .unwrap_or_else(|| panic!("OPGUARD_SCALE_ONE: no executor {key:?}"))
+            Exec::from_key(key, "OPGUARD_SCALE_ONE")
         });
         let rt = runtime(exec);
         for _ in 0..rounds {

@@ -101,16 +101,14 @@ impl Chunks {
     }
 }
 
-/// Keys are below `KEYS - 1` (a list at `KEYS - 1` has handed out every
-/// key, and is full); the two bits above them hold [`CLOSED`] and
-/// [`PINNED`] (see [`Waiters::next`]).
-const KEYS: u32 = 1 << 30;
 /// No one may join: the tick finished, or its last waiter left.
 const CLOSED: u32 = 1 << 31;
 /// A thread keeps this tick for its next timeouts: when the last waiter
 /// leaves, it stays open (see [`Waitlist::pin`]).
 const PINNED: u32 = 1 << 30;
-const _: () = assert!(KEYS == PINNED && CLOSED == PINNED << 1);
+/// The key's bits, below the two flags (see [`Waiters::next`]); a list
+/// whose next key is this one has handed out every key, and is full.
+const FULL: u32 = PINNED - 1;
 
 /// The waiters: the first (key 0) in the list itself, the others in chunks
 /// of 2, 4, 8, 16 and 32 slots, then 32 each. A waiter keeps its key (its
@@ -129,7 +127,7 @@ struct Waiters {
     /// The waiter whose key is 0.
     first: Option<Waker>,
     chunks: Chunks,
-    /// The next key, below [`KEYS`], with the [`CLOSED`] and [`PINNED`]
+    /// The next key, at most [`FULL`], with the [`CLOSED`] and [`PINNED`]
     /// bits above it: two flags of their own would take 8 bytes more with
     /// their padding, and a tick's list is most of its size.
     next: u32,
@@ -205,14 +203,14 @@ impl Waiters {
     /// cleared, the closed bit alone is above every key.
     #[inline]
     fn takes_no_waiter(&self) -> bool {
-        self.next & !PINNED >= KEYS - 1
+        self.next & !PINNED >= FULL
     }
 
     /// Adds a waiter, in a list that is not full.
     #[inline]
     fn insert(&mut self, waker: Waker) -> u32 {
-        let key = self.next & (KEYS - 1);
-        debug_assert!(key < KEYS - 1, "a full list takes no waiter");
+        let key = self.next & FULL;
+        debug_assert!(key < FULL, "a full list takes no waiter");
         match split(key) {
             None => self.first = Some(waker),
             // Its chunk is there, but for the first key of each chunk.
@@ -224,7 +222,7 @@ impl Waiters {
                 _ => self.insert_in_new_chunk(c, i, waker),
             },
         }
-        // Below `KEYS - 1`: no carry into the flags.
+        // Below `FULL`: no carry into the flags.
         self.next += 1;
         self.live += 1;
         key
@@ -316,7 +314,7 @@ impl Waiters {
     /// part of the list is copied while the lock is held.
     fn recycle(&mut self) -> Chunks {
         // Keys from 0; closed and pinned as it was.
-        self.next &= !(KEYS - 1);
+        self.next &= !FULL;
         if self.chunks.capacity() > 1 {
             return std::mem::take(&mut self.chunks);
         }
@@ -749,23 +747,23 @@ mod tests {
     fn a_list_that_handed_out_every_key_turns_joiners_away_and_keeps_its_flags() {
         // The keys' bits, the closed bit and the pinned bit, read together:
         // each flag is seen whatever the others, and the last key handed out
-        // is `KEYS - 2` (no insert here: a key that high would make a list
+        // is `FULL - 1` (no insert here: a key that high would make a list
         // of millions of chunks).
         for pinned in [0, PINNED] {
             let w = |next: u32| Waiters {
                 next: next | pinned,
                 ..Waiters::default()
             };
-            assert!(!w(0).takes_no_waiter() && !w(KEYS - 2).takes_no_waiter());
-            assert!(w(KEYS - 1).takes_no_waiter(), "every key handed out");
+            assert!(!w(0).takes_no_waiter() && !w(FULL - 1).takes_no_waiter());
+            assert!(w(FULL).takes_no_waiter(), "every key handed out");
             assert!(w(CLOSED).takes_no_waiter() && w(CLOSED | 5).takes_no_waiter());
-            assert_eq!(w(KEYS - 1).is_pinned(), pinned != 0);
-            assert!(!w(KEYS - 1).is_closed() && w(CLOSED).is_closed());
+            assert_eq!(w(FULL).is_pinned(), pinned != 0);
+            assert!(!w(FULL).is_closed() && w(CLOSED).is_closed());
         }
         // A full list turns joiners away as still open: they make a fresh
         // tick, and it keeps its waiter and its flags.
         let list = Waitlist::first_of(noop(), true, ());
-        lock(&list.waiters).next = (KEYS - 1) | PINNED;
+        lock(&list.waiters).next = (FULL) | PINNED;
         let Err((_, state)) = list.join(noop()) else {
             panic!("a full list took a waiter");
         };
