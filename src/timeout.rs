@@ -163,7 +163,9 @@ impl<F: Future> Future for Timeout<F> {
             State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => {}
             // A re-poll: past its deadline only rarely.
             State::Waiting { ref deadline, .. } => {
-                if deadline.has_fired() {
+                // Fired, or broken (futures-timer's thread went away): it
+                // ends now, whatever waker it registered.
+                if deadline.has_ended() {
                     return poll_past_deadline(inner, race, cx);
                 }
                 // Polled with the waker it registered, the common case: its
@@ -272,9 +274,9 @@ fn poll_controlled<F: Future>(
     then_the_timer(inner, race, polled, cx)
 }
 
-/// A poll once the deadline has passed: the inner future still gets its
-/// chance, and the timeouts inside it learn that this deadline came, so that
-/// the earliest one reports (see `Enclosing`).
+/// A poll once the deadline has passed (or its timer broke): the inner
+/// future still gets its chance, and the timeouts inside it learn that this
+/// deadline came, so that the earliest one reports (see `Enclosing`).
 #[cold]
 #[inline(never)]
 fn poll_past_deadline<F: Future>(
@@ -282,10 +284,16 @@ fn poll_past_deadline<F: Future>(
     race: &mut Race,
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, TimeoutError>> {
-    if let State::Waiting { ref deadline, .. } = race.state {
-        deadline.relay();
-    }
-    let enclosing = Enclosing::enter(race.due());
+    // A broken timer's deadline has not come: nothing to tell the timeouts
+    // inside, and it ends with its own error.
+    let came = match race.state {
+        State::Waiting { ref deadline, .. } => {
+            deadline.relay();
+            deadline.has_fired()
+        }
+        _ => true,
+    };
+    let enclosing = came.then(|| Enclosing::enter(race.due()));
     let polled = inner.as_mut().poll_fut(cx);
     drop(enclosing);
     then_the_timer(inner, race, polled, cx)

@@ -980,9 +980,16 @@ impl Deadline {
             .saturating_sub(u64::from(self.early))
     }
 
-    /// Whether the tick has fired: a cheap check for a deadline being polled.
+    /// Whether the tick has fired.
     pub(crate) fn has_fired(&self) -> bool {
         self.tick.list.state() == FIRED
+    }
+
+    /// Whether the tick has fired or broken: a cheap check for a deadline
+    /// being polled, which then ends (see [`Deadline::poll`]).
+    #[inline]
+    pub(crate) fn has_ended(&self) -> bool {
+        self.tick.list.state() != OPEN
     }
 
     /// Wakes the other waiters of its tick, if it fired and they are still

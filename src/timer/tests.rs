@@ -746,3 +746,29 @@ fn a_tick_is_a_72_byte_allocation() {
         72
     );
 }
+
+/// A timeout waiting on a tick that breaks (futures-timer's thread went
+/// away) is woken, and its next poll ends it with the error, though it is
+/// polled with the waker it registered.
+#[test]
+fn a_timeout_whose_tick_breaks_while_it_waits_ends_with_an_error() {
+    static SITE: crate::site::Site =
+        crate::site::Site::new(Some("breaks"), file!(), line!(), column!());
+    let _lane = private_lane();
+    let (count, waker) = counter();
+    let mut cx = Context::from_waker(&waker);
+    let inner = std::future::pending::<()>();
+    let mut t = Box::pin(crate::timeout::timeout(
+        &SITE,
+        Duration::from_secs(60),
+        inner,
+    ));
+    assert!(t.as_mut().poll(&mut cx).is_pending());
+    break_lane(lane(PRIVATE));
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken once");
+    match t.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(e)) => assert!(e.is_no_timer(), "{e}"),
+        Poll::Ready(Ok(())) => unreachable!("the inner future never ends"),
+        Poll::Pending => panic!("still pending after its timer broke"),
+    }
+}
