@@ -705,6 +705,13 @@ struct Late {
 /// tokio current-thread runtime while both cores are busy: each one's
 /// completion and lateness, opguard's then tokio's.
 fn lateness(n: usize) -> [Vec<Late>; 2] {
+    let [og, tk] = lateness_of(n, [true, true]);
+    [og, tk]
+}
+
+/// As [`lateness`], with only the timers `with` says (opguard's, tokio's)
+/// on the runtime; the other's list stays empty.
+fn lateness_of(n: usize, with: [bool; 2]) -> [Vec<Late>; 2] {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -735,8 +742,13 @@ fn lateness(n: usize) -> [Vec<Late>; 2] {
                 }
             })
         };
-        let og: Vec<_> = (0..n).map(|i| spawn(Timer::Opguard, i)).collect();
-        let tk: Vec<_> = (0..n).map(|i| spawn(Timer::Tokio, i + 1)).collect();
+        let count = |on: bool| if on { n } else { 0 };
+        let og: Vec<_> = (0..count(with[0]))
+            .map(|i| spawn(Timer::Opguard, i))
+            .collect();
+        let tk: Vec<_> = (0..count(with[1]))
+            .map(|i| spawn(Timer::Tokio, i + 1))
+            .collect();
         let mut a = Vec::new();
         for h in og {
             a.push(h.await.unwrap());
@@ -1262,6 +1274,65 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
                 median_f64(lags.clone())
             },
             lags.len(),
+        ),
+    );
+    lateness_alone(md, csv, n, runs, say);
+}
+
+/// The same timeouts with each timer alone on the runtime, taking turns
+/// (opguard's run, then tokio's, `runs` times), as a program that uses one
+/// timer has it: on a shared runtime the two timers' tasks queue behind
+/// each other when it goes on after a stall.
+fn lateness_alone(md: &mut String, csv: &mut String, n: usize, runs: usize, say: Say) {
+    say(
+        md,
+        format!(
+            "\nEach timer alone on the runtime ({n} timeouts of 20 ms, both cores busy, the two taking turns, {runs} runs each):\n"
+        ),
+    );
+    say(
+        md,
+        "| timer | p50: median of runs | p99: median | p99: worst run | max: median | min (never below 0) |".into(),
+    );
+    say(md, "|---|---:|---:|---:|---:|---:|".into());
+    let mut stats: [Vec<[f64; 4]>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        let [og, _] = lateness_of(n, [true, false]);
+        let [_, tk] = lateness_of(n, [false, true]);
+        stats[0].push(late_stats(&og));
+        stats[1].push(late_stats(&tk));
+    }
+    let p99_at_or_below = (0..runs)
+        .filter(|&r| stats[0][r][1] <= stats[1][r][1])
+        .count();
+    for (t, s) in [Timer::Opguard, Timer::Tokio].into_iter().zip(&stats) {
+        let of = |i: usize| median_f64(s.iter().map(|r| r[i]).collect());
+        let worst = s.iter().map(|r| r[1]).fold(0.0, f64::max);
+        let min = s.iter().map(|r| r[3]).fold(f64::INFINITY, f64::min);
+        assert!(min >= 0.0, "{} fired {min} ms early", t.name());
+        say(
+            md,
+            format!(
+                "| {} | {:.2} ms | {:.2} ms | {worst:.2} ms | {:.2} ms | {min:.3} ms |",
+                t.name(),
+                of(0),
+                of(1),
+                of(2),
+            ),
+        );
+        for (q, i) in [("p50", 0), ("p99", 1), ("max", 2)] {
+            let _ = writeln!(
+                csv,
+                "Lateness_alone_{q},{n},tokio-current,{},{:.3}",
+                t.name(),
+                of(i)
+            );
+        }
+    }
+    say(
+        md,
+        format!(
+            "\nopguard's p99 at or below tokio's in {p99_at_or_below} of {runs} pairs of runs (opguard's run and the tokio run after it)."
         ),
     );
 }
