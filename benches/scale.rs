@@ -702,16 +702,10 @@ struct Late {
 }
 
 /// `n` opguard and `n` tokio timeouts of 20 ms started at spread times on one
-/// tokio current-thread runtime while both cores are busy: each one's
-/// completion and lateness, opguard's then tokio's.
-fn lateness(n: usize) -> [Vec<Late>; 2] {
-    let [og, tk] = lateness_of(n, [true, true]);
-    [og, tk]
-}
-
-/// As [`lateness`], with only the timers `with` says (opguard's, tokio's)
-/// on the runtime; the other's list stays empty.
-fn lateness_of(n: usize, with: [bool; 2]) -> [Vec<Late>; 2] {
+/// tokio current-thread runtime while both cores are busy, or only those of
+/// the timers `with` says (opguard's, tokio's; the other's list stays
+/// empty): each one's completion and lateness, opguard's then tokio's.
+fn lateness(n: usize, with: [bool; 2]) -> [Vec<Late>; 2] {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1207,7 +1201,7 @@ fn lateness_table(md: &mut String, csv: &mut String, short: bool, say: Say) {
     let mut diffs = Vec::new();
     let mut all_stalls = Vec::new();
     for run in 1..=runs {
-        let [og_runs, tk_runs] = lateness(n);
+        let [og_runs, tk_runs] = lateness(n, [true, true]);
         let both = [
             (Timer::Opguard, late_stats(&og_runs)),
             (Timer::Tokio, late_stats(&tk_runs)),
@@ -1297,8 +1291,8 @@ fn lateness_alone(md: &mut String, csv: &mut String, n: usize, runs: usize, say:
     say(md, "|---|---:|---:|---:|---:|---:|".into());
     let mut stats: [Vec<[f64; 4]>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..runs {
-        let [og, _] = lateness_of(n, [true, false]);
-        let [_, tk] = lateness_of(n, [false, true]);
+        let [og, _] = lateness(n, [true, false]);
+        let [_, tk] = lateness(n, [false, true]);
         stats[0].push(late_stats(&og));
         stats[1].push(late_stats(&tk));
     }

@@ -763,7 +763,7 @@ mod tests {
         // A full list turns joiners away as still open: they make a fresh
         // tick, and it keeps its waiter and its flags.
         let list = Waitlist::first_of(noop(), true, ());
-        lock(&list.waiters).next = (FULL) | PINNED;
+        lock(&list.waiters).next = FULL | PINNED;
         let Err((_, state)) = list.join(noop()) else {
             panic!("a full list took a waiter");
         };
