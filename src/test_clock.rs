@@ -34,6 +34,9 @@
 //! [`advance_to_next`](TestClock::advance_to_next) to the earliest deadline
 //! waiting on it. Deadlines fire in deadline order, when the clock reaches
 //! them and never before, and wake their tasks as a real deadline would.
+//! Such a clock moves only through its handles: once every handle is
+//! dropped (a [`Bound`] future holds one), the timeouts still waiting on it
+//! can never fire, so keep a handle while they wait.
 //!
 //! An auto-advancing clock ([`TestClock::auto_advancing`]) also moves by
 //! itself, to the next deadline, once every timeout waiting on it is idle:
@@ -43,7 +46,8 @@
 //! that hold no timeout of its own: a task that wakes a timed future after
 //! more real time than `settle` (real I/O, a thread, a timer of another
 //! kind) may find it timed out; use a longer settle, or a clock that moves
-//! only when told.
+//! only when told. It goes on moving while timeouts wait on it, its handles
+//! dropped or not.
 //!
 //! # Cost
 //! Meant for tests (enable the feature in `[dev-dependencies]`). Where no
