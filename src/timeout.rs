@@ -91,7 +91,8 @@ enum State {
         after: u64,
         until: bool,
     },
-    /// No timer: the kill switch was off.
+    /// No timer: the kill switch was off, the deadline is out of reach, or
+    /// the race is over.
     Unbounded,
     /// An invalid timeout, reported at the first poll.
     Invalid(InvalidTimeout),
@@ -220,6 +221,7 @@ fn then_the_timer<F: Future>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, TimeoutError>> {
     if let Poll::Ready(output) = polled {
+        race.finish();
         return Poll::Ready(Ok(output));
     }
     match race.poll_elapsed(cx) {
@@ -300,6 +302,15 @@ fn poll_past_deadline<F: Future>(
 }
 
 impl Race {
+    /// The inner future finished: its timer, if it started, is let go now
+    /// rather than when the future is dropped, which may be later. On the
+    /// ready path this also settles, before the output is made, what
+    /// dropping the future has left to do (nothing).
+    #[inline(always)]
+    fn finish(&mut self) {
+        self.state = State::Unbounded;
+    }
+
     /// Starts the timer on the first pending poll; polls it on later ones.
     fn poll_elapsed(&mut self, cx: &mut Context<'_>) -> Poll<TimeoutError> {
         let polled = match self.state {
@@ -670,6 +681,37 @@ mod tests {
             assert_eq!(drops.load(SeqCst), 0, "dropped before the Timeout");
         }
         assert_eq!(drops.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn a_finished_timeout_lets_its_timer_go_while_it_is_kept() {
+        struct Count;
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {}
+        }
+        let count = Arc::new(Count);
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut pended = false;
+        let inner = std::future::poll_fn(move |_| {
+            if std::mem::replace(&mut pended, true) {
+                Poll::Ready(7)
+            } else {
+                Poll::Pending
+            }
+        });
+        let mut t = pin!(timeout(&SITE, 3600, inner));
+        assert!(t.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(Arc::strong_count(&count), 3, "its tick holds a clone of the waker");
+        assert!(matches!(t.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
+        // Still alive: a finished future may be kept (in a `select!` loop, a
+        // struct), and its timer would wake the task again at the deadline.
+        assert_eq!(
+            Arc::strong_count(&count),
+            2,
+            "the finished timeout still waits on its tick"
+        );
+        assert!(format!("{t:?}").contains("started: false"));
     }
 
     #[test]
