@@ -35,7 +35,9 @@ pin_project! {
     /// Yields `Ok(output)` when the inner future finishes in time, and
     /// `Err(`[`TimeoutError`]`)` when the deadline passes first (the inner
     /// future is then dropped), the timeout was invalid, or no timer could run
-    /// ([`TimeoutError::is_no_timer`]).
+    /// ([`TimeoutError::is_no_timer`]). Once it has yielded, it holds no
+    /// timer: kept after that, it takes no room in the timer and wakes
+    /// nothing at its deadline.
     ///
     /// # Panics
     /// Polling it again after it yielded an error panics, as a finished
@@ -702,7 +704,11 @@ mod tests {
         });
         let mut t = pin!(timeout(&SITE, 3600, inner));
         assert!(t.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(Arc::strong_count(&count), 3, "its tick holds a clone of the waker");
+        assert_eq!(
+            Arc::strong_count(&count),
+            3,
+            "its tick holds a clone of the waker"
+        );
         assert!(matches!(t.as_mut().poll(&mut cx), Poll::Ready(Ok(7))));
         // Still alive: a finished future may be kept (in a `select!` loop, a
         // struct), and its timer would wake the task again at the deadline.
