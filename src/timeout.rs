@@ -687,12 +687,12 @@ mod tests {
 
     #[test]
     fn a_finished_timeout_lets_its_timer_go_while_it_is_kept() {
-        struct Count;
-        impl std::task::Wake for Count {
+        struct Task;
+        impl std::task::Wake for Task {
             fn wake(self: Arc<Self>) {}
         }
-        let count = Arc::new(Count);
-        let waker = Waker::from(Arc::clone(&count));
+        let task = Arc::new(Task);
+        let waker = Waker::from(Arc::clone(&task));
         let mut cx = Context::from_waker(&waker);
         let mut pended = false;
         let inner = std::future::poll_fn(move |_| {
@@ -705,7 +705,7 @@ mod tests {
         let mut t = pin!(timeout(&SITE, 3600, inner));
         assert!(t.as_mut().poll(&mut cx).is_pending());
         assert_eq!(
-            Arc::strong_count(&count),
+            Arc::strong_count(&task),
             3,
             "its tick holds a clone of the waker"
         );
@@ -713,7 +713,7 @@ mod tests {
         // Still alive: a finished future may be kept (in a `select!` loop, a
         // struct), and its timer would wake the task again at the deadline.
         assert_eq!(
-            Arc::strong_count(&count),
+            Arc::strong_count(&task),
             2,
             "the finished timeout still waits on its tick"
         );
