@@ -5,13 +5,15 @@
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::timer::Outcome;
+
 /// A started deadline on a controlled clock. A trait object, so that a
 /// `Timeout`'s drop needs no code for the kinds of clock (tokio's `Sleep`
 /// has a large drop) on the paths that never use one.
 pub(crate) trait Deadline: Send + Sync {
-    /// Ready once the clock has reached the deadline; otherwise keeps `cx`'s
-    /// waker registered.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+    /// Ready once the clock has reached the deadline (or, for a test clock,
+    /// can no longer reach it); otherwise keeps `cx`'s waker registered.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome>;
 
     /// Whether the clock has reached the deadline.
     fn has_fired(&self) -> bool;
@@ -28,7 +30,7 @@ pub(crate) trait Deadline: Send + Sync {
 
 #[cfg(feature = "test-util")]
 impl Deadline for crate::test_clock::TestDeadline {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
         crate::test_clock::TestDeadline::poll(self, cx)
     }
 
@@ -54,8 +56,8 @@ struct TokioDeadline {
 
 #[cfg(feature = "tokio")]
 impl Deadline for TokioDeadline {
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.sleep.as_mut().poll(cx)
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        self.sleep.as_mut().poll(cx).map(|()| Outcome::Elapsed)
     }
 
     fn has_fired(&self) -> bool {

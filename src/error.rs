@@ -46,7 +46,17 @@ enum Kind {
     /// A deadline (`until = ..`) passed; how long it was from the first poll.
     Deadline(Duration),
     Invalid(InvalidTimeout),
-    NoTimer(Duration),
+    NoTimer(Duration, Missing),
+}
+
+/// What was missing when a deadline could not be kept.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Missing {
+    /// futures-timer's helper thread.
+    Thread,
+    /// The test clock it waited on: every handle was dropped.
+    #[cfg(feature = "test-util")]
+    TestClock,
 }
 
 impl TimeoutError {
@@ -65,7 +75,12 @@ impl TimeoutError {
     }
 
     pub(crate) fn no_timer(site: &'static Site, after: Duration) -> Self {
-        Self::new(site, Kind::NoTimer(after))
+        Self::new(site, Kind::NoTimer(after, Missing::Thread))
+    }
+
+    #[cfg(feature = "test-util")]
+    pub(crate) fn clock_dropped(site: &'static Site, after: Duration) -> Self {
+        Self::new(site, Kind::NoTimer(after, Missing::TestClock))
     }
 
     pub(crate) fn invalid(site: &'static Site, bad: InvalidTimeout) -> Self {
@@ -97,15 +112,19 @@ impl TimeoutError {
     /// dropped. For one second after such a failure, timeouts fail this way at
     /// once; then the next one tries afresh, and succeeds if the limit was
     /// lifted.
+    ///
+    /// With the `test-util` feature, also a timeout that waited on a
+    /// `TestClock` moved by hand whose every handle was dropped: no one can
+    /// move that clock to its deadline any more.
     pub fn is_no_timer(&self) -> bool {
-        matches!(self.inner.kind, Kind::NoTimer(_))
+        matches!(self.inner.kind, Kind::NoTimer(..))
     }
 
     /// The timeout that elapsed (or could not be kept), or for a deadline
     /// form how long the future had; `None` for an invalid timeout.
     pub fn duration(&self) -> Option<Duration> {
         match self.inner.kind {
-            Kind::Elapsed(d) | Kind::Deadline(d) | Kind::NoTimer(d) => Some(d),
+            Kind::Elapsed(d) | Kind::Deadline(d) | Kind::NoTimer(d, _) => Some(d),
             Kind::Invalid(_) => None,
         }
     }
@@ -113,7 +132,7 @@ impl TimeoutError {
     /// What was wrong with the timeout; `None` when it was valid.
     pub fn invalid_timeout(&self) -> Option<InvalidTimeout> {
         match self.inner.kind {
-            Kind::Elapsed(_) | Kind::Deadline(_) | Kind::NoTimer(_) => None,
+            Kind::Elapsed(_) | Kind::Deadline(_) | Kind::NoTimer(..) => None,
             Kind::Invalid(bad) => Some(bad),
         }
     }
@@ -171,11 +190,22 @@ impl fmt::Display for TimeoutError {
                 }
                 write!(f, " at {}: {bad}", self.inner.site)
             }
-            Kind::NoTimer(after) => {
+            Kind::NoTimer(after, Missing::Thread) => {
                 self.subject(f, "could not keep")?;
                 write!(
                     f,
                     " its {after:?} timeout at {}: the timer thread (futures-timer's) is not running",
+                    self.inner.site
+                )
+            }
+            #[cfg(feature = "test-util")]
+            Kind::NoTimer(after, Missing::TestClock) => {
+                self.subject(f, "could not keep")?;
+                write!(
+                    f,
+                    " its {after:?} timeout at {}: every handle of the test clock it waited on \
+                     was dropped, so nothing can move that clock to its deadline (keep a \
+                     `TestClock` while timeouts wait on it)",
                     self.inner.site
                 )
             }
@@ -196,7 +226,7 @@ impl fmt::Debug for TimeoutError {
             Kind::Elapsed(after) => d.field("elapsed", &after),
             Kind::Deadline(had) => d.field("deadline_after", &had),
             Kind::Invalid(bad) => d.field("invalid", &bad),
-            Kind::NoTimer(after) => d.field("no_timer", &after),
+            Kind::NoTimer(after, missing) => d.field("no_timer", &after).field("missing", &missing),
         };
         d.field("label", &self.label())
             .field("site", &format_args!("{}", self.inner.site))
@@ -218,7 +248,7 @@ impl From<TimeoutError> for io::Error {
         let kind = match err.inner.kind {
             Kind::Elapsed(_) | Kind::Deadline(_) => io::ErrorKind::TimedOut,
             Kind::Invalid(_) => io::ErrorKind::InvalidInput,
-            Kind::NoTimer(_) => io::ErrorKind::Other,
+            Kind::NoTimer(..) => io::ErrorKind::Other,
         };
         io::Error::new(kind, err)
     }

@@ -34,9 +34,12 @@
 //! [`advance_to_next`](TestClock::advance_to_next) to the earliest deadline
 //! waiting on it. Deadlines fire in deadline order, when the clock reaches
 //! them and never before, and wake their tasks as a real deadline would.
-//! Such a clock moves only through its handles: once every handle is
-//! dropped (a [`Bound`] future holds one), the timeouts still waiting on it
-//! can never fire, so keep a handle while they wait.
+//! Such a clock moves only through its handles (a [`Bound`] future or an
+//! [`Entered`] guard holds one too): once every handle is dropped, nothing
+//! can move it to the deadlines still waiting on it, so rather than hang,
+//! those timeouts are woken and end with an error
+//! ([`TimeoutError::is_no_timer`](crate::TimeoutError::is_no_timer)), as a
+//! timeout does whose timer cannot run. Keep a handle while they wait.
 //!
 //! An auto-advancing clock ([`TestClock::auto_advancing`]) also moves by
 //! itself, to the next deadline, once every timeout waiting on it is idle:
@@ -67,13 +70,32 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::controlled::Started;
+use crate::timer::Outcome;
 
 /// A clock for tests: timeouts bound to it wait for it, not for real time.
 /// See the [module docs](self). Cloning gives another handle to the same
 /// clock.
-#[derive(Clone)]
 pub struct TestClock {
     shared: Arc<Shared>,
+}
+
+impl Clone for TestClock {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        TestClock {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl Drop for TestClock {
+    fn drop(&mut self) {
+        // A new handle is only ever cloned from a live one, so once the
+        // count reaches zero it stays there.
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.let_go();
+        }
+    }
 }
 
 /// The clock itself, shared by its handles and the timeouts bound to it.
@@ -85,6 +107,9 @@ pub(crate) struct Shared {
     in_poll: AtomicUsize,
     /// Bumped on every poll, start and drop of a timeout on this clock.
     activity: AtomicU64,
+    /// The `TestClock` handles alive; the timeouts on the clock hold the
+    /// clock, not handles.
+    handles: AtomicUsize,
 }
 
 struct State {
@@ -98,6 +123,9 @@ struct State {
     settle: Option<Duration>,
     /// The auto-advance thread runs.
     driven: bool,
+    /// Every handle was dropped while the clock did not auto-advance:
+    /// nothing can move it any more, and its deadlines end with an error.
+    stranded: bool,
 }
 
 /// Whether any clock was ever entered in this process: until then a timeout
@@ -125,10 +153,12 @@ impl TestClock {
                     next_order: 0,
                     settle: None,
                     driven: false,
+                    stranded: false,
                 }),
                 changed: Condvar::new(),
                 in_poll: AtomicUsize::new(0),
                 activity: AtomicU64::new(0),
+                handles: AtomicUsize::new(1),
             }),
         }
     }
@@ -146,7 +176,8 @@ impl TestClock {
     /// The first `Some` starts a thread that lives as long as the clock.
     ///
     /// # Panics
-    /// If that thread cannot be spawned.
+    /// If that thread cannot be spawned; the clock then does not
+    /// auto-advance.
     pub fn set_settle(&self, settle: Option<Duration>) {
         let start_driver = {
             let mut s = self.shared.lock();
@@ -158,10 +189,18 @@ impl TestClock {
         self.shared.changed.notify_all();
         if start_driver {
             let weak = Arc::downgrade(&self.shared);
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .name("opguard-test-clock".into())
-                .spawn(move || drive(weak))
-                .expect("opguard: cannot spawn the test clock's auto-advance thread");
+                .spawn(move || drive(weak));
+            if let Err(err) = spawned {
+                // The clock moves only by hand then, as it says, and a later
+                // `Some` tries again.
+                let mut s = self.shared.lock();
+                s.settle = None;
+                s.driven = false;
+                drop(s);
+                panic!("opguard: cannot spawn the test clock's auto-advance thread: {err}");
+            }
         }
     }
 
@@ -417,6 +456,24 @@ impl Shared {
         }
     }
 
+    /// The last handle went: unless the clock moves by itself, nothing can
+    /// move it any more, so the deadlines waiting on it are woken to end
+    /// with an error rather than wait forever. The wakers run here, in the
+    /// handle's drop, contained.
+    fn let_go(&self) {
+        let mut s = self.lock();
+        if s.settle.is_some() {
+            // Auto-advancing: it goes on moving while timeouts wait on it.
+            return;
+        }
+        s.stranded = true;
+        let woken: Vec<Waker> = s.waiting.values_mut().filter_map(Option::take).collect();
+        drop(s);
+        for waker in woken {
+            crate::contain::contain(|| waker.wake());
+        }
+    }
+
     fn advance_to_next(&self, contained: bool) -> Option<Duration> {
         let s = self.lock();
         let (&(due, _), _) = s.waiting.first_key_value()?;
@@ -433,19 +490,25 @@ pub(crate) struct TestDeadline {
 }
 
 impl TestDeadline {
-    /// Ready once the clock has reached the deadline; otherwise keeps `cx`'s
-    /// waker registered.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once the clock has reached the deadline, or when it never can
+    /// (every handle of a clock moved by hand dropped); otherwise keeps
+    /// `cx`'s waker registered.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
         if self.has_fired() {
-            return Poll::Ready(());
+            return Poll::Ready(Outcome::Elapsed);
         }
         // Cloned, and the old one dropped, outside the lock: user code.
         let waker = cx.waker().clone();
         let old = {
             let mut s = self.clock.lock();
+            if s.stranded {
+                drop(s);
+                drop(waker);
+                return Poll::Ready(Outcome::ClockDropped);
+            }
             match s.waiting.get_mut(&self.key) {
                 Some(slot) => slot.replace(waker),
-                None => return Poll::Ready(()),
+                None => return Poll::Ready(Outcome::Elapsed),
             }
         };
         drop(old);

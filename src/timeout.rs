@@ -323,7 +323,7 @@ impl Race {
             #[cfg(any(feature = "test-util", feature = "tokio"))]
             State::Controlled {
                 ref mut deadline, ..
-            } => deadline.poll(cx).map(|()| Outcome::Elapsed),
+            } => deadline.poll(cx),
             State::Unbounded => return Poll::Pending,
             State::Invalid(_) | State::Cancelled => {
                 unreachable!("`poll` settles these before the timer")
@@ -493,7 +493,19 @@ impl Race {
         Poll::Ready(match outcome {
             Outcome::Elapsed => self.expire(after, until, due),
             Outcome::NoTimer => self.no_timer(after),
+            #[cfg(feature = "test-util")]
+            Outcome::ClockDropped => self.clock_dropped(after),
         })
+    }
+
+    #[cfg(feature = "test-util")]
+    #[cold]
+    #[inline(never)]
+    fn clock_dropped(&mut self, after: Duration) -> TimeoutError {
+        self.state = State::Unbounded;
+        let err = TimeoutError::clock_dropped(self.site, after);
+        report::no_timer(&err);
+        err
     }
 
     #[cold]

@@ -365,3 +365,48 @@ fn a_panicking_waker_does_not_stop_auto_advance() {
     assert!(out.unwrap_err().is_elapsed());
     assert_eq!(clock.elapsed(), secs(10));
 }
+
+#[test]
+fn dropping_every_handle_of_a_clock_moved_by_hand_ends_its_timeouts_with_an_error() {
+    let clock = TestClock::new();
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let waker = Waker::from(Arc::new(Named("left", woken.clone())));
+    let mut fut = hang(30);
+    {
+        let _entered = clock.enter();
+        assert!(poll_with(fut.as_mut(), &waker).is_pending());
+    }
+    let other_handle = clock.clone();
+    drop(clock);
+    assert!(
+        woken.lock().unwrap().is_empty(),
+        "a handle is left, which can still move the clock"
+    );
+    assert!(poll_with(fut.as_mut(), &waker).is_pending());
+    drop(other_handle);
+    assert_eq!(
+        *woken.lock().unwrap(),
+        ["left"],
+        "woken when the last handle went"
+    );
+    let Poll::Ready(Err(err)) = poll_with(fut.as_mut(), &waker) else {
+        panic!("a timeout on a clock that no one can move still waits");
+    };
+    assert!(err.is_no_timer(), "{err}");
+    assert!(!err.is_elapsed(), "its deadline never came: {err}");
+    assert_eq!(err.duration(), Some(secs(30)));
+    assert!(err.to_string().contains("test clock"), "{err}");
+}
+
+#[test]
+fn an_auto_advancing_clock_goes_on_moving_with_every_handle_dropped() {
+    let clock = TestClock::auto_advancing();
+    let fut = clock.bind(hang(30));
+    drop(clock);
+    let watchdog = futures_timer::Delay::new(secs(20));
+    let out = match futures::executor::block_on(futures::future::select(fut, watchdog)) {
+        futures::future::Either::Left((out, _)) => out,
+        futures::future::Either::Right(_) => panic!("the clock stopped advancing"),
+    };
+    assert!(out.unwrap_err().is_elapsed());
+}

@@ -726,6 +726,10 @@ pub(crate) enum Outcome {
     Elapsed,
     /// Its timer could not run: futures-timer's thread is not there.
     NoTimer,
+    /// It waited on a test clock moved by hand whose every handle was
+    /// dropped: nothing can move that clock any more.
+    #[cfg(feature = "test-util")]
+    ClockDropped,
 }
 
 fn outcome(state: u8) -> Outcome {
