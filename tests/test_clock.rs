@@ -399,7 +399,7 @@ fn dropping_every_handle_of_a_clock_moved_by_hand_ends_its_timeouts_with_an_erro
 }
 
 #[test]
-fn an_auto_advancing_clock_goes_on_moving_with_every_handle_dropped() {
+fn auto_advance_goes_on_with_every_handle_of_its_clock_dropped() {
     let clock = TestClock::auto_advancing();
     let fut = clock.bind(hang(30));
     drop(clock);
