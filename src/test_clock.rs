@@ -110,6 +110,9 @@ pub(crate) struct Shared {
     /// The `TestClock` handles alive; the timeouts on the clock hold the
     /// clock, not handles.
     handles: AtomicUsize,
+    /// How many times the auto-advance thread has looked.
+    #[cfg(test)]
+    looks: AtomicU64,
 }
 
 struct State {
@@ -159,6 +162,8 @@ impl TestClock {
                 in_poll: AtomicUsize::new(0),
                 activity: AtomicU64::new(0),
                 handles: AtomicUsize::new(1),
+                #[cfg(test)]
+                looks: AtomicU64::new(0),
             }),
         }
     }
@@ -538,6 +543,11 @@ impl Drop for TestDeadline {
     }
 }
 
+/// How long the auto-advance thread sleeps at least while no timeout waits
+/// on its clock (a timeout that starts wakes it at once): also how long it
+/// may outlive its clock.
+const IDLE_NAP: Duration = Duration::from_millis(10);
+
 /// The auto-advance thread of one clock: runs while the clock lives and
 /// auto-advances.
 fn drive(weak: Weak<Shared>) {
@@ -546,6 +556,8 @@ fn drive(weak: Weak<Shared>) {
         let Some(shared) = weak.upgrade() else {
             return;
         };
+        #[cfg(test)]
+        shared.looks.fetch_add(1, Ordering::Relaxed);
         let s = shared.lock();
         let Some(settle) = s.settle else {
             let mut s = s;
@@ -563,10 +575,39 @@ fn drive(weak: Weak<Shared>) {
             continue;
         }
         // Looks again after `settle`; the clock's handles may go meanwhile.
+        // With nothing waiting there is nothing to advance to until a
+        // timeout starts, which tells this thread: it naps at least
+        // `IDLE_NAP` then, so that a zero settle does not spin.
+        let nap = if s.waiting.is_empty() {
+            settle.max(IDLE_NAP)
+        } else {
+            settle
+        };
         let (s, _) = shared
             .changed
-            .wait_timeout(s, settle)
+            .wait_timeout(s, nap)
             .unwrap_or_else(|e| e.into_inner());
         drop(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "waits in real time")]
+    fn a_zero_settle_does_not_spin_while_nothing_waits() {
+        let clock = TestClock::new();
+        clock.set_settle(Some(Duration::ZERO));
+        std::thread::sleep(Duration::from_millis(200));
+        let looks = clock.shared.looks.load(Ordering::Relaxed);
+        // About 20 at one look per `IDLE_NAP`; a spinning thread looked
+        // over 2 000 times here, even in a debug build.
+        assert!(
+            looks < 60,
+            "looked {looks} times in 200 ms with nothing waiting"
+        );
+        clock.set_settle(None);
     }
 }
