@@ -57,7 +57,15 @@ struct TokioDeadline {
 #[cfg(feature = "tokio")]
 impl Deadline for TokioDeadline {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
-        self.sleep.as_mut().poll(cx).map(|()| Outcome::Elapsed)
+        // tokio panics when a timer of a runtime that has shut down is
+        // polled (its `Sleep` then reads as elapsed: the runtime fired every
+        // timer as it went). A timeout that outlived its runtime ends with
+        // an error instead; tokio's panic message is still printed by the
+        // panic hook.
+        match crate::contain::contain(|| self.sleep.as_mut().poll(cx)) {
+            Some(polled) => polled.map(|()| Outcome::Elapsed),
+            None => Poll::Ready(Outcome::RuntimeGone),
+        }
     }
 
     fn has_fired(&self) -> bool {

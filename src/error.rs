@@ -57,6 +57,9 @@ enum Missing {
     /// The test clock it waited on: every handle was dropped.
     #[cfg(feature = "test-util")]
     TestClock,
+    /// The tokio runtime whose paused clock it followed: it shut down.
+    #[cfg(feature = "tokio")]
+    TokioRuntime,
 }
 
 impl TimeoutError {
@@ -81,6 +84,11 @@ impl TimeoutError {
     #[cfg(feature = "test-util")]
     pub(crate) fn clock_dropped(site: &'static Site, after: Duration) -> Self {
         Self::new(site, Kind::NoTimer(after, Missing::TestClock))
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn runtime_gone(site: &'static Site, after: Duration) -> Self {
+        Self::new(site, Kind::NoTimer(after, Missing::TokioRuntime))
     }
 
     pub(crate) fn invalid(site: &'static Site, bad: InvalidTimeout) -> Self {
@@ -115,7 +123,9 @@ impl TimeoutError {
     ///
     /// With the `test-util` feature, also a timeout that waited on a
     /// `TestClock` moved by hand whose every handle was dropped: no one can
-    /// move that clock to its deadline any more.
+    /// move that clock to its deadline any more. With the `tokio` feature,
+    /// also a timeout that followed a paused tokio runtime's clock and was
+    /// polled after that runtime shut down.
     pub fn is_no_timer(&self) -> bool {
         matches!(self.inner.kind, Kind::NoTimer(..))
     }
@@ -206,6 +216,16 @@ impl fmt::Display for TimeoutError {
                     " its {after:?} timeout at {}: every handle of the test clock it waited on \
                      was dropped, so nothing can move that clock to its deadline (keep a \
                      `TestClock` while timeouts wait on it)",
+                    self.inner.site
+                )
+            }
+            #[cfg(feature = "tokio")]
+            Kind::NoTimer(after, Missing::TokioRuntime) => {
+                self.subject(f, "could not keep")?;
+                write!(
+                    f,
+                    " its {after:?} timeout at {}: the tokio runtime whose paused clock it \
+                     followed has shut down",
                     self.inner.site
                 )
             }

@@ -494,16 +494,19 @@ impl Race {
             Outcome::Elapsed => self.expire(after, until, due),
             Outcome::NoTimer => self.no_timer(after),
             #[cfg(feature = "test-util")]
-            Outcome::ClockDropped => self.clock_dropped(after),
+            Outcome::ClockDropped => self.clock_gone(TimeoutError::clock_dropped(self.site, after)),
+            #[cfg(feature = "tokio")]
+            Outcome::RuntimeGone => self.clock_gone(TimeoutError::runtime_gone(self.site, after)),
         })
     }
 
-    #[cfg(feature = "test-util")]
+    /// The clock it followed cannot move any more (a test clock whose every
+    /// handle was dropped, a paused tokio runtime that shut down).
+    #[cfg(any(feature = "test-util", feature = "tokio"))]
     #[cold]
     #[inline(never)]
-    fn clock_dropped(&mut self, after: Duration) -> TimeoutError {
+    fn clock_gone(&mut self, err: TimeoutError) -> TimeoutError {
         self.state = State::Unbounded;
-        let err = TimeoutError::clock_dropped(self.site, after);
         report::no_timer(&err);
         err
     }

@@ -2,7 +2,8 @@
 //! paused. These are the tests of tokio's own `tests/time_timeout.rs` (tokio
 //! 1.x), ported unchanged but for the macro: `timeout(d, f)` became
 //! `timeout_async!(d, f)` and `timeout_at(t, f)` became
-//! `timeout_async!(until = t, f)`.
+//! `timeout_async!(until = t, f)`. The tests after those (from
+//! `auto_advance_ends_a_long_timeout_at_once` on) are opguard's own.
 #![cfg(feature = "tokio")]
 #![warn(rust_2018_idioms)]
 
@@ -238,4 +239,27 @@ fn a_paused_runtime_without_timers_gets_real_time() {
         passed >= ms(20) && passed < Duration::from_secs(5),
         "{passed:?}"
     );
+}
+
+#[test]
+fn a_timeout_outliving_its_paused_runtime_ends_with_an_error_not_a_panic() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let mut fut = Box::pin(timeout_async!(30, pending::<()>()));
+    rt.block_on(async {
+        assert!(futures::poll!(fut.as_mut()).is_pending());
+    });
+    drop(rt);
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        futures::executor::block_on(fut)
+    }));
+    let err = out
+        .expect("polled after its runtime is gone, it panicked")
+        .unwrap_err();
+    assert!(err.is_no_timer(), "{err}");
+    assert!(!err.is_elapsed(), "its deadline never came: {err}");
+    assert!(err.to_string().contains("tokio runtime"), "{err}");
 }

@@ -730,6 +730,9 @@ pub(crate) enum Outcome {
     /// dropped: nothing can move that clock any more.
     #[cfg(feature = "test-util")]
     ClockDropped,
+    /// It followed the paused clock of a tokio runtime that has shut down.
+    #[cfg(feature = "tokio")]
+    RuntimeGone,
 }
 
 fn outcome(state: u8) -> Outcome {
