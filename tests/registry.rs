@@ -44,8 +44,13 @@ fn settings_in_code() {
         (s.failure_threshold, s.cooldown),
         (5, Duration::from_millis(1500))
     );
+    common::capture_logs();
     mps::set_failure_threshold(0);
     assert_eq!(mps::stats().failure_threshold, 1, "at least one failure");
+    let want =
+        "WARN mps::set_failure_threshold(0): MPS is disabled after at least 1 failure; using 1";
+    let logs = common::captured_logs();
+    assert!(logs.iter().any(|l| l == want), "no `{want}` in {logs:?}");
     let err = mps::set_cooldown(-3).unwrap_err();
     assert!(err.to_string().contains("-3 seconds is negative"));
     assert_eq!(mps::stats().cooldown, Duration::from_millis(1500));

@@ -152,12 +152,20 @@ pub(crate) fn reset() {
     INJECTED.store(0, Ordering::Relaxed);
 }
 
-/// Sets how many consecutive device-level MPS failures disable MPS (at least 1).
+/// Sets how many consecutive device-level MPS failures disable MPS (at least
+/// 1: a 0 is taken as 1, with a warning).
 pub fn set_failure_threshold(failures: u32) {
     SETTINGS
         .get()
         .threshold
         .store(failures.max(1), Ordering::Relaxed);
+    // Logged once stored: a logger may read the settings.
+    if failures == 0 {
+        log::warn!(
+            target: "opguard",
+            "mps::set_failure_threshold(0): MPS is disabled after at least 1 failure; using 1"
+        );
+    }
 }
 
 /// Sets how long MPS stays disabled, or a call site pinned to CPU, before one
