@@ -11,8 +11,9 @@ use crate::timer::Outcome;
 /// `Timeout`'s drop needs no code for the kinds of clock (tokio's `Sleep`
 /// has a large drop) on the paths that never use one.
 pub(crate) trait Deadline: Send + Sync {
-    /// Ready once the clock has reached the deadline (or, for a test clock,
-    /// can no longer reach it); otherwise keeps `cx`'s waker registered.
+    /// Ready once the clock has reached the deadline, or once it never can
+    /// (a test clock whose every handle was dropped, a tokio runtime that
+    /// shut down); otherwise keeps `cx`'s waker registered.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome>;
 
     /// Whether the clock has reached the deadline.
