@@ -65,7 +65,7 @@ impl Deadline for TokioDeadline {
         // panic hook.
         match crate::contain::contain(|| self.sleep.as_mut().poll(cx)) {
             Some(polled) => polled.map(|()| Outcome::Elapsed),
-            None => Poll::Ready(Outcome::RuntimeGone),
+            None => Poll::Ready(Outcome::NoTimer(crate::error::Missing::TokioRuntime)),
         }
     }
 

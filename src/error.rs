@@ -50,8 +50,8 @@ enum Kind {
 }
 
 /// What was missing when a deadline could not be kept.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Missing {
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Missing {
     /// futures-timer's helper thread.
     Thread,
     /// The test clock it waited on: every handle was dropped.
@@ -60,6 +60,24 @@ enum Missing {
     /// The tokio runtime whose paused clock it followed: it shut down.
     #[cfg(feature = "tokio")]
     TokioRuntime,
+}
+
+impl Missing {
+    /// Why the deadline could not be kept, for the error's message.
+    fn why(self) -> &'static str {
+        match self {
+            Missing::Thread => "the timer thread (futures-timer's) is not running",
+            #[cfg(feature = "test-util")]
+            Missing::TestClock => {
+                "every handle of the test clock it waited on was dropped, so nothing can move \
+                 that clock to its deadline (keep a `TestClock` while timeouts wait on it)"
+            }
+            #[cfg(feature = "tokio")]
+            Missing::TokioRuntime => {
+                "the tokio runtime whose paused clock it followed has shut down"
+            }
+        }
+    }
 }
 
 impl TimeoutError {
@@ -77,18 +95,8 @@ impl TimeoutError {
         Self::new(site, Kind::Deadline(had))
     }
 
-    pub(crate) fn no_timer(site: &'static Site, after: Duration) -> Self {
-        Self::new(site, Kind::NoTimer(after, Missing::Thread))
-    }
-
-    #[cfg(feature = "test-util")]
-    pub(crate) fn clock_dropped(site: &'static Site, after: Duration) -> Self {
-        Self::new(site, Kind::NoTimer(after, Missing::TestClock))
-    }
-
-    #[cfg(feature = "tokio")]
-    pub(crate) fn runtime_gone(site: &'static Site, after: Duration) -> Self {
-        Self::new(site, Kind::NoTimer(after, Missing::TokioRuntime))
+    pub(crate) fn no_timer(site: &'static Site, after: Duration, missing: Missing) -> Self {
+        Self::new(site, Kind::NoTimer(after, missing))
     }
 
     pub(crate) fn invalid(site: &'static Site, bad: InvalidTimeout) -> Self {
@@ -200,33 +208,13 @@ impl fmt::Display for TimeoutError {
                 }
                 write!(f, " at {}: {bad}", self.inner.site)
             }
-            Kind::NoTimer(after, Missing::Thread) => {
+            Kind::NoTimer(after, missing) => {
                 self.subject(f, "could not keep")?;
                 write!(
                     f,
-                    " its {after:?} timeout at {}: the timer thread (futures-timer's) is not running",
-                    self.inner.site
-                )
-            }
-            #[cfg(feature = "test-util")]
-            Kind::NoTimer(after, Missing::TestClock) => {
-                self.subject(f, "could not keep")?;
-                write!(
-                    f,
-                    " its {after:?} timeout at {}: every handle of the test clock it waited on \
-                     was dropped, so nothing can move that clock to its deadline (keep a \
-                     `TestClock` while timeouts wait on it)",
-                    self.inner.site
-                )
-            }
-            #[cfg(feature = "tokio")]
-            Kind::NoTimer(after, Missing::TokioRuntime) => {
-                self.subject(f, "could not keep")?;
-                write!(
-                    f,
-                    " its {after:?} timeout at {}: the tokio runtime whose paused clock it \
-                     followed has shut down",
-                    self.inner.site
+                    " its {after:?} timeout at {}: {}",
+                    self.inner.site,
+                    missing.why()
                 )
             }
         }

@@ -70,31 +70,26 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::controlled::Started;
+use crate::error::Missing;
 use crate::timer::Outcome;
 
 /// A clock for tests: timeouts bound to it wait for it, not for real time.
 /// See the [module docs](self). Cloning gives another handle to the same
 /// clock.
+#[derive(Clone)]
 pub struct TestClock {
+    handle: Arc<Handle>,
+}
+
+/// What every handle of one clock shares: the clock, let go when the last
+/// handle drops. The timeouts on the clock hold the clock, not a handle.
+struct Handle {
     shared: Arc<Shared>,
 }
 
-impl Clone for TestClock {
-    fn clone(&self) -> Self {
-        self.shared.handles.fetch_add(1, Ordering::Relaxed);
-        TestClock {
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-impl Drop for TestClock {
+impl Drop for Handle {
     fn drop(&mut self) {
-        // A new handle is only ever cloned from a live one, so once the
-        // count reaches zero it stays there.
-        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.let_go();
-        }
+        self.shared.let_go();
     }
 }
 
@@ -107,9 +102,6 @@ pub(crate) struct Shared {
     in_poll: AtomicUsize,
     /// Bumped on every poll, start and drop of a timeout on this clock.
     activity: AtomicU64,
-    /// The `TestClock` handles alive; the timeouts on the clock hold the
-    /// clock, not handles.
-    handles: AtomicUsize,
     /// How many times the auto-advance thread has looked.
     #[cfg(test)]
     looks: AtomicU64,
@@ -147,24 +139,24 @@ thread_local! {
 impl TestClock {
     /// A clock that stands still at this instant until told to move.
     pub fn new() -> Self {
-        TestClock {
-            shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    start: Instant::now(),
-                    elapsed: Duration::ZERO,
-                    waiting: BTreeMap::new(),
-                    next_order: 0,
-                    settle: None,
-                    driven: false,
-                    stranded: false,
-                }),
-                changed: Condvar::new(),
-                in_poll: AtomicUsize::new(0),
-                activity: AtomicU64::new(0),
-                handles: AtomicUsize::new(1),
-                #[cfg(test)]
-                looks: AtomicU64::new(0),
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                start: Instant::now(),
+                elapsed: Duration::ZERO,
+                waiting: BTreeMap::new(),
+                next_order: 0,
+                settle: None,
+                driven: false,
+                stranded: false,
             }),
+            changed: Condvar::new(),
+            in_poll: AtomicUsize::new(0),
+            activity: AtomicU64::new(0),
+            #[cfg(test)]
+            looks: AtomicU64::new(0),
+        });
+        TestClock {
+            handle: Arc::new(Handle { shared }),
         }
     }
 
@@ -185,22 +177,22 @@ impl TestClock {
     /// auto-advance.
     pub fn set_settle(&self, settle: Option<Duration>) {
         let start_driver = {
-            let mut s = self.shared.lock();
+            let mut s = self.handle.shared.lock();
             s.settle = settle;
             let start = settle.is_some() && !s.driven;
             s.driven |= start;
             start
         };
-        self.shared.changed.notify_all();
+        self.handle.shared.changed.notify_all();
         if start_driver {
-            let weak = Arc::downgrade(&self.shared);
+            let weak = Arc::downgrade(&self.handle.shared);
             let spawned = std::thread::Builder::new()
                 .name("opguard-test-clock".into())
                 .spawn(move || drive(weak));
             if let Err(err) = spawned {
                 // The clock moves only by hand then, as it says, and a later
                 // `Some` tries again.
-                let mut s = self.shared.lock();
+                let mut s = self.handle.shared.lock();
                 s.settle = None;
                 s.driven = false;
                 drop(s);
@@ -240,17 +232,17 @@ impl TestClock {
     /// What the clock reads: the instant it was made plus how far it moved.
     /// For `timeout_async!(until = clock.now() + d, ..)`.
     pub fn now(&self) -> Instant {
-        self.shared.now()
+        self.handle.shared.now()
     }
 
     /// How far the clock has moved since it was made.
     pub fn elapsed(&self) -> Duration {
-        self.shared.lock().elapsed
+        self.handle.shared.lock().elapsed
     }
 
     /// How many started timeouts wait on this clock.
     pub fn waiting(&self) -> usize {
-        self.shared.lock().waiting.len()
+        self.handle.shared.lock().waiting.len()
     }
 
     /// Moves the clock by `by`, firing in deadline order the deadlines it
@@ -259,9 +251,9 @@ impl TestClock {
     /// # Panics
     /// If a waker panics when woken, after every waker has been woken.
     pub fn advance(&self, by: Duration) {
-        let s = self.shared.lock();
+        let s = self.handle.shared.lock();
         let to = s.elapsed.saturating_add(by);
-        self.shared.fire_until(s, to, false);
+        self.handle.shared.fire_until(s, to, false);
     }
 
     /// Moves the clock to the earliest waiting deadline and fires it (with
@@ -271,7 +263,7 @@ impl TestClock {
     /// # Panics
     /// If a waker panics when woken, after every waker has been woken.
     pub fn advance_to_next(&self) -> Option<Duration> {
-        self.shared.advance_to_next(false)
+        self.handle.shared.advance_to_next(false)
     }
 }
 
@@ -283,7 +275,7 @@ impl Default for TestClock {
 
 impl fmt::Debug for TestClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.shared.lock();
+        let s = self.handle.shared.lock();
         f.debug_struct("TestClock")
             .field("elapsed", &s.elapsed)
             .field("waiting", &s.waiting.len())
@@ -364,7 +356,7 @@ pub(crate) fn current() -> Option<Arc<Shared>> {
         .try_with(|e| {
             e.borrow()
                 .last()
-                .map(|(_, clock)| Arc::clone(&clock.shared))
+                .map(|(_, clock)| Arc::clone(&clock.handle.shared))
         })
         .ok()
         .flatten()
@@ -509,7 +501,7 @@ impl TestDeadline {
             if s.stranded {
                 drop(s);
                 drop(waker);
-                return Poll::Ready(Outcome::ClockDropped);
+                return Poll::Ready(Outcome::NoTimer(Missing::TestClock));
             }
             match s.waiting.get_mut(&self.key) {
                 Some(slot) => slot.replace(waker),
@@ -601,7 +593,7 @@ mod tests {
         let clock = TestClock::new();
         clock.set_settle(Some(Duration::ZERO));
         std::thread::sleep(Duration::from_millis(200));
-        let looks = clock.shared.looks.load(Ordering::Relaxed);
+        let looks = clock.handle.shared.looks.load(Ordering::Relaxed);
         // About 20 at one look per `IDLE_NAP`; a spinning thread looked
         // over 2 000 times here, even in a debug build.
         assert!(

@@ -24,7 +24,7 @@ use pin_project_lite::pin_project;
 #[cfg(any(feature = "test-util", feature = "tokio"))]
 use crate::controlled;
 use crate::duration::{IntoDeadline, IntoTimeout, InvalidTimeout};
-use crate::error::TimeoutError;
+use crate::error::{Missing, TimeoutError};
 use crate::report;
 use crate::site::Site;
 use crate::timer::{self, Deadline, Outcome, Start};
@@ -492,30 +492,15 @@ impl Race {
         }
         Poll::Ready(match outcome {
             Outcome::Elapsed => self.expire(after, until, due),
-            Outcome::NoTimer => self.no_timer(after),
-            #[cfg(feature = "test-util")]
-            Outcome::ClockDropped => self.clock_gone(TimeoutError::clock_dropped(self.site, after)),
-            #[cfg(feature = "tokio")]
-            Outcome::RuntimeGone => self.clock_gone(TimeoutError::runtime_gone(self.site, after)),
+            Outcome::NoTimer(missing) => self.no_timer(after, missing),
         })
     }
 
-    /// The clock it followed cannot move any more (a test clock whose every
-    /// handle was dropped, a paused tokio runtime that shut down).
-    #[cfg(any(feature = "test-util", feature = "tokio"))]
     #[cold]
     #[inline(never)]
-    fn clock_gone(&mut self, err: TimeoutError) -> TimeoutError {
+    fn no_timer(&mut self, after: Duration, missing: Missing) -> TimeoutError {
         self.state = State::Unbounded;
-        report::no_timer(&err);
-        err
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn no_timer(&mut self, after: Duration) -> TimeoutError {
-        self.state = State::Unbounded;
-        let err = TimeoutError::no_timer(self.site, after);
+        let err = TimeoutError::no_timer(self.site, after, missing);
         report::no_timer(&err);
         err
     }

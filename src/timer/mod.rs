@@ -157,6 +157,7 @@ use self::alarm::{Alarm, Set, UNSET};
 use self::waitlist::{BROKEN, FIRED, OPEN, Waitlist};
 use crate::clock;
 use crate::contain::{contain, drop_payload};
+use crate::error::Missing;
 
 /// A fine tick: deadlines are counted in these (a tick's key), and a
 /// timeout shorter than a second rounds up to one, where a millisecond is a
@@ -724,21 +725,15 @@ pub(crate) enum Start {
 pub(crate) enum Outcome {
     /// Its time came.
     Elapsed,
-    /// Its timer could not run: futures-timer's thread is not there.
-    NoTimer,
-    /// It waited on a test clock moved by hand whose every handle was
-    /// dropped: nothing can move that clock any more.
-    #[cfg(feature = "test-util")]
-    ClockDropped,
-    /// It followed the paused clock of a tokio runtime that has shut down.
-    #[cfg(feature = "tokio")]
-    RuntimeGone,
+    /// Its timer could not run: futures-timer's thread is not there (or,
+    /// on a clock a test controls, nothing can move that clock any more).
+    NoTimer(Missing),
 }
 
 fn outcome(state: u8) -> Outcome {
     debug_assert_ne!(state, OPEN);
     if state == BROKEN {
-        Outcome::NoTimer
+        Outcome::NoTimer(Missing::Thread)
     } else {
         Outcome::Elapsed
     }
