@@ -540,3 +540,56 @@ fn a_logger_that_panics_when_a_waker_panicked_cannot_stop_the_timer() {
     a_timer_thread_wake_with(&Waker::from(Arc::new(Panics)));
     println!("timer alive");
 }
+
+#[test]
+fn a_timeout_polled_again_after_its_new_wakers_clone_panicked_wakes_that_waker() {
+    use std::sync::atomic::AtomicBool;
+    use std::task::{RawWaker, RawWakerVTable};
+    // A waker whose first clone panics, and whose wake-ups are counted.
+    static PANICKED: AtomicBool = AtomicBool::new(false);
+    static WOKEN: AtomicUsize = AtomicUsize::new(0);
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(
+        |p| {
+            if !PANICKED.swap(true, SeqCst) {
+                panic!("the waker's clone panics, once");
+            }
+            RawWaker::new(p, &VTABLE)
+        },
+        |_| {
+            WOKEN.fetch_add(1, SeqCst);
+        },
+        |_| {
+            WOKEN.fetch_add(1, SeqCst);
+        },
+        |_| {},
+    );
+    // SAFETY: the vtable never reads the data pointer.
+    let hostile = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+    // Long enough that the panic's report (a backtrace, say) is over well
+    // before it.
+    const AFTER: Duration = Duration::from_secs(1);
+    let start = Instant::now();
+    let mut t = Box::pin(timeout_async!(AFTER, pending::<()>()));
+    // Registered with a first waker.
+    assert!(poll_with(Pin::new(&mut t), Waker::noop()).is_pending());
+    // Polled with the hostile waker: its clone panics, out of the poll.
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        poll_with(Pin::new(&mut t), &hostile)
+    }));
+    assert!(unwound.is_err(), "the clone's panic comes out of the poll");
+    // Polled with it again, as a task that survives the panic is: its
+    // clone works now, and it is the waker the deadline must wake.
+    let again = poll_with(Pin::new(&mut t), &hostile);
+    assert!(again.is_pending(), "{again:?}");
+    while WOKEN.load(SeqCst) == 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let woken_after = start.elapsed();
+    assert!(
+        WOKEN.load(SeqCst) == 1,
+        "the waker of the last poll was not woken at the deadline ({woken_after:?})"
+    );
+    assert!(woken_after >= AFTER, "woken early: {woken_after:?}");
+    let out = poll_with(Pin::new(&mut t), &hostile);
+    assert!(matches!(out, Poll::Ready(Err(ref e)) if e.is_elapsed()));
+}

@@ -1035,9 +1035,12 @@ impl Deadline {
         if id == self.waker {
             return Poll::Pending;
         }
-        self.waker = id;
         let mut old = None;
         let polled = self.tick.list.poll(self.key, cx.waker(), &mut old);
+        // Noted once registered: should the waker's clone panic, the next
+        // poll with it registers it rather than take it for the one the
+        // tick holds.
+        self.waker = id;
         // A replaced waker is dropped here, with no lock held.
         drop(old);
         polled.map(outcome)
