@@ -59,13 +59,21 @@ struct TokioDeadline {
 impl Deadline for TokioDeadline {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
         // tokio panics when a timer of a runtime that has shut down is
-        // polled (its `Sleep` then reads as elapsed: the runtime fired every
-        // timer as it went). A timeout that outlived its runtime ends with
-        // an error instead; tokio's panic message is still printed by the
-        // panic hook.
-        match crate::contain::contain(|| self.sleep.as_mut().poll(cx)) {
-            Some(polled) => polled.map(|()| Outcome::Elapsed),
-            None => Poll::Ready(Outcome::NoTimer(crate::error::Missing::TokioRuntime)),
+        // polled. A timeout that outlived its runtime ends with an error
+        // instead; tokio's panic message is still printed by the panic hook.
+        // That `Sleep` reads as elapsed (the runtime fired every timer as it
+        // went), where a registered one that does not has a runtime alive:
+        // its panic is the waker's (tokio clones a new one), which comes out
+        // as it is, as it does from every other timer.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.sleep.as_mut().poll(cx)
+        })) {
+            Ok(polled) => polled.map(|()| Outcome::Elapsed),
+            Err(payload) if self.sleep.is_elapsed() => {
+                crate::contain::drop_payload(payload);
+                Poll::Ready(Outcome::NoTimer(crate::error::Missing::TokioRuntime))
+            }
+            Err(payload) => std::panic::resume_unwind(payload),
         }
     }
 

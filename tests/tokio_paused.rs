@@ -263,3 +263,41 @@ fn a_timeout_outliving_its_paused_runtime_ends_with_an_error_not_a_panic() {
     assert!(!err.is_elapsed(), "its deadline never came: {err}");
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }
+
+#[test]
+fn on_a_paused_runtime_a_wakers_panic_comes_out_of_the_poll_unchanged() {
+    use std::task::{Context, RawWaker, RawWakerVTable, Waker};
+    // A waker whose clone panics.
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(
+        |_| panic!("this waker's clone panics"),
+        |_| {},
+        |_| {},
+        |_| {},
+    );
+    // SAFETY: the vtable never reads the data pointer.
+    let hostile = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let _in_rt = rt.enter();
+    let mut fut = Box::pin(timeout_async!(30, pending::<()>()));
+    // Started on tokio's paused clock, with a waker that clones.
+    let noop = &mut Context::from_waker(Waker::noop());
+    assert!(fut.as_mut().poll(noop).is_pending());
+    // tokio clones the new waker: its panic is the waker's, not a sign
+    // that the runtime is gone, and comes out as it is.
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        fut.as_mut().poll(&mut Context::from_waker(&hostile))
+    }));
+    match out {
+        Err(payload) => assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"this waker's clone panics")
+        ),
+        Ok(polled) => panic!("the waker's panic became {polled:?}"),
+    }
+    // The runtime is alive, and the timeout still waits.
+    assert!(fut.as_mut().poll(noop).is_pending());
+}
