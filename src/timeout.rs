@@ -93,6 +93,10 @@ enum State {
         after: u64,
         until: bool,
     },
+    /// Its deadline came, `due` (in its clock's nanoseconds), after an
+    /// enclosing timeout's had: it pended once for that one to report.
+    /// Polled again, it reports itself (see [`Race::end`]).
+    Deferred { due: u64, after: u64, until: bool },
     /// No timer: the kill switch was off, the deadline is out of reach, or
     /// the race is over.
     Unbounded,
@@ -183,6 +187,7 @@ impl<F: Future> Future for Timeout<F> {
             }
             #[cfg(any(feature = "test-util", feature = "tokio"))]
             State::Controlled { .. } => return poll_controlled(inner, race, cx),
+            State::Deferred { .. } => return poll_past_deadline(inner, race, cx),
             _ => {
                 if let Some(settled) = poll_settled(inner.as_mut(), race) {
                     return settled;
@@ -325,6 +330,12 @@ impl Race {
                 ref mut deadline, ..
             } => deadline.poll(cx),
             State::Unbounded => return Poll::Pending,
+            // Polled again after it let an enclosing timeout report: that
+            // one did not take over (this one runs in an executor of its
+            // own inside it, say), so this one ends now.
+            State::Deferred { due, after, until } => {
+                return Poll::Ready(self.expire(Duration::from_nanos(after), until, due));
+            }
             State::Invalid(_) | State::Cancelled => {
                 unreachable!("`poll` settles these before the timer")
             }
@@ -344,6 +355,7 @@ impl Race {
             State::Waiting { ref deadline, .. } => deadline.due(),
             #[cfg(any(feature = "test-util", feature = "tokio"))]
             State::Controlled { ref deadline, .. } => deadline.due(),
+            State::Deferred { due, .. } => due,
             _ => unreachable!("called for a started timer only"),
         }
     }
@@ -474,8 +486,13 @@ impl Race {
 
     /// The timer ended with `outcome`: the error, unless an enclosing
     /// timeout's deadline came first (at or before `due`), which then reports
-    /// instead. This one stays as it is, asks for another poll in case no
-    /// enclosing timeout takes over, and keeps its own answer for then.
+    /// instead: this one pends once, asking for another poll in case the
+    /// enclosing one does not take over, and keeps its own answer for then.
+    /// Only once: an enclosing timeout takes over as soon as the poll
+    /// returns to it, and one that this one is polled again under has not
+    /// had that poll back (this one runs in an executor of its own, a
+    /// `block_on` in the enclosing one's future, which would otherwise poll
+    /// it without end).
     #[cold]
     #[inline(never)]
     fn end(
@@ -487,6 +504,11 @@ impl Race {
         cx: &mut Context<'_>,
     ) -> Poll<TimeoutError> {
         if outcome == Outcome::Elapsed && Enclosing::came_first(due) {
+            self.state = State::Deferred {
+                due,
+                after: crate::clock::saturating_nanos(after),
+                until,
+            };
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
@@ -584,7 +606,7 @@ impl<F> fmt::Debug for Timeout<F> {
             State::Invalid(bad) => bad,
             State::ArmedDefault => &"default",
             State::ArmedUntil(at) => at,
-            State::Waiting { after, .. } => {
+            State::Waiting { after, .. } | State::Deferred { after, .. } => {
                 waiting = Duration::from_nanos(*after);
                 &waiting
             }
@@ -601,7 +623,7 @@ impl<F> fmt::Debug for Timeout<F> {
             .field(
                 "started",
                 &match self.race.state {
-                    State::Waiting { .. } => true,
+                    State::Waiting { .. } | State::Deferred { .. } => true,
                     #[cfg(any(feature = "test-util", feature = "tokio"))]
                     State::Controlled { .. } => true,
                     _ => false,

@@ -64,7 +64,9 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 ///   time its task takes to be scheduled): 250 µs for a timeout shorter than
 ///   a second, from a second up at most a thousandth of its length (16 ms for
 ///   30 s; see [`tick_of`](crate::tick_of)).
-/// - In nested timeouts the earliest deadline fires, and its error says which.
+/// - In nested timeouts the earliest deadline fires, and its error says which
+///   (one inside a `block_on` of its own, which cannot hand over to the outer
+///   timeout, ends with its own).
 /// - While the kill switch is off ([`timeouts::set_enabled`](crate::timeouts::set_enabled),
 ///   `OPGUARD_TIMEOUT_DISABLE`), every form passes its future through as `Ok`.
 ///

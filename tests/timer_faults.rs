@@ -593,3 +593,78 @@ fn a_timeout_polled_again_after_its_new_wakers_clone_panicked_wakes_that_waker()
     let out = poll_with(Pin::new(&mut t), &hostile);
     assert!(matches!(out, Poll::Ready(Err(ref e)) if e.is_elapsed()));
 }
+
+/// Pends once, waking itself at once.
+struct YieldOnce(bool);
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// A `block_on` that, unlike futures', runs inside another executor (as
+/// pollster's does): polls, and parks the thread until woken.
+fn park_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(out) = poll_with(fut.as_mut(), &waker) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// A timeout whose deadline came while an enclosing one's had come first
+/// lets the enclosing one report, by pending once; but inside an executor
+/// of its own (a `block_on` in the enclosing one's future), the enclosing
+/// one cannot take over until that executor returns, which it only does
+/// once the inner timeout ends.
+#[test]
+fn a_timeout_in_a_nested_block_on_past_an_enclosing_deadline_ends() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let (_, outer) = block_on(async {
+            // The blocker is polled first: on the second round it holds the
+            // thread past the outer deadline, so that the outer timeout,
+            // polled after it, finds its deadline passed and polls its future
+            // with the deadline known.
+            let blocker = async {
+                YieldOnce(false).await;
+                std::thread::sleep(Duration::from_millis(60));
+            };
+            let outer = timeout_async!(label = "outer", Duration::from_millis(20), async {
+                YieldOnce(false).await;
+                // A synchronous call that runs a timeout of its own, as
+                // library code may.
+                park_on(timeout_async!(
+                    label = "nested",
+                    Duration::ZERO,
+                    pending::<()>()
+                ))
+            });
+            futures::join!(blocker, outer)
+        });
+        let _ = done.send((outer, start.elapsed()));
+    });
+    let (outer, took) = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the nested timeout never ended: its block_on spins");
+    // The nested one ends with its error, and the outer future with its
+    // output, which came at the same poll.
+    let nested = outer.expect("the outer future finished").unwrap_err();
+    assert_eq!(nested.label(), Some("nested"), "{nested}");
+    assert!(took >= Duration::from_millis(60), "{took:?}");
+}
