@@ -34,6 +34,10 @@
 //! [`advance_to_next`](TestClock::advance_to_next) to the earliest deadline
 //! waiting on it. Deadlines fire in deadline order, when the clock reaches
 //! them and never before, and wake their tasks as a real deadline would.
+//! The clock goes no further than about 146 million years from its start,
+//! where a real timer counts no further: a deadline past that never comes,
+//! as on real time (`timeout_async!(u64::MAX, ..)` waits on nothing), and
+//! `advance(Duration::MAX)` leaves the clock there, still readable.
 //! Such a clock moves only through its handles (a [`Bound`] future or an
 //! [`Entered`] guard holds one too): once every handle is dropped, nothing
 //! can move it to the deadlines still waiting on it, so rather than hang,
@@ -110,7 +114,11 @@ pub(crate) struct Shared {
 struct State {
     /// The instant the clock was made; it reads `start + elapsed`.
     start: Instant,
+    /// At most [`State::horizon`].
     elapsed: Duration,
+    /// How far the clock can move ([`horizon`]): deadlines past it never
+    /// come.
+    horizon: Duration,
     /// Waiting deadlines, by (due, order of start): the waker to wake.
     waiting: BTreeMap<(Duration, u64), Option<Waker>>,
     next_order: u64,
@@ -139,10 +147,12 @@ thread_local! {
 impl TestClock {
     /// A clock that stands still at this instant until told to move.
     pub fn new() -> Self {
+        let start = Instant::now();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                start: Instant::now(),
+                start,
                 elapsed: Duration::ZERO,
+                horizon: horizon(start),
                 waiting: BTreeMap::new(),
                 next_order: 0,
                 settle: None,
@@ -246,13 +256,15 @@ impl TestClock {
     }
 
     /// Moves the clock by `by`, firing in deadline order the deadlines it
-    /// reaches.
+    /// reaches. It stops at about 146 million years from where it started,
+    /// where a real timer counts no further (so `advance(Duration::MAX)`
+    /// fires every deadline that can come, and the clock still reads).
     ///
     /// # Panics
     /// If a waker panics when woken, after every waker has been woken.
     pub fn advance(&self, by: Duration) {
         let s = self.handle.shared.lock();
-        let to = s.elapsed.saturating_add(by);
+        let to = s.elapsed.saturating_add(by).min(s.horizon);
         self.handle.shared.fire_until(s, to, false);
     }
 
@@ -399,7 +411,9 @@ impl Shared {
     pub(crate) fn start(self: &Arc<Self>, after: Duration, waker: &Waker) -> Started {
         let waker = waker.clone();
         let mut s = self.lock();
-        let Some(due) = s.elapsed.checked_add(after) else {
+        // Past where the clock can go it never comes, as on real time,
+        // where such a timeout makes no timer.
+        let Some(due) = s.elapsed.checked_add(after).filter(|&due| due <= s.horizon) else {
             return Started::Never;
         };
         if after.is_zero() {
@@ -478,6 +492,31 @@ impl Shared {
         self.fire_until(s, due, contained);
         Some(moved)
     }
+}
+
+/// How far a clock started at `start` can move: as far as a real timer
+/// counts ([`crate::timer::HORIZON`]), and no further than an `Instant` can
+/// hold, so that the clock can always be read (where an `Instant` ends
+/// sooner, the farthest whole second it holds).
+fn horizon(start: Instant) -> Duration {
+    farthest(start, crate::timer::HORIZON)
+}
+
+/// The farthest whole second up to `limit` that `start` can be moved by.
+fn farthest(start: Instant, limit: Duration) -> Duration {
+    if start.checked_add(limit).is_some() {
+        return limit;
+    }
+    let (mut fits, mut over) = (0, limit.as_secs());
+    while over - fits > 1 {
+        let mid = fits + (over - fits) / 2;
+        if start.checked_add(Duration::from_secs(mid)).is_some() {
+            fits = mid;
+        } else {
+            over = mid;
+        }
+    }
+    Duration::from_secs(fits)
 }
 
 /// A started timeout's place on its test clock.
@@ -586,6 +625,17 @@ fn drive(weak: Weak<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clock_goes_as_far_as_an_instant_holds_when_that_is_less() {
+        let start = Instant::now();
+        assert_eq!(horizon(start), crate::timer::HORIZON);
+        // No `Instant` holds `Duration::MAX` past now: the farthest second
+        // that one does.
+        let far = farthest(start, Duration::MAX);
+        assert!(start.checked_add(far).is_some());
+        assert!(start.checked_add(far + Duration::from_secs(1)).is_none());
+    }
 
     #[test]
     #[cfg_attr(miri, ignore = "waits in real time")]

@@ -410,3 +410,51 @@ fn auto_advance_goes_on_with_every_handle_of_its_clock_dropped() {
     };
     assert!(out.unwrap_err().is_elapsed());
 }
+
+#[test]
+fn a_clock_moved_without_end_stops_where_it_can_still_be_read() {
+    let clock = TestClock::new();
+    let _entered = clock.enter();
+    let mut year = hang(365 * 24 * 3600);
+    assert!(poll_with(year.as_mut(), Waker::noop()).is_pending());
+    // "Run every deadline": past what an `Instant` can hold.
+    clock.advance(Duration::MAX);
+    let Poll::Ready(Err(err)) = poll_with(year.as_mut(), Waker::noop()) else {
+        panic!("a deadline a year on did not come");
+    };
+    assert!(err.is_elapsed(), "{err}");
+    // The clock reads, far on.
+    let far = Duration::from_secs(100_000_000 * 365 * 24 * 3600);
+    assert!(clock.elapsed() >= far, "{:?}", clock.elapsed());
+    assert!(clock.now() >= Instant::now() + far);
+    // A timeout that starts there reads it too; its deadline lies past
+    // where the clock can go, so it never comes (and waits on nothing).
+    let mut later = hang(1);
+    assert!(poll_with(later.as_mut(), Waker::noop()).is_pending());
+    assert_eq!(clock.waiting(), 0);
+    clock.advance(Duration::MAX);
+    assert!(poll_with(later.as_mut(), Waker::noop()).is_pending());
+}
+
+#[test]
+fn a_deadline_past_where_the_clock_can_go_never_comes_as_on_real_time() {
+    let clock = TestClock::new();
+    let _entered = clock.enter();
+    // The real timer makes no timer for these: they never come.
+    let mut never = [
+        hang(u64::MAX),
+        Box::pin(timeout_async!(Duration::MAX, pending::<()>())),
+        Box::pin(timeout_async!(1e300, pending::<()>())),
+    ];
+    for fut in &mut never {
+        assert!(poll_with(fut.as_mut(), Waker::noop()).is_pending());
+    }
+    assert_eq!(
+        clock.waiting(),
+        0,
+        "a never-coming deadline waits on the clock"
+    );
+    // So nothing moves the clock to them.
+    assert_eq!(clock.advance_to_next(), None);
+    assert_eq!(clock.elapsed(), Duration::ZERO);
+}

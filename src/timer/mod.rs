@@ -171,6 +171,12 @@ const _: () = assert!(
     "a fine tick divides a second"
 );
 
+/// About how far past the epoch a deadline can be and still come: past
+/// this (about 146 million years), a tick count no longer holds it, and a
+/// timeout makes no timer ([`Start::Never`]). A test clock goes no further.
+#[cfg(feature = "test-util")]
+pub(crate) const HORIZON: Duration = Duration::from_secs(u64::MAX / FINE_PER_SEC);
+
 /// The coarsest tick is 4 to this power fine ticks wide (4.096 s), the tick
 /// of timeouts of 4 096 s (68 min) and longer. It keeps how early a deadline
 /// falls in its tick within a `u32` of nanoseconds.
