@@ -61,10 +61,10 @@ impl Deadline for TokioDeadline {
         // tokio panics when a timer of a runtime that has shut down is
         // polled. A timeout that outlived its runtime ends with an error
         // instead; tokio's panic message is still printed by the panic hook.
-        // That `Sleep` reads as elapsed (the runtime fired every timer as it
-        // went), where a registered one that does not has a runtime alive:
-        // its panic is the waker's (tokio clones a new one), which comes out
-        // as it is, as it does from every other timer.
+        // Such a `Sleep` reads as elapsed: the runtime fired every timer as
+        // it shut down. One that does not is still in a live runtime's
+        // wheel, and its panic is the waker's (tokio clones a new one): that
+        // goes on as it is, as it does from every other timer.
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.sleep.as_mut().poll(cx)
         })) {
