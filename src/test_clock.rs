@@ -627,7 +627,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_clock_goes_as_far_as_an_instant_holds_when_that_is_less() {
+    fn a_clock_goes_to_the_timers_horizon_or_as_far_as_an_instant_holds() {
         let start = Instant::now();
         assert_eq!(horizon(start), crate::timer::HORIZON);
         // No `Instant` holds `Duration::MAX` past now: the farthest second
