@@ -436,10 +436,8 @@ impl Shared {
     }
 
     /// Fires, in deadline order, every deadline due at or before `to`, and
-    /// leaves the clock at `to`. The wakers run after the lock is let go,
-    /// every one of them even if some panic; the first panic then goes on
-    /// to the caller (a test's `advance`), unless `contained` (the
-    /// auto-advance thread, which must keep running).
+    /// leaves the clock at `to`; the wakers run after the lock is let go
+    /// ([`wake_each`], `contained` on the auto-advance thread).
     fn fire_until(&self, mut s: MutexGuard<'_, State>, to: Duration, contained: bool) {
         let mut woken = Vec::new();
         while let Some(entry) = s.waiting.first_entry() {
@@ -452,19 +450,7 @@ impl Shared {
         }
         s.elapsed = s.elapsed.max(to);
         drop(s);
-        let mut first_panic = None;
-        for waker in woken {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
-                if contained || first_panic.is_some() {
-                    crate::contain::drop_payload(payload);
-                } else {
-                    first_panic = Some(payload);
-                }
-            }
-        }
-        if let Some(payload) = first_panic {
-            resume_unwind(payload);
-        }
+        wake_each(woken, contained);
     }
 
     /// The last handle went: unless the clock moves by itself, nothing can
@@ -480,9 +466,7 @@ impl Shared {
         s.stranded = true;
         let woken: Vec<Waker> = s.waiting.values_mut().filter_map(Option::take).collect();
         drop(s);
-        for waker in woken {
-            crate::contain::contain(|| waker.wake());
-        }
+        wake_each(woken, true);
     }
 
     fn advance_to_next(&self, contained: bool) -> Option<Duration> {
@@ -491,6 +475,26 @@ impl Shared {
         let moved = due.saturating_sub(s.elapsed);
         self.fire_until(s, due, contained);
         Some(moved)
+    }
+}
+
+/// Wakes every waker in `woken`, with no lock held, even if some panic; the
+/// first panic then goes on to the caller (a test's `advance`), unless
+/// `contained` (the auto-advance thread, which must keep running, or a
+/// handle's drop).
+fn wake_each(woken: Vec<Waker>, contained: bool) {
+    let mut first_panic = None;
+    for waker in woken {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+            if contained || first_panic.is_some() {
+                crate::contain::drop_payload(payload);
+            } else {
+                first_panic = Some(payload);
+            }
+        }
+    }
+    if let Some(payload) = first_panic {
+        resume_unwind(payload);
     }
 }
 
