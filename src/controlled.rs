@@ -2,6 +2,7 @@
 //! clock entered where a timeout starts (feature `test-util`), or the paused
 //! clock of the tokio runtime it starts in (feature `tokio`).
 
+use std::panic::{AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -9,8 +10,10 @@ use crate::timer::Outcome;
 
 /// A started deadline on a controlled clock. A trait object, so that a
 /// `Timeout`'s drop needs no code for the kinds of clock (tokio's `Sleep`
-/// has a large drop) on the paths that never use one.
-pub(crate) trait Deadline: Send + Sync {
+/// has a large drop) on the paths that never use one. Unwind-safe, as the
+/// shared timer's deadline is: a `Timeout` has the same auto traits with
+/// every feature (features add, never take away).
+pub(crate) trait Deadline: Send + Sync + UnwindSafe + RefUnwindSafe {
     /// Ready once the clock has reached the deadline, or once it never can
     /// (a test clock whose every handle was dropped, a tokio runtime that
     /// shut down); otherwise keeps `cx`'s waker registered.
@@ -51,7 +54,14 @@ impl Deadline for crate::test_clock::TestDeadline {
 /// A deadline on tokio's paused clock.
 #[cfg(feature = "tokio")]
 struct TokioDeadline {
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Asserted unwind-safe: tokio's `Sleep` is not `RefUnwindSafe` only
+    /// because the runtime handle it holds keeps the user's task hooks
+    /// (`Arc<dyn Fn .. + Send + Sync>`, without that bound), not because
+    /// a panic leaves the timer in a state one must not look at. Without
+    /// this, turning the `tokio` feature on would take `UnwindSafe` away from
+    /// every `Timeout`, and code that compiles without the feature would
+    /// not with it.
+    sleep: AssertUnwindSafe<std::pin::Pin<Box<tokio::time::Sleep>>>,
     due: u64,
 }
 
@@ -65,9 +75,7 @@ impl Deadline for TokioDeadline {
         // it shut down. One that does not is still in a live runtime's
         // wheel, and its panic is the waker's (tokio clones a new one): that
         // goes on as it is, as it does from every other timer.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.sleep.as_mut().poll(cx)
-        })) {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.sleep.as_mut().poll(cx))) {
             Ok(polled) => polled.map(|()| Outcome::Elapsed),
             Err(payload) if self.sleep.is_elapsed() => {
                 crate::contain::drop_payload(payload);
@@ -188,7 +196,10 @@ pub(crate) fn start_on_tokio(
     let mut sleep = Box::pin(sleep);
     let started = match sleep.as_mut().poll(cx) {
         Poll::Ready(()) => Started::Due(due),
-        Poll::Pending => Started::Waiting(Box::new(TokioDeadline { sleep, due })),
+        Poll::Pending => Started::Waiting(Box::new(TokioDeadline {
+            sleep: AssertUnwindSafe(sleep),
+            due,
+        })),
     };
     Some((after, until, started))
 }
