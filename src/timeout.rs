@@ -102,7 +102,8 @@ enum State {
     Unbounded,
     /// An invalid timeout, reported at the first poll.
     Invalid(InvalidTimeout),
-    /// The timer won (or the timeout was invalid): the inner future is gone.
+    /// The timer won (or the timeout was invalid): the inner future is gone,
+    /// or goes next (it is dropped once the timer's end is reported).
     Cancelled,
 }
 
@@ -521,7 +522,8 @@ impl Race {
     #[cold]
     #[inline(never)]
     fn no_timer(&mut self, after: Duration, missing: Missing) -> TimeoutError {
-        self.state = State::Unbounded;
+        // Over before the report, as in `expire`.
+        self.state = State::Cancelled;
         let err = TimeoutError::no_timer(self.site, after, missing);
         report::no_timer(&err);
         err
@@ -530,8 +532,11 @@ impl Race {
     #[cold]
     #[inline(never)]
     fn expire(&mut self, after: Duration, until: bool, due: u64) -> TimeoutError {
-        // Leaves the shared timer.
-        self.state = State::Unbounded;
+        // Leaves the shared timer, and is over before the report: should the
+        // logger (or a metrics recorder) panic there, the timeout polled
+        // again panics as a finished one does, rather than run its future
+        // on with no deadline. The caller drops the future next.
+        self.state = State::Cancelled;
         let err = if until {
             TimeoutError::deadline(self.site, after)
         } else {

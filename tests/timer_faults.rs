@@ -541,6 +541,67 @@ fn a_logger_that_panics_when_a_waker_panicked_cannot_stop_the_timer() {
     println!("timer alive");
 }
 
+/// A logger that panics on opguard's warnings: a timeout's own line.
+struct WarningPanicsLogger;
+
+impl log::Log for WarningPanicsLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if record.target() == "opguard" && record.level() == log::Level::Warn {
+            panic!("the logger failed: {}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// The logger's panic comes out of the poll in which the timeout fired,
+/// before the error does. Polled again (an executor that survives a task's
+/// panic), the timeout must not go on as if it had no deadline: it had
+/// left the timer, so its inner future ran on with nothing to end it.
+#[test]
+fn a_timeout_whose_warning_panics_in_the_logger_does_not_run_on_without_a_deadline() {
+    if child_passes(
+        "a_timeout_whose_warning_panics_in_the_logger_does_not_run_on_without_a_deadline",
+        &[],
+        "ended",
+    ) {
+        return;
+    }
+    log::set_logger(&WarningPanicsLogger).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let mut t = Box::pin(timeout_async!(Duration::ZERO, pending::<()>()));
+    let first = catch_unwind(AssertUnwindSafe(|| {
+        poll_with(Pin::new(&mut t), Waker::noop())
+    }));
+    let payload = first.expect_err("the logger's panic comes out of the poll");
+    assert!(
+        payload
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("the logger failed")),
+        "not the logger's panic"
+    );
+    // Polled again: it timed out, and says so as a timeout polled after it
+    // ended does, rather than wait on with no timer.
+    let again = catch_unwind(AssertUnwindSafe(|| {
+        poll_with(Pin::new(&mut t), Waker::noop())
+    }));
+    match again {
+        Ok(polled) => panic!("polled again, it went on without a deadline: {polled:?}"),
+        Err(payload) => assert!(
+            payload
+                .downcast_ref::<&str>()
+                .is_some_and(|m| m.contains("polled after it timed out")),
+            "another panic"
+        ),
+    }
+    println!("ended");
+}
+
 #[test]
 fn a_timeout_polled_again_after_its_new_wakers_clone_panicked_wakes_that_waker() {
     use std::sync::atomic::AtomicBool;
