@@ -47,7 +47,10 @@
 ///    work once more with `dev = Device::Cpu`. Any other error or panic
 ///    propagates untouched, and so does one from the CPU retry. There is no
 ///    second retry. A handled MPS panic prints nothing through the panic
-///    hook: the warning is its only trace.
+///    hook: the warning is its only trace. Built with `panic = "abort"`, a panic
+///    cannot be caught: a plain method's MPS error ends the process (its
+///    panic is printed), and only the `f_` methods' errors fall back, so
+///    write MPS work with those there.
 /// 3. The value is the work's own: `T`, or `Result<T, E>`. A CPU retry's
 ///    results stay on CPU.
 ///

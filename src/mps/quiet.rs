@@ -17,6 +17,10 @@
 //! opguard's hook in front again, wrapping the new one; only that one panic
 //! is printed.
 //!
+//! Built with `panic = "abort"`, nothing is silenced: no panic can be
+//! caught there, and the hook's output is the only trace of the one that
+//! ends the process.
+//!
 //! `take_hook` and `set_hook` are two calls, so a hook set by another thread
 //! between them is lost; std has no atomic update yet.
 //!
@@ -38,6 +42,12 @@ thread_local! {
     static SILENCED: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether a panic unwinds, so that `safe_mps!` can catch it. Built with
+/// `panic = "abort"`, a panic ends the process once the hook has run: its
+/// message is all that is left of it, and opguard's hook is never put in
+/// front to silence it.
+const UNWINDS: bool = cfg!(panic = "unwind");
+
 /// Whether opguard's hook has been put in front (Relaxed: it only decides
 /// whether to install, and installing twice is harmless).
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -51,7 +61,7 @@ pub(crate) struct Attempting {
 impl Attempting {
     #[inline]
     pub(crate) fn enter() -> Self {
-        if !INSTALLED.load(Ordering::Relaxed) {
+        if UNWINDS && !INSTALLED.load(Ordering::Relaxed) {
             install();
         }
         Attempting {
@@ -121,7 +131,7 @@ fn check_seen(silenced: bool, payload: &Payload) {
 fn install() {
     // take_hook and set_hook panic on a panicking thread (a drop during
     // unwinding); try again on a later call.
-    if std::thread::panicking() {
+    if !UNWINDS || std::thread::panicking() {
         return;
     }
     INSTALLED.store(true, Ordering::Relaxed);
