@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::contain::contain;
+use crate::contain::{contain, user_then};
 
 /// What an alert is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -289,7 +289,16 @@ impl Drop for InHook {
 }
 
 fn fire(alert: Alert) {
-    log::error!(target: "opguard", "alert: {alert}");
+    // The hook is called even if the logger panics on the alert's line
+    // (that panic goes on once the hook has run): the alert is fired once
+    // per window, and would be lost.
+    user_then(
+        || log::error!(target: "opguard", "alert: {alert}"),
+        || call_hook(&alert),
+    );
+}
+
+fn call_hook(alert: &Alert) {
     // An alert raised by the hook's own work (a guarded call that times out
     // inside the hook, say) is logged, but does not call the hook again:
     // that could recurse without end.
@@ -302,7 +311,7 @@ fn fire(alert: Alert) {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
     let Some(hook) = hook else { return };
-    if contain(|| hook(&alert)).is_none() {
+    if contain(|| hook(alert)).is_none() {
         log::error!(target: "opguard", "the alert hook panicked on: {alert}");
     }
     // Dropped contained too, apart from the call (a panic in both must not

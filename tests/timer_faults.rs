@@ -602,6 +602,73 @@ fn a_timeout_whose_warning_panics_in_the_logger_does_not_run_on_without_a_deadli
     println!("ended");
 }
 
+/// A timeout that alerts (threshold 0) timed out while the logger panics on
+/// `level` lines of opguard's: the logger's panic comes out of the poll, and
+/// the alert hook has been called all the same (the alert fires once per
+/// window: a panicking logger in front of it would lose it). Run in a child
+/// that installs the logger.
+fn the_alert_hook_is_called_though_the_logger_panics_on(level: log::Level) {
+    use opguard::alert::{self, AlertKind, AlertPolicy};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    static LEVEL: Mutex<Option<log::Level>> = Mutex::new(None);
+    struct LevelPanicsLogger;
+    impl log::Log for LevelPanicsLogger {
+        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if record.target() == "opguard" && Some(record.level()) == *LEVEL.lock().unwrap() {
+                panic!("the logger failed: {}", record.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    *LEVEL.lock().unwrap() = Some(level);
+    log::set_logger(&LevelPanicsLogger).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    alert::set_policy(AlertKind::Timeouts, AlertPolicy::new(0, LONG));
+    alert::set_hook(|_| {
+        CALLS.fetch_add(1, SeqCst);
+    });
+    let mut t = Box::pin(timeout_async!(Duration::ZERO, pending::<()>()));
+    let polled = catch_unwind(AssertUnwindSafe(|| {
+        poll_with(Pin::new(&mut t), Waker::noop())
+    }));
+    let payload = polled.expect_err("the logger's panic comes out of the poll");
+    assert!(
+        payload
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("the logger failed")),
+        "not the logger's panic"
+    );
+    assert_eq!(opguard::timeouts::stats().timeouts, 1, "not counted");
+    assert_eq!(CALLS.load(SeqCst), 1, "the alert hook was not called");
+}
+
+/// The logger panics on the timeout's warning, before the alert is counted.
+#[test]
+fn a_logger_that_panics_on_a_timeouts_warning_does_not_keep_its_alert_from_the_hook() {
+    const NAME: &str =
+        "a_logger_that_panics_on_a_timeouts_warning_does_not_keep_its_alert_from_the_hook";
+    if child_passes(NAME, &[], "hook called") {
+        return;
+    }
+    the_alert_hook_is_called_though_the_logger_panics_on(log::Level::Warn);
+    println!("hook called");
+}
+
+/// The logger panics on the alert's own line, before the hook is called.
+#[test]
+fn a_logger_that_panics_on_an_alerts_line_does_not_keep_it_from_the_hook() {
+    const NAME: &str = "a_logger_that_panics_on_an_alerts_line_does_not_keep_it_from_the_hook";
+    if child_passes(NAME, &[], "hook called") {
+        return;
+    }
+    the_alert_hook_is_called_though_the_logger_panics_on(log::Level::Error);
+    println!("hook called");
+}
+
 #[test]
 fn a_timeout_polled_again_after_its_new_wakers_clone_panicked_wakes_that_waker() {
     use std::sync::atomic::AtomicBool;

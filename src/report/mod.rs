@@ -9,6 +9,10 @@
 //!   invalid timeout (counted);
 //! - error: the error's message, when no timer could run.
 //!
+//! Logging and exporting run user code (the logger, the metrics recorder),
+//! whose panic goes on to the caller: what must follow them (an alert's
+//! count) runs all the same before it does ([`user_then`]).
+//!
 //! `safe_mps!`'s events are in [`mps`].
 
 // Without `tch` nothing reports MPS events.
@@ -16,6 +20,7 @@
 pub(crate) mod mps;
 
 use crate::alert::{self, AlertKind};
+use crate::contain::user_then;
 use crate::error::TimeoutError;
 use crate::site::Site;
 use crate::timeouts;
@@ -25,11 +30,15 @@ use crate::timeouts;
 #[cold]
 pub(crate) fn timed_out(site: &'static Site, err: &TimeoutError, due: u64) {
     timeouts::count_timeout(site);
-    #[cfg(feature = "metrics")]
-    crate::export::timeout(site.label());
-    log::warn!(target: "opguard", "{err}");
-    // Counted at its deadline, which has just passed: no clock read.
-    alert::count_at(AlertKind::Timeouts, site.label(), site, due);
+    user_then(
+        || {
+            #[cfg(feature = "metrics")]
+            crate::export::timeout(site.label());
+            log::warn!(target: "opguard", "{err}");
+        },
+        // Counted at its deadline, which has just passed: no clock read.
+        || alert::count_at(AlertKind::Timeouts, site.label(), site, due),
+    );
 }
 
 /// A timeout given to the macro was not a valid duration.
