@@ -189,3 +189,105 @@ fn a_waker_that_panics_does_not_stop_the_shared_timer() {
         );
     }
 }
+
+/// A logger that panics on opguard's warnings that contain the text set in
+/// [`PANIC_ON`]: user code, which the registry's own counts must not depend on.
+struct PanicsOnLogger;
+
+static PANIC_ON: std::sync::Mutex<&str> = std::sync::Mutex::new("");
+
+impl log::Log for PanicsOnLogger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let text = record.args().to_string();
+        if record.target() == "opguard" && text.contains(*PANIC_ON.lock().unwrap()) {
+            panic!("the logger failed: {text}");
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// In a child: installs [`PanicsOnLogger`], panicking on lines with `text`,
+/// runs `work`, and checks that the logger's panic came out of it.
+fn with_a_logger_panicking_on(text: &'static str, work: impl FnOnce()) {
+    *PANIC_ON.lock().unwrap() = text;
+    log::set_logger(&PanicsOnLogger).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    let payload = catch_unwind(AssertUnwindSafe(work)).expect_err("the logger's panic comes out");
+    assert!(
+        payload
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("the logger failed")),
+        "not the logger's panic"
+    );
+}
+
+/// MPS is disabled at the first device-level error (threshold 1), and the
+/// logger panics on that error's warning, which comes before the line that
+/// says MPS is disabled: the registry counts the disabling all the same.
+#[test]
+fn a_logger_that_panics_on_an_mps_warning_leaves_the_counts_in_step_with_the_registry() {
+    const NAME: &str =
+        "a_logger_that_panics_on_an_mps_warning_leaves_the_counts_in_step_with_the_registry";
+    if let Some(out) = common::child_output_within(NAME, &[], Duration::from_secs(60)) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("counted"),
+            "the child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    mps::set_failure_threshold(1);
+    let xs = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+    with_a_logger_panicking_on("retrying on CPU", || {
+        let _ = safe_mps!(device = Device::Mps, |dev| {
+            xs.f_to_device(dev)?.f_sum(Kind::Float)
+        });
+    });
+    let s = mps::stats();
+    assert_eq!(s.state, mps::MpsState::Disabled);
+    assert_eq!(s.device_errors, 1);
+    assert_eq!(s.times_disabled, 1, "the disabling was not counted");
+    println!("counted");
+}
+
+/// The CPU retry fails too (a view of 6 elements as 7, on any device), the
+/// logger panics on the warning that says so, and fallbacks alert at the
+/// first (threshold 0): the alert hook is called all the same.
+#[test]
+fn a_logger_that_panics_on_a_failed_retrys_warning_does_not_keep_its_alert_from_the_hook() {
+    const NAME: &str =
+        "a_logger_that_panics_on_a_failed_retrys_warning_does_not_keep_its_alert_from_the_hook";
+    if let Some(out) = common::child_output_within(NAME, &[], Duration::from_secs(60)) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("hook called"),
+            "the child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    alert::set_policy(
+        alert::AlertKind::MpsFallbacks,
+        alert::AlertPolicy::new(0, Duration::from_secs(3600)),
+    );
+    alert::set_hook(|_| {
+        CALLS.fetch_add(1, SeqCst);
+    });
+    let xs = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+    with_a_logger_panicking_on("failed too", || {
+        let _ = safe_mps!(device = Device::Mps, |dev| {
+            xs.f_to_device(dev)?.f_view([7])
+        });
+    });
+    assert_eq!(mps::stats().failed_fallbacks, 1);
+    assert_eq!(CALLS.load(SeqCst), 1, "the alert hook was not called");
+    println!("hook called");
+}

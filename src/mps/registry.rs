@@ -22,6 +22,7 @@ use super::gate::{self, Admission, Verdict};
 use super::site::{MpsSite, MpsSiteStats};
 use crate::clock::{now_nanos as now, saturating_nanos};
 use crate::config::{self, FromEnv, Switch};
+use crate::contain::user_then;
 use crate::duration::{IntoTimeout, InvalidTimeout};
 use crate::report;
 
@@ -270,8 +271,12 @@ pub(crate) fn failed(
         now,
         threshold(),
     );
-    report::mps::mps_error(site, kind, message, t.site, cooldown_duration());
-    transitions(site, t);
+    // The transitions are counted even if the logger panics on the error's
+    // line (its panic goes on then).
+    user_then(
+        || report::mps::mps_error(site, kind, message, t.site, cooldown_duration()),
+        || transitions(site, t),
+    );
 }
 
 /// The CPU retry at `site` ended; `ok` when it did not fail too.
@@ -297,10 +302,18 @@ fn cooldown_duration() -> Duration {
 
 #[cold]
 fn transitions(site: &'static MpsSite, t: gate::Transitions) {
-    if let Some(t) = t.site {
-        report::mps::site_transition(site, t);
-    }
-    if let Some(t) = t.global {
-        report::mps::process_transition(t, cooldown_duration());
-    }
+    // The process's transition is counted even if the logger panics on the
+    // site's line.
+    user_then(
+        || {
+            if let Some(t) = t.site {
+                report::mps::site_transition(site, t);
+            }
+        },
+        || {
+            if let Some(t) = t.global {
+                report::mps::process_transition(t, cooldown_duration());
+            }
+        },
+    );
 }

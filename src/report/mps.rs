@@ -22,6 +22,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::alert::{self, AlertKind};
+use crate::contain::user_then;
 use crate::mps::MpsErrorKind;
 use crate::mps::breaker::Transition;
 use crate::mps::registry;
@@ -130,16 +131,21 @@ pub(crate) fn fallback(site: &'static MpsSite, ok: bool) {
     } else {
         Event::FailedFallback
     });
-    if !ok {
-        log::warn!(
-            target: "opguard",
-            "{}CPU retry at {site} failed too",
-            Labelled(site.label())
-        );
-    }
-    #[cfg(feature = "metrics")]
-    crate::export::fallback(site, ok);
-    alert::count(AlertKind::MpsFallbacks, site.label(), site);
+    // Counted towards the alert even if the logger or the recorder panics.
+    user_then(
+        || {
+            if !ok {
+                log::warn!(
+                    target: "opguard",
+                    "{}CPU retry at {site} failed too",
+                    Labelled(site.label())
+                );
+            }
+            #[cfg(feature = "metrics")]
+            crate::export::fallback(site, ok);
+        },
+        || alert::count(AlertKind::MpsFallbacks, site.label(), site),
+    );
 }
 
 /// `'label': ` when the site has a label, else nothing.
