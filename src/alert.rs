@@ -311,13 +311,17 @@ fn call_hook(alert: &Alert) {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
     let Some(hook) = hook else { return };
-    if contain(|| hook(alert)).is_none() {
-        log::error!(target: "opguard", "the alert hook panicked on: {alert}");
-    }
+    let called = contain(|| hook(alert)).is_some();
     // Dropped contained too, apart from the call (a panic in both must not
     // abort): if it was replaced meanwhile (a hook that clears itself, say),
     // this is its last handle, and what it holds may panic when dropped.
-    if contain(move || drop(hook)).is_none() {
+    // Before anything is logged: should the logger panic, the handle must
+    // not be dropped while that panic unwinds (a second one would abort).
+    let dropped = contain(move || drop(hook)).is_some();
+    if !called {
+        log::error!(target: "opguard", "the alert hook panicked on: {alert}");
+    }
+    if !dropped {
         log::error!(target: "opguard", "the alert hook panicked when dropped");
     }
 }

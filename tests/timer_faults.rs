@@ -438,6 +438,44 @@ fn a_hook_that_removes_itself_and_panics_when_dropped_is_contained() {
     println!("contained");
 }
 
+/// As above, with a hook that panics too and a logger that panics on the
+/// lines that say so: the hook's last handle is dropped before anything is
+/// logged about it, not while the logger's panic unwinds (where its own
+/// panic would abort the process). The logger's first panic comes out.
+#[test]
+fn a_hook_that_removes_itself_and_panics_twice_under_a_panicking_logger_does_not_abort() {
+    if child_passes(
+        "a_hook_that_removes_itself_and_panics_twice_under_a_panicking_logger_does_not_abort",
+        &[],
+        "contained",
+    ) {
+        return;
+    }
+    use opguard::alert::{self, AlertKind, AlertPolicy};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    log::set_logger(&PanickingLogger).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    alert::set_policy(AlertKind::Timeouts, AlertPolicy::new(0, Duration::ZERO));
+    let held = PanicsOnDrop;
+    alert::set_hook(move |_| {
+        let _ = &held;
+        CALLS.fetch_add(1, SeqCst);
+        alert::clear_hook();
+        panic!("the hook failed");
+    });
+    let out =
+        std::panic::catch_unwind(|| block_on(timeout_async!(Duration::ZERO, pending::<()>())));
+    let payload = out.expect_err("the logger's panic comes out");
+    assert!(
+        payload
+            .downcast_ref::<String>()
+            .is_some_and(|m| m.starts_with("the logger failed: alert")),
+        "not the logger's first panic"
+    );
+    assert_eq!(CALLS.load(SeqCst), 1);
+    println!("contained");
+}
+
 /// A logger that, for each line of opguard's, runs a timeout of its own, as
 /// one that ships its lines under `timeout_async!` would. (Its own lines
 /// from inside that timeout are not shipped again.)
