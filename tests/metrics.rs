@@ -1,6 +1,8 @@
 //! The `metrics` feature records the same counters through the `metrics` facade.
 #![cfg(feature = "metrics")]
 
+mod common;
+
 use futures::executor::block_on;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
@@ -123,4 +125,97 @@ fn mps_events_are_recorded_per_site_and_kind() {
         ),
         &DebugValue::Counter(2)
     );
+}
+
+/// A recorder that panics when asked for the MPS attempts counter: user
+/// code, run as a call is admitted to MPS.
+#[cfg(feature = "tch")]
+struct PanicsOnAttempts;
+
+#[cfg(feature = "tch")]
+impl metrics::Recorder for PanicsOnAttempts {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        if key.name() == "opguard_mps_attempts_total" {
+            panic!("the recorder failed");
+        }
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// MPS is disabled (threshold 1, no cool-down), and the next call is
+/// admitted as its trial; the recorder panics as that attempt is recorded,
+/// before the work runs. The trial must not stay taken: the call after it
+/// tries MPS again. (It was lost, and MPS stayed "probing", on CPU, for the
+/// life of the process.) In a child process: the registry is the process's.
+#[cfg(feature = "tch")]
+#[test]
+fn a_recorder_that_panics_on_a_trials_attempt_does_not_keep_mps_off_for_good() {
+    use opguard::{mps, safe_mps};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use tch::{Device, Kind, Tensor};
+    const NAME: &str = "a_recorder_that_panics_on_a_trials_attempt_does_not_keep_mps_off_for_good";
+    if let Some(out) = common::child_output_within(NAME, &[], std::time::Duration::from_secs(60)) {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("tried again"),
+            "the child failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    mps::set_failure_threshold(1);
+    mps::set_cooldown(0).unwrap();
+    let xs = Tensor::ones([2], (Kind::Float, Device::Cpu));
+    let call = || {
+        let _ = safe_mps!(label = "trial", device = Device::Mps, |dev| xs
+            .f_to_device(dev));
+    };
+    // A real device-level error: MPS disabled.
+    call();
+    assert_eq!(mps::stats().state, mps::MpsState::Disabled);
+    // The trial's attempt meets the panicking recorder.
+    let out = catch_unwind(AssertUnwindSafe(|| {
+        metrics::with_local_recorder(&PanicsOnAttempts, call)
+    }));
+    assert!(out.is_err(), "the recorder's panic comes out");
+    assert_eq!(
+        mps::stats().state,
+        mps::MpsState::Disabled,
+        "the trial stayed taken"
+    );
+    // The next call is the trial, and tries MPS.
+    call();
+    assert_eq!(mps::stats().mps_attempts, 3, "MPS was not tried again");
+    println!("tried again");
 }

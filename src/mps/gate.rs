@@ -110,6 +110,17 @@ pub(crate) fn settle(
     }
 }
 
+/// The admitted call never ran (its report panicked): its trials go back,
+/// for the next call to take.
+pub(crate) fn give_back(global: &Breaker, site: &Breaker, admission: Admission) {
+    if admission.site_trial {
+        site.give_back_trial();
+    }
+    if admission.global_trial {
+        global.give_back_trial();
+    }
+}
+
 /// The attempt was dropped before its outcome was known (an async call
 /// cancelled): its trials start another cool-down.
 pub(crate) fn abandon(global: &Breaker, site: &Breaker, admission: Admission, now: u64) {

@@ -233,10 +233,31 @@ pub(crate) fn admit(site: &'static MpsSite) -> Option<Admission> {
     site.list();
     let admission = gate::admit(&BREAKER, &site.pin, cooldown, now);
     match admission {
-        Some(_) => report::mps::attempt(site),
+        Some(admission) => {
+            // The attempt is exported to the metrics recorder, user code:
+            // should it panic, the call never runs, and a trial it was
+            // admitted as goes back for the next call (it would stay taken,
+            // and MPS off, for good).
+            let unreported = GiveBack { site, admission };
+            report::mps::attempt(site);
+            std::mem::forget(unreported);
+        }
         None => report::mps::skipped(site),
     }
     admission
+}
+
+/// Hands an admission's trials back when dropped (see [`admit`]).
+struct GiveBack {
+    site: &'static MpsSite,
+    admission: Admission,
+}
+
+impl Drop for GiveBack {
+    #[cold]
+    fn drop(&mut self) {
+        gate::give_back(&BREAKER, &self.site.pin, self.admission);
+    }
 }
 
 /// The admitted attempt at `site` did not fail with an MPS error.
