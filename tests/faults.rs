@@ -233,13 +233,7 @@ fn with_a_logger_panicking_on(text: &'static str, work: impl FnOnce()) {
 fn a_logger_that_panics_on_an_mps_warning_leaves_the_counts_in_step_with_the_registry() {
     const NAME: &str =
         "a_logger_that_panics_on_an_mps_warning_leaves_the_counts_in_step_with_the_registry";
-    if let Some(out) = common::child_output_within(NAME, &[], Duration::from_secs(60)) {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("counted"),
-            "the child failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if common::child_passes(NAME, &[], "counted") {
         return;
     }
     mps::set_failure_threshold(1);
@@ -263,13 +257,7 @@ fn a_logger_that_panics_on_an_mps_warning_leaves_the_counts_in_step_with_the_reg
 fn a_logger_that_panics_on_a_failed_retrys_warning_does_not_keep_its_alert_from_the_hook() {
     const NAME: &str =
         "a_logger_that_panics_on_a_failed_retrys_warning_does_not_keep_its_alert_from_the_hook";
-    if let Some(out) = common::child_output_within(NAME, &[], Duration::from_secs(60)) {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("hook called"),
-            "the child failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if common::child_passes(NAME, &[], "hook called") {
         return;
     }
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};

@@ -185,13 +185,7 @@ fn a_recorder_that_panics_on_a_trials_attempt_does_not_keep_mps_off_for_good() {
     use std::panic::{AssertUnwindSafe, catch_unwind};
     use tch::{Device, Kind, Tensor};
     const NAME: &str = "a_recorder_that_panics_on_a_trials_attempt_does_not_keep_mps_off_for_good";
-    if let Some(out) = common::child_output_within(NAME, &[], std::time::Duration::from_secs(60)) {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("tried again"),
-            "the child failed:\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if common::child_passes(NAME, &[], "tried again") {
         return;
     }
     mps::set_failure_threshold(1);

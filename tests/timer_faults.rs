@@ -11,28 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::poll_with;
+use common::{child_passes, poll_with};
 use futures::executor::block_on;
 use opguard::timeout_async;
 
 const LONG: Duration = Duration::from_secs(3600);
-
-/// A child's verdict: it must exit cleanly and print `marker`.
-fn child_passes(name: &str, envs: &[(&str, &str)], marker: &str) -> bool {
-    match common::child_output_within(name, envs, Duration::from_secs(30)) {
-        Some(out) => {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains(marker),
-                "the child failed ({}):\n{stdout}\n{stderr}",
-                out.status
-            );
-            true
-        }
-        None => false,
-    }
-}
 
 /// The timer still keeps time: a 20 ms timeout fires in its window.
 fn assert_the_timer_works() {
@@ -453,8 +436,7 @@ fn a_hook_that_removes_itself_and_panics_twice_under_a_panicking_logger_does_not
     }
     use opguard::alert::{self, AlertKind, AlertPolicy};
     static CALLS: AtomicUsize = AtomicUsize::new(0);
-    log::set_logger(&PanickingLogger).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    install(&PANICS_ON_ERRORS);
     alert::set_policy(AlertKind::Timeouts, AlertPolicy::new(0, Duration::ZERO));
     let held = PanicsOnDrop;
     alert::set_hook(move |_| {
@@ -467,9 +449,7 @@ fn a_hook_that_removes_itself_and_panics_twice_under_a_panicking_logger_does_not
         std::panic::catch_unwind(|| block_on(timeout_async!(Duration::ZERO, pending::<()>())));
     let payload = out.expect_err("the logger's panic comes out");
     assert!(
-        payload
-            .downcast_ref::<String>()
-            .is_some_and(|m| m.starts_with("the logger failed: alert")),
+        is_the_loggers(&*payload, "alert"),
         "not the logger's first panic"
     );
     assert_eq!(CALLS.load(SeqCst), 1);
@@ -537,23 +517,40 @@ fn a_logger_that_runs_timeouts_can_log_the_warnings_about_bad_settings() {
     println!("logged");
 }
 
-/// A logger that panics on opguard's error lines: those the timer logs on
-/// futures-timer's thread (a waker that panicked) must not take the thread
-/// down with them.
-struct PanickingLogger;
+/// A logger that panics on opguard's lines of one level: the error lines the
+/// timer logs on futures-timer's thread (a waker that panicked) must not
+/// take the thread down with them, and what follows a warning or an alert's
+/// line must still happen.
+struct PanicsOn(log::Level);
 
-impl log::Log for PanickingLogger {
+impl log::Log for PanicsOn {
     fn enabled(&self, _: &log::Metadata<'_>) -> bool {
         true
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        if record.target() == "opguard" && record.level() == log::Level::Error {
+        if record.target() == "opguard" && record.level() == self.0 {
             panic!("the logger failed: {}", record.args());
         }
     }
 
     fn flush(&self) {}
+}
+
+static PANICS_ON_ERRORS: PanicsOn = PanicsOn(log::Level::Error);
+static PANICS_ON_WARNINGS: PanicsOn = PanicsOn(log::Level::Warn);
+
+/// Installs `logger` for the rest of this (child) process.
+fn install(logger: &'static PanicsOn) {
+    log::set_logger(logger).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+}
+
+/// Whether a caught panic is [`PanicsOn`]'s, on a line that starts with `line`.
+fn is_the_loggers(payload: &(dyn std::any::Any + Send), line: &str) -> bool {
+    payload
+        .downcast_ref::<String>()
+        .is_some_and(|m| m.starts_with(&format!("the logger failed: {line}")))
 }
 
 #[test]
@@ -565,8 +562,7 @@ fn a_logger_that_panics_when_a_waker_panicked_cannot_stop_the_timer() {
     ) {
         return;
     }
-    log::set_logger(&PanickingLogger).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    install(&PANICS_ON_ERRORS);
     struct Panics;
     impl Wake for Panics {
         fn wake(self: Arc<Self>) {
@@ -577,23 +573,6 @@ fn a_logger_that_panics_when_a_waker_panicked_cannot_stop_the_timer() {
     // about it.
     a_timer_thread_wake_with(&Waker::from(Arc::new(Panics)));
     println!("timer alive");
-}
-
-/// A logger that panics on opguard's warnings: a timeout's own line.
-struct WarningPanicsLogger;
-
-impl log::Log for WarningPanicsLogger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if record.target() == "opguard" && record.level() == log::Level::Warn {
-            panic!("the logger failed: {}", record.args());
-        }
-    }
-
-    fn flush(&self) {}
 }
 
 /// The logger's panic comes out of the poll in which the timeout fired,
@@ -609,20 +588,14 @@ fn a_timeout_whose_warning_panics_in_the_logger_does_not_run_on_without_a_deadli
     ) {
         return;
     }
-    log::set_logger(&WarningPanicsLogger).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    install(&PANICS_ON_WARNINGS);
     use std::panic::{AssertUnwindSafe, catch_unwind};
     let mut t = Box::pin(timeout_async!(Duration::ZERO, pending::<()>()));
     let first = catch_unwind(AssertUnwindSafe(|| {
         poll_with(Pin::new(&mut t), Waker::noop())
     }));
     let payload = first.expect_err("the logger's panic comes out of the poll");
-    assert!(
-        payload
-            .downcast_ref::<String>()
-            .is_some_and(|m| m.starts_with("the logger failed")),
-        "not the logger's panic"
-    );
+    assert!(is_the_loggers(&*payload, ""), "not the logger's panic");
     // Polled again: it timed out, and says so as a timeout polled after it
     // ended does, rather than wait on with no timer.
     let again = catch_unwind(AssertUnwindSafe(|| {
@@ -645,25 +618,10 @@ fn a_timeout_whose_warning_panics_in_the_logger_does_not_run_on_without_a_deadli
 /// the alert hook has been called all the same (the alert fires once per
 /// window: a panicking logger in front of it would lose it). Run in a child
 /// that installs the logger.
-fn the_alert_hook_is_called_though_the_logger_panics_on(level: log::Level) {
+fn the_alert_hook_is_called_though_the_logger_panics_on(logger: &'static PanicsOn) {
     use opguard::alert::{self, AlertKind, AlertPolicy};
     use std::panic::{AssertUnwindSafe, catch_unwind};
-    static LEVEL: Mutex<Option<log::Level>> = Mutex::new(None);
-    struct LevelPanicsLogger;
-    impl log::Log for LevelPanicsLogger {
-        fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-            true
-        }
-        fn log(&self, record: &log::Record<'_>) {
-            if record.target() == "opguard" && Some(record.level()) == *LEVEL.lock().unwrap() {
-                panic!("the logger failed: {}", record.args());
-            }
-        }
-        fn flush(&self) {}
-    }
-    *LEVEL.lock().unwrap() = Some(level);
-    log::set_logger(&LevelPanicsLogger).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    install(logger);
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     alert::set_policy(AlertKind::Timeouts, AlertPolicy::new(0, LONG));
     alert::set_hook(|_| {
@@ -674,12 +632,7 @@ fn the_alert_hook_is_called_though_the_logger_panics_on(level: log::Level) {
         poll_with(Pin::new(&mut t), Waker::noop())
     }));
     let payload = polled.expect_err("the logger's panic comes out of the poll");
-    assert!(
-        payload
-            .downcast_ref::<String>()
-            .is_some_and(|m| m.starts_with("the logger failed")),
-        "not the logger's panic"
-    );
+    assert!(is_the_loggers(&*payload, ""), "not the logger's panic");
     assert_eq!(opguard::timeouts::stats().timeouts, 1, "not counted");
     assert_eq!(CALLS.load(SeqCst), 1, "the alert hook was not called");
 }
@@ -692,7 +645,7 @@ fn a_logger_that_panics_on_a_timeouts_warning_does_not_keep_its_alert_from_the_h
     if child_passes(NAME, &[], "hook called") {
         return;
     }
-    the_alert_hook_is_called_though_the_logger_panics_on(log::Level::Warn);
+    the_alert_hook_is_called_though_the_logger_panics_on(&PANICS_ON_WARNINGS);
     println!("hook called");
 }
 
@@ -703,7 +656,7 @@ fn a_logger_that_panics_on_an_alerts_line_does_not_keep_it_from_the_hook() {
     if child_passes(NAME, &[], "hook called") {
         return;
     }
-    the_alert_hook_is_called_though_the_logger_panics_on(log::Level::Error);
+    the_alert_hook_is_called_though_the_logger_panics_on(&PANICS_ON_ERRORS);
     println!("hook called");
 }
 

@@ -102,6 +102,25 @@ pub fn child_output_within(
     Some(child.wait_with_output().expect("the child's output"))
 }
 
+/// In the parent: runs test `name` in a child process with `envs` set (killed
+/// should it hang for 30 s), asserts that it exited cleanly and printed
+/// `marker`, and returns `true`. In the child: `false`, to run the test.
+pub fn child_passes(name: &str, envs: &[(&str, &str)], marker: &str) -> bool {
+    match child_output_within(name, envs, std::time::Duration::from_secs(30)) {
+        Some(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains(marker),
+                "the child failed ({}):\n{stdout}\n{stderr}",
+                out.status
+            );
+            true
+        }
+        None => false,
+    }
+}
+
 fn spawn_child(mut cmd: std::process::Command) -> std::process::Child {
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
