@@ -616,9 +616,12 @@ fn a_timeout_whose_warning_panics_in_the_logger_does_not_run_on_without_a_deadli
 /// A timeout that alerts (threshold 0) timed out while the logger panics on
 /// `level` lines of opguard's: the logger's panic comes out of the poll, and
 /// the alert hook has been called all the same (the alert fires once per
-/// window: a panicking logger in front of it would lose it). Run in a child
-/// that installs the logger.
-fn the_alert_hook_is_called_though_the_logger_panics_on(logger: &'static PanicsOn) {
+/// window: a panicking logger in front of it would lose it). Test `name`
+/// runs it in a child of its own, which installs the logger.
+fn the_alert_hook_is_called_though_the_logger_panics_on(name: &str, logger: &'static PanicsOn) {
+    if child_passes(name, &[], "hook called") {
+        return;
+    }
     use opguard::alert::{self, AlertKind, AlertPolicy};
     use std::panic::{AssertUnwindSafe, catch_unwind};
     install(logger);
@@ -635,29 +638,25 @@ fn the_alert_hook_is_called_though_the_logger_panics_on(logger: &'static PanicsO
     assert!(is_the_loggers(&*payload, ""), "not the logger's panic");
     assert_eq!(opguard::timeouts::stats().timeouts, 1, "not counted");
     assert_eq!(CALLS.load(SeqCst), 1, "the alert hook was not called");
+    println!("hook called");
 }
 
 /// The logger panics on the timeout's warning, before the alert is counted.
 #[test]
 fn a_logger_that_panics_on_a_timeouts_warning_does_not_keep_its_alert_from_the_hook() {
-    const NAME: &str =
-        "a_logger_that_panics_on_a_timeouts_warning_does_not_keep_its_alert_from_the_hook";
-    if child_passes(NAME, &[], "hook called") {
-        return;
-    }
-    the_alert_hook_is_called_though_the_logger_panics_on(&PANICS_ON_WARNINGS);
-    println!("hook called");
+    the_alert_hook_is_called_though_the_logger_panics_on(
+        "a_logger_that_panics_on_a_timeouts_warning_does_not_keep_its_alert_from_the_hook",
+        &PANICS_ON_WARNINGS,
+    );
 }
 
 /// The logger panics on the alert's own line, before the hook is called.
 #[test]
 fn a_logger_that_panics_on_an_alerts_line_does_not_keep_it_from_the_hook() {
-    const NAME: &str = "a_logger_that_panics_on_an_alerts_line_does_not_keep_it_from_the_hook";
-    if child_passes(NAME, &[], "hook called") {
-        return;
-    }
-    the_alert_hook_is_called_though_the_logger_panics_on(&PANICS_ON_ERRORS);
-    println!("hook called");
+    the_alert_hook_is_called_though_the_logger_panics_on(
+        "a_logger_that_panics_on_an_alerts_line_does_not_keep_it_from_the_hook",
+        &PANICS_ON_ERRORS,
+    );
 }
 
 #[test]
