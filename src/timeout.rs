@@ -560,6 +560,9 @@ impl Race {
             self.state = State::Unbounded;
             return None;
         }
+        // Over before the report, as in `expire`: polled again after a
+        // logger's panic there, it is not reported twice.
+        self.state = State::Cancelled;
         let err = TimeoutError::invalid(self.site, bad);
         report::invalid_timeout(&err);
         Some(err)

@@ -589,20 +589,25 @@ fn a_timeout_whose_warning_panics_in_the_logger_does_not_run_on_without_a_deadli
         return;
     }
     install(&PANICS_ON_WARNINGS);
-    use std::panic::{AssertUnwindSafe, catch_unwind};
     let mut t = Box::pin(timeout_async!(Duration::ZERO, pending::<()>()));
-    let first = catch_unwind(AssertUnwindSafe(|| {
-        poll_with(Pin::new(&mut t), Waker::noop())
-    }));
+    is_over_after_the_loggers_panic(t.as_mut());
+    println!("ended");
+}
+
+/// Polls `t`, whose end the logger panics on: that panic comes out of the
+/// poll. Polled again, `t` panics as a timeout polled after it ended does,
+/// rather than wait on with no timer or report its end again.
+fn is_over_after_the_loggers_panic<F: Future>(mut t: Pin<&mut F>)
+where
+    F::Output: std::fmt::Debug,
+{
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let first = catch_unwind(AssertUnwindSafe(|| poll_with(t.as_mut(), Waker::noop())));
     let payload = first.expect_err("the logger's panic comes out of the poll");
     assert!(is_the_loggers(&*payload, ""), "not the logger's panic");
-    // Polled again: it timed out, and says so as a timeout polled after it
-    // ended does, rather than wait on with no timer.
-    let again = catch_unwind(AssertUnwindSafe(|| {
-        poll_with(Pin::new(&mut t), Waker::noop())
-    }));
+    let again = catch_unwind(AssertUnwindSafe(|| poll_with(t.as_mut(), Waker::noop())));
     match again {
-        Ok(polled) => panic!("polled again, it went on without a deadline: {polled:?}"),
+        Ok(polled) => panic!("polled again, it went on: {polled:?}"),
         Err(payload) => assert!(
             payload
                 .downcast_ref::<&str>()
@@ -610,11 +615,28 @@ fn a_timeout_whose_warning_panics_in_the_logger_does_not_run_on_without_a_deadli
             "another panic"
         ),
     }
-    println!("ended");
 }
 
-/// A timeout that alerts (threshold 0) timed out while the logger panics on
-/// `level` lines of opguard's: the logger's panic comes out of the poll, and
+/// As above, for an invalid timeout: polled again, it is not reported (and
+/// counted) a second time.
+#[test]
+fn an_invalid_timeout_whose_warning_panics_in_the_logger_is_reported_once() {
+    if child_passes(
+        "an_invalid_timeout_whose_warning_panics_in_the_logger_is_reported_once",
+        &[],
+        "once",
+    ) {
+        return;
+    }
+    install(&PANICS_ON_WARNINGS);
+    let mut t = Box::pin(timeout_async!(-1, pending::<()>()));
+    is_over_after_the_loggers_panic(t.as_mut());
+    assert_eq!(opguard::timeouts::stats().invalid, 1);
+    println!("once");
+}
+
+/// A timeout that alerts (threshold 0) timed out while `logger` panics on
+/// opguard's lines of its level: the logger's panic comes out of the poll, and
 /// the alert hook has been called all the same (the alert fires once per
 /// window: a panicking logger in front of it would lose it). Test `name`
 /// runs it in a child of its own, which installs the logger.
