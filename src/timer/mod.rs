@@ -115,7 +115,10 @@
 //! never a panic, a hang or an early timeout. A dying timer thread rings the
 //! alarm before its time; setting it again then fails, with the same end.
 //! After a failure, timeouts fail at once for one second, then a fresh
-//! start is tried, which succeeds if the limit was lifted.
+//! start is tried, which succeeds if the limit was lifted. (futures-timer
+//! says it cannot run only by panicking when its `Delay` is polled: in a
+//! build with `panic = "abort"` that ends the process, as a waker's panic
+//! does; nothing can be contained there.)
 //!
 //! # Locks and atomic orderings
 //! A lane's mutex guards its map only, and a tick's list mutex guards its
