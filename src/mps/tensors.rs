@@ -86,22 +86,41 @@ fn on_mps(t: &Tensor) -> bool {
 
 /// Moves `t`'s data to CPU in place, so that every handle to it follows; a
 /// gradient it has goes along, so that the next backward pass on CPU can
-/// accumulate into it.
+/// accumulate into it. A move that fails is logged, and the tensor stays.
 fn move_data(t: &Tensor) {
+    if let Err(failed) = try_move_data(t) {
+        failed.log();
+    }
+}
+
+/// [`move_data`], with the failure handed back rather than logged: for
+/// callers that hold a lock a logger might take.
+fn try_move_data(t: &Tensor) -> Result<(), FailedMove> {
     if !t.defined() || t.device() == Device::Cpu {
-        return;
+        return Ok(());
     }
     let from = t.device();
-    let moved = tch::no_grad(|| {
+    tch::no_grad(|| {
         set_data_to_cpu(t)?;
         let grad = t.grad();
         if grad.defined() && grad.device() != Device::Cpu {
             set_data_to_cpu(&grad)?;
         }
-        Ok::<_, TchError>(())
-    });
-    if let Err(err) = moved {
-        log::warn!(target: "opguard", "could not move a {from:?} tensor to CPU: {err}");
+        Ok(())
+    })
+    .map_err(|error| FailedMove { from, error })
+}
+
+/// A tensor that could not be moved to CPU.
+struct FailedMove {
+    from: Device,
+    error: TchError,
+}
+
+impl FailedMove {
+    fn log(&self) {
+        let FailedMove { from, error } = self;
+        log::warn!(target: "opguard", "could not move a {from:?} tensor to CPU: {error}");
     }
 }
 
@@ -143,14 +162,19 @@ impl MoveToCpu for &Tensor {
 impl MoveToCpu for tch::nn::VarStore {
     fn move_to_cpu(&mut self) {
         self.variables_.clear_poison();
-        let all_moved = {
+        // Failures are logged once the store's lock is released: a logger
+        // that looks at the model (its parameters, an optimizer on it) takes
+        // that lock, and would wait on this thread for good.
+        let failed: Vec<FailedMove> = {
             let variables = self.variables_.lock().unwrap_or_else(|p| p.into_inner());
-            variables.named_variables.values().for_each(move_data);
             variables
                 .named_variables
                 .values()
-                .all(|t| !t.defined() || t.device() == Device::Cpu)
+                .filter_map(|t| try_move_data(t).err())
+                .collect()
         };
+        failed.iter().for_each(FailedMove::log);
+        let all_moved = failed.is_empty();
         // Now a no-op for the data; it makes `device()` say CPU, so that
         // variables added later are made there.
         if all_moved {

@@ -1,0 +1,136 @@
+//! A tensor whose move to CPU fails, for real: libtorch's meta tensors (shapes,
+//! no data), which tch reports as on `Device::Mps` and which libtorch refuses
+//! to copy. See tests/data/make_meta_tensor.py for where they come from.
+#![cfg(feature = "tch")]
+
+use std::cell::RefCell;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use opguard::mps::MoveToCpu;
+use tch::{CModule, Device, IValue, Tensor, nn};
+
+/// A tensor of `n` floats on libtorch's meta device.
+fn meta_tensor(n: i64) -> Tensor {
+    let module = CModule::load(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/meta_tensor.pt"
+    ))
+    .expect("tests/data/meta_tensor.pt loads");
+    match module.forward_is(&[IValue::Int(n)]) {
+        Ok(IValue::Tensor(t)) => t,
+        other => panic!("the meta module gave {other:?}"),
+    }
+}
+
+/// Keeps every record as `LEVEL message`, and runs this thread's hook (if
+/// any) on each one, as a logger with side effects would.
+struct Logger;
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+thread_local! {
+    static ON_LOG: RefCell<Option<Box<dyn Fn()>>> = const { RefCell::new(None) };
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        let line = format!("{} {}", record.level(), record.args());
+        LINES.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        ON_LOG.with_borrow(|hook| {
+            if let Some(hook) = hook {
+                hook();
+            }
+        });
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        log::set_logger(&Logger).expect("no other logger in this test binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+}
+
+fn lines_containing(needle: &str) -> Vec<String> {
+    LINES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .filter(|l| l.contains(needle))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_meta_tensor_reads_as_on_mps_and_cannot_be_copied_to_cpu() {
+    // What the other tests rest on: if tch ever reports meta tensors as
+    // their own device, or libtorch copies them, this says so first.
+    let t = meta_tensor(4);
+    assert_eq!(t.device(), Device::Mps);
+    assert!(t.is_on_mps());
+    assert!(t.f_to_device(Device::Cpu).is_err());
+}
+
+#[test]
+fn a_tensor_whose_move_fails_stays_put_and_the_failure_is_logged() {
+    capture_logs();
+    let mut t = meta_tensor(3);
+    t.move_to_cpu();
+    assert_eq!(t.device(), Device::Mps, "left where it was");
+    assert_eq!(t.size(), [3]);
+    let warned = lines_containing("could not move a Mps tensor to CPU");
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.starts_with("WARN") && l.contains("meta tensor")),
+        "a warning naming the device and libtorch's reason: {warned:?}"
+    );
+}
+
+#[test]
+fn a_logger_that_reads_the_model_while_its_move_fails_does_not_deadlock() {
+    capture_logs();
+    let (done, finished) = mpsc::channel();
+    // On its own thread: before the fix this thread hung for good, and the
+    // test must fail rather than hang with it.
+    std::thread::spawn(move || {
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        let _fc = nn::linear(&root / "fc", 3, 2, Default::default());
+        root.add("stuck", meta_tensor(2), false);
+        // A logger that looks at the model as it logs (say, to report its
+        // parameters' devices): it takes the store's lock.
+        let variables = vs.variables_.clone();
+        ON_LOG.set(Some(Box::new(move || {
+            let n = variables
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .named_variables
+                .len();
+            assert_eq!(n, 3);
+        })));
+        vs.move_to_cpu();
+        ON_LOG.set(None);
+        let devices: Vec<Device> = vs.variables().values().map(Tensor::device).collect();
+        done.send(devices).unwrap();
+    });
+    let devices = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("move_to_cpu returned (a logger that reads the store must not deadlock it)");
+    assert_eq!(
+        devices.iter().filter(|&&d| d == Device::Cpu).count(),
+        2,
+        "the layer stays on CPU: {devices:?}"
+    );
+    assert_eq!(
+        devices.iter().filter(|&&d| d == Device::Mps).count(),
+        1,
+        "the stuck tensor stays: {devices:?}"
+    );
+    assert!(!lines_containing("could not move a Mps tensor to CPU").is_empty());
+}
