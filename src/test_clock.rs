@@ -216,6 +216,11 @@ impl TestClock {
     /// the latest guard still alive is in force, so dropping the latest
     /// restores the clock entered before it, and dropping an earlier one
     /// first (out of order) changes nothing until the later ones drop too.
+    ///
+    /// # Panics
+    /// From a thread-local's destructor once this thread's list of entered
+    /// clocks is gone: the clock cannot be entered there (a timeout started
+    /// there follows real time).
     pub fn enter(&self) -> Entered {
         ANY_ENTERED.store(true, Ordering::Relaxed);
         let id = NEXT_GUARD.with(|n| {
@@ -232,6 +237,7 @@ impl TestClock {
 
     /// Enters the clock around every poll of `fut`, on whichever thread
     /// polls it: the timeouts that start inside `fut` follow this clock.
+    /// Each poll panics where [`enter`](Self::enter) would.
     pub fn bind<F: Future>(&self, fut: F) -> Bound<F> {
         Bound {
             clock: self.clone(),
