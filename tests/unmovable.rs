@@ -102,7 +102,7 @@ fn a_logger_that_reads_the_model_while_its_move_fails_does_not_deadlock() {
         let mut vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
         let _fc = nn::linear(&root / "fc", 3, 2, Default::default());
-        root.add("stuck", meta_tensor(2), false);
+        let _stuck = root.add("stuck", meta_tensor(2), false);
         // A logger that looks at the model as it logs (say, to report its
         // parameters' devices): it takes the store's lock.
         let variables = vs.variables_.clone();
@@ -133,4 +133,29 @@ fn a_logger_that_reads_the_model_while_its_move_fails_does_not_deadlock() {
         "the stuck tensor stays: {devices:?}"
     );
     assert!(!lines_containing("could not move a Mps tensor to CPU").is_empty());
+}
+
+#[test]
+fn a_named_tensor_that_cannot_move_leaves_the_cpu_retry_to_report_its_own_error() {
+    capture_logs();
+    opguard::testing::reset_mps();
+    let mut stuck = meta_tensor(2);
+    let devices = Mutex::new(Vec::new());
+    let out = opguard::safe_mps!(label = "unmovable", device = Device::Mps, [stuck] => |dev| {
+        devices.lock().unwrap().push(dev);
+        // MPS's real error on the first attempt; on CPU, libtorch refuses
+        // to add a tensor that has no data.
+        Tensor::f_ones([2], (tch::Kind::Float, dev))?.f_add(&stuck)
+    });
+    assert_eq!(*devices.lock().unwrap(), [Device::Mps, Device::Cpu]);
+    let err = out.expect_err("the retry cannot work with a tensor that stayed behind");
+    assert!(
+        !err.to_string().contains("'MPS' backend"),
+        "the retry's error, not the first attempt's: {err}"
+    );
+    assert_eq!(stuck.device(), Device::Mps, "left where it was");
+    assert!(!lines_containing("could not move a Mps tensor to CPU").is_empty());
+    let site = opguard::mps::stats();
+    let site = site.site("unmovable").expect("the call site is listed");
+    assert_eq!((site.fallbacks, site.failed_fallbacks), (0, 1));
 }

@@ -61,8 +61,11 @@ impl Dev for Device {
 ///
 /// A tensor is moved in place (`set_data`, as `VarStore::set_device` does):
 /// every handle to it, such as a layer's weight, sees it on CPU afterwards. A
-/// tensor already on CPU is left alone. Results computed by a CPU retry stay
-/// on CPU; move them back yourself if you need them on MPS.
+/// tensor already on CPU is left alone. A tensor that libtorch cannot copy to
+/// CPU stays where it is, with a warning that names its device and
+/// libtorch's reason; the CPU retry runs all the same, and its error, if it
+/// fails for that, is the call's. Results computed by a CPU retry stay on
+/// CPU; move them back yourself if you need them on MPS.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be moved to CPU by `safe_mps!`",
     label = "named in `[..] =>`, so its tensors move to CPU before the retry",
