@@ -13,8 +13,9 @@
 //! - `guard/*`: what `safe_mps!` itself costs, on work that does nothing (it
 //!   returns its `dev`), beside the same work bare: MPS admitted (the call
 //!   site's pin and the process breaker read, the attempt counted, the panic
-//!   guard, the verdict), the call site pinned to CPU by an op-level error,
-//!   and MPS disabled for the process. Set beside `happy/bare`, this is the
+//!   guard, the verdict), work named for CPU (nothing to guard), the call
+//!   site pinned to CPU by an op-level error, and MPS disabled for the
+//!   process. Set beside `happy/bare`, this is the
 //!   share of a 64x64 matmul that the registry takes.
 
 use std::hint::black_box;
@@ -34,6 +35,20 @@ fn admitted() -> Device {
     safe_mps!(label = "admitted", device = Device::Mps, |dev| black_box(
         dev
     ))
+}
+
+/// Work named for CPU: nothing to guard, so it runs once (what a call pays
+/// on a machine without MPS, where CPU is the preferred device).
+#[inline(never)]
+fn on_cpu() -> Device {
+    safe_mps!(label = "on_cpu", device = Device::Cpu, |dev| black_box(dev))
+}
+
+/// The tensor form with a tensor on CPU: its device is asked (a call into
+/// libtorch), nothing is on MPS, and the work runs once.
+#[inline(never)]
+fn probed_on_cpu(mut t: &Tensor) -> i64 {
+    safe_mps!(label = "probed_on_cpu", [t] => black_box(t.dim() as i64))
 }
 
 /// The same, at a call site that an op-level error pins to CPU (`fail`).
@@ -144,6 +159,7 @@ fn guard(c: &mut Criterion) {
     });
     g.bench_function("mps_admitted", |bench| bench.iter(|| black_box(admitted())));
     assert_eq!(admitted(), Device::Mps);
+    g.bench_function("on_cpu", |bench| bench.iter(|| black_box(on_cpu())));
     let _ = pinned(true);
     assert!(mps::stats().site("pinned").unwrap().pinned);
     assert_eq!(mps::stats().state, mps::MpsState::Enabled);
@@ -184,6 +200,10 @@ fn instructions(n: usize) {
     for _ in 0..n {
         drop(black_box(bare_matmul(&a, &b)));
         black_box(admitted());
+    }
+    for _ in 0..n {
+        black_box(on_cpu());
+        black_box(probed_on_cpu(&a));
     }
     let _ = pinned(true);
     for _ in 0..n {

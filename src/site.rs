@@ -64,6 +64,12 @@ impl<T: Listed> StaticList<T> {
         }
     }
 
+    /// Whether `item` has been pushed.
+    #[inline]
+    pub(crate) fn has(item: &T) -> bool {
+        item.link().linked.load(Ordering::Relaxed)
+    }
+
     /// Pushes `item` the first time it is offered; later calls cost a load.
     #[inline]
     pub(crate) fn push_once(&self, item: &'static T) {

@@ -117,6 +117,12 @@ impl Breaker {
         }
     }
 
+    /// Whether the breaker lets calls through with no trial (one load).
+    #[inline]
+    pub(crate) fn closed(&self) -> bool {
+        state(self.word.load(Ordering::Acquire)) == CLOSED
+    }
+
     pub(crate) fn streak(&self) -> u32 {
         self.streak.load(Ordering::Relaxed)
     }

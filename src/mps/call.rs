@@ -122,9 +122,40 @@ pub struct Driver<D> {
 impl<D: Dev> Driver<D> {
     /// A call at `site`; `forced` is the `device = ..` argument, and `named`
     /// says whether the call names values to move (the tensor form).
-    #[inline]
+    #[inline(always)]
     pub fn new(site: &'static MpsSite, forced: Option<D>, named: bool) -> Self {
         let device = forced.unwrap_or_else(D::preferred);
+        // Each case builds the driver whole (no field set afterwards), so
+        // that it is made in place, in the caller.
+        let (stage, device, admission) = if !registry::enabled() {
+            // Once on the preferred device.
+            (Stage::Once, device, None)
+        } else if IN_FALLBACK.get() {
+            (Self::on_cpu(named), D::cpu(), None)
+        } else if device.is_mps() && registry::admit_calm(site) {
+            // All is well: MPS, with no trial (decided by loads alone, in
+            // the caller: the common case on a machine with MPS).
+            (Stage::First, device, Some(Admission::PLAIN))
+        } else if device.is_mps() || registry::injection_pending() {
+            return Self::admitting(site, device, named);
+        } else if named {
+            (Stage::Probe, device, None)
+        } else {
+            (Stage::Once, device, None)
+        };
+        Driver {
+            site,
+            stage,
+            device,
+            admission,
+            named,
+        }
+    }
+
+    /// A call whose work touches MPS, when the registry has more to say
+    /// than "go ahead": trials, a pinned site, MPS disabled, injection.
+    #[inline(never)]
+    fn admitting(site: &'static MpsSite, device: D, named: bool) -> Self {
         let mut driver = Driver {
             site,
             stage: Stage::Once,
@@ -132,25 +163,25 @@ impl<D: Dev> Driver<D> {
             admission: None,
             named,
         };
-        if !registry::enabled() {
-            // Once on the preferred device.
-        } else if IN_FALLBACK.get() {
-            driver.once_on_cpu();
-        } else if device.is_mps() || registry::injection_pending() {
-            driver.admit();
-        } else if named {
-            driver.stage = Stage::Probe;
-        }
+        driver.admit();
         driver
+    }
+
+    /// The stage of a call sent straight to CPU: the named values first.
+    #[inline]
+    fn on_cpu(named: bool) -> Stage {
+        if named {
+            Stage::MoveThenOnce
+        } else {
+            Stage::Once
+        }
     }
 
     /// Straight to CPU: the named values first, if any.
     #[inline]
     fn once_on_cpu(&mut self) {
         self.device = D::cpu();
-        if self.named {
-            self.stage = Stage::MoveThenOnce;
-        }
+        self.stage = Self::on_cpu(self.named);
     }
 
     /// Work that touches MPS: ask the registry.
@@ -244,7 +275,16 @@ impl<D: Dev> Driver<D> {
             self.stage = Stage::Done;
             return Some(out.unwrap_or_else(|payload| resume_unwind(payload)));
         }
-        self.judged(out, error)
+        match out {
+            // The first attempt's value, and no error: MPS worked (what
+            // `judge` decides too, here without leaving the caller).
+            Ok(value) if self.stage == Stage::First && error.is_none() => {
+                self.stage = Stage::Done;
+                self.worked();
+                Some(value)
+            }
+            out => self.judged(out, error),
+        }
     }
 
     /// [`ran`](Self::ran) for a guarded run.

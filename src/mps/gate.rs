@@ -26,7 +26,17 @@ pub(crate) struct Admission {
     pub(crate) global_trial: bool,
 }
 
-/// How an MPS attempt went.
+impl Admission {
+    /// Admitted with neither breaker on trial: the common case.
+    pub(crate) const PLAIN: Admission = Admission {
+        site_trial: false,
+        global_trial: false,
+    };
+}
+
+/// How an MPS attempt went: the tests' one spelling of [`worked`] and
+/// [`failed`].
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// No MPS error (a value, an ordinary error, or a panic of another kind).
@@ -71,12 +81,25 @@ pub(crate) fn admit(
     })
 }
 
-/// Tells both breakers how an admitted attempt went.
-pub(crate) fn settle(
+/// What an admitted attempt that did not fail with an MPS error changes:
+/// both failure streaks end, and a trial it was re-enables its breaker.
+#[inline]
+pub(crate) fn worked(global: &Breaker, site: &Breaker, admission: Admission) -> Transitions {
+    Transitions {
+        site: site.on_success(admission.site_trial),
+        global: global.on_success(admission.global_trial),
+    }
+}
+
+/// What an admitted attempt that failed with an MPS error of `kind` changes:
+/// an op-level error counts against the call site (and hands back a process
+/// trial it held), a device-level one against the process (and hands back a
+/// site trial).
+pub(crate) fn failed(
     global: &Breaker,
     site: &Breaker,
     admission: Admission,
-    verdict: Verdict,
+    kind: MpsErrorKind,
     now: impl FnOnce() -> u64,
     threshold: u32,
 ) -> Transitions {
@@ -84,12 +107,8 @@ pub(crate) fn settle(
         site_trial,
         global_trial,
     } = admission;
-    match verdict {
-        Verdict::Worked => Transitions {
-            site: site.on_success(site_trial),
-            global: global.on_success(global_trial),
-        },
-        Verdict::Failed(MpsErrorKind::Op) => {
+    match kind {
+        MpsErrorKind::Op => {
             if global_trial {
                 global.give_back_trial();
             }
@@ -98,7 +117,7 @@ pub(crate) fn settle(
                 global: None,
             }
         }
-        Verdict::Failed(_) => {
+        _ => {
             if site_trial {
                 site.give_back_trial();
             }
@@ -107,6 +126,23 @@ pub(crate) fn settle(
                 global: global.on_failure(global_trial, now(), threshold),
             }
         }
+    }
+}
+
+/// Tells both breakers how an admitted attempt went ([`worked`] or
+/// [`failed`]).
+#[cfg(test)]
+pub(crate) fn settle(
+    global: &Breaker,
+    site: &Breaker,
+    admission: Admission,
+    verdict: Verdict,
+    now: impl FnOnce() -> u64,
+    threshold: u32,
+) -> Transitions {
+    match verdict {
+        Verdict::Worked => worked(global, site, admission),
+        Verdict::Failed(kind) => failed(global, site, admission, kind, now, threshold),
     }
 }
 

@@ -14,11 +14,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use once_cell::sync::Lazy;
-
 use super::breaker::{Breaker, MpsState};
 use super::classify::MpsErrorKind;
-use super::gate::{self, Admission, Verdict};
+use super::gate::{self, Admission};
 use super::site::{MpsSite, MpsSiteStats};
 use crate::clock::{now_nanos as now, saturating_nanos};
 use crate::config::{self, FromEnv, Switch};
@@ -63,7 +61,12 @@ static SETTINGS: FromEnv<Settings> = FromEnv::new(|warnings| {
         cooldown: AtomicU64::new(saturating_nanos(cooldown)),
     }
 });
-static BREAKER: Lazy<Breaker> = Lazy::new(Breaker::new);
+/// The process's breaker: a plain `static` (one load to read), where loom's
+/// atomics, which cannot be made in a const context, need a `Lazy`.
+#[cfg(not(opguard_loom))]
+static BREAKER: Breaker = Breaker::new();
+#[cfg(opguard_loom)]
+static BREAKER: once_cell::sync::Lazy<Breaker> = once_cell::sync::Lazy::new(Breaker::new);
 static GUARD: Switch =
     Switch::new(|warnings| config::enabled_by_env(ENV_SAFE_MPS_DISABLE, warnings));
 
@@ -226,6 +229,21 @@ fn cooldown() -> u64 {
     SETTINGS.get().cooldown.load(Ordering::Relaxed)
 }
 
+/// The common case of [`admit`] (the guard being on), decided with loads
+/// alone: no injected failure pending, the site listed, and neither it nor
+/// the process disabled. `true`: admitted with no trial
+/// ([`Admission::PLAIN`]), and the attempt counted; `false`: ask [`admit`].
+#[inline(always)]
+pub(crate) fn admit_calm(site: &'static MpsSite) -> bool {
+    let calm = !injection_pending() && site.listed() && site.pin.closed() && BREAKER.closed();
+    if calm {
+        // With no trial taken there is nothing to give back should the
+        // metrics recorder panic (see `admit`).
+        report::mps::attempt(site);
+    }
+    calm
+}
+
 /// May a call at `site` that would run on MPS try it? `None`: straight to
 /// CPU, counted as skipped.
 #[inline]
@@ -263,14 +281,7 @@ impl Drop for GiveBack {
 /// The admitted attempt at `site` did not fail with an MPS error.
 #[inline]
 pub(crate) fn worked(site: &'static MpsSite, admission: Admission) {
-    let t = gate::settle(
-        &BREAKER,
-        &site.pin,
-        admission,
-        Verdict::Worked,
-        now,
-        threshold(),
-    );
+    let t = gate::worked(&BREAKER, &site.pin, admission);
     if t.site.is_some() || t.global.is_some() {
         transitions(site, t);
     }
@@ -284,14 +295,7 @@ pub(crate) fn failed(
     kind: MpsErrorKind,
     message: &str,
 ) {
-    let t = gate::settle(
-        &BREAKER,
-        &site.pin,
-        admission,
-        Verdict::Failed(kind),
-        now,
-        threshold(),
-    );
+    let t = gate::failed(&BREAKER, &site.pin, admission, kind, now, threshold());
     // The transitions are counted even if the logger panics on the error's
     // line (its panic goes on then).
     user_then(

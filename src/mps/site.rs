@@ -102,6 +102,12 @@ impl MpsSite {
         MPS_SITES.push_once(self);
     }
 
+    /// Whether the site is listed already.
+    #[inline]
+    pub(crate) fn listed(&self) -> bool {
+        StaticList::has(self)
+    }
+
     #[inline]
     pub(crate) fn count(&self, event: Event) {
         self.counts[event as usize].fetch_add(1, Ordering::Relaxed);
