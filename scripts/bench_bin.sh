@@ -7,8 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 name=$1
 shift
-cargo bench --bench "$name" --no-run --message-format=json "$@" 2>/dev/null \
-    | python3 -c 'import json, sys
+# A build that fails is built again with its errors shown, rather than
+# printing no path.
+if ! json=$(cargo bench --bench "$name" --no-run --message-format=json "$@" 2>/dev/null); then
+    cargo bench --bench "$name" --no-run "$@" >&2 || true
+    echo "bench_bin.sh: the bench $name did not build" >&2
+    exit 1
+fi
+printf '%s\n' "$json" | python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
