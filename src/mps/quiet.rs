@@ -36,11 +36,15 @@ use super::classify::{is_mps_error, is_mps_panic};
 pub(crate) type Payload = Box<dyn std::any::Any + Send + 'static>;
 
 thread_local! {
-    /// Set while a guarded first attempt runs on this thread.
-    static ATTEMPTING: Cell<bool> = const { Cell::new(false) };
-    /// Set by opguard's hook when it kept a panic quiet.
-    static SILENCED: Cell<bool> = const { Cell::new(false) };
+    /// This thread's [`ATTEMPTING`] and [`SILENCED`] bits: one cell, so
+    /// that entering and leaving an attempt is one read and one write.
+    static QUIET: Cell<u8> = const { Cell::new(0) };
 }
+
+/// Set while a guarded first attempt runs on this thread.
+const ATTEMPTING: u8 = 1;
+/// Set by opguard's hook when it kept a panic quiet.
+const SILENCED: u8 = 2;
 
 /// Whether a panic unwinds, so that `safe_mps!` can catch it. Built with
 /// `panic = "abort"`, a panic ends the process once the hook has run: its
@@ -54,8 +58,8 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Marks this thread as running a guarded first attempt until dropped.
 pub(crate) struct Attempting {
-    attempting: bool,
-    silenced: bool,
+    /// The bits before, put back when the attempt ends (attempts nest).
+    before: u8,
 }
 
 impl Attempting {
@@ -65,22 +69,20 @@ impl Attempting {
             install();
         }
         Attempting {
-            attempting: ATTEMPTING.replace(true),
-            silenced: SILENCED.replace(false),
+            before: QUIET.replace(ATTEMPTING),
         }
     }
 
     /// Whether opguard's hook kept a panic of this attempt quiet.
     fn silenced(&self) -> bool {
-        SILENCED.get()
+        QUIET.get() & SILENCED != 0
     }
 }
 
 impl Drop for Attempting {
     #[inline]
     fn drop(&mut self) {
-        ATTEMPTING.set(self.attempting);
-        SILENCED.set(self.silenced);
+        QUIET.set(self.before);
     }
 }
 
@@ -138,7 +140,7 @@ fn install() {
     let previous = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
         if handled_here(info) {
-            let _ = SILENCED.try_with(|s| s.set(true));
+            let _ = QUIET.try_with(|q| q.set(q.get() | SILENCED));
         } else {
             previous(info);
         }
@@ -148,6 +150,8 @@ fn install() {
 /// Whether `safe_mps!` will catch this panic and fall back.
 fn handled_here(info: &PanicHookInfo<'_>) -> bool {
     // try_with: the hook may run while this thread's locals are torn down.
-    ATTEMPTING.try_with(Cell::get).unwrap_or(false)
+    QUIET
+        .try_with(|q| q.get() & ATTEMPTING != 0)
+        .unwrap_or(false)
         && info.payload_as_str().is_some_and(is_mps_error)
 }
