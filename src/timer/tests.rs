@@ -262,7 +262,10 @@ fn woken(w: &Where) -> Vec<(std::thread::ThreadId, Instant)> {
 
 type Recorded = (Vec<(Arc<Where>, Waker)>, Vec<Deadline>);
 
-/// `n` timeouts of `after` in one tick, each with a recorder. A tick
+/// `n` timeouts of `after` in one tick, each with a recorder. Callers hold
+/// [`private_lane`]: in a lane shared with a test running at the same time,
+/// timeouts of the same length join the same tick, and that test's polls
+/// and drops relay to this one's waiters. A tick
 /// boundary can fall between them on a busy machine: then it tries again.
 /// Started within one tick, none of them can find the others' tick due (a
 /// thread that starts a timeout fires its own due ticks), so their tick is
@@ -282,6 +285,7 @@ fn in_one_tick(n: usize, after: Duration) -> Recorded {
 
 #[test]
 fn a_ticks_first_waiter_wakes_the_others_from_its_own_thread() {
+    let _lane = private_lane();
     let (all, mut deadlines) = in_one_tick(3, Duration::from_millis(5));
     let here = std::thread::current().id();
     // futures-timer's thread wakes the first waiter only.
@@ -310,6 +314,7 @@ fn a_ticks_first_waiter_wakes_the_others_from_its_own_thread() {
 
 #[test]
 fn when_the_first_waiter_never_runs_the_timer_wakes_the_rest_itself() {
+    let _lane = private_lane();
     let (all, deadlines) = in_one_tick(3, Duration::from_millis(5));
     let here = std::thread::current().id();
     // Nothing polls or drops the first: futures-timer's thread wakes them all.
@@ -333,6 +338,7 @@ fn when_the_first_waiter_never_runs_the_timer_wakes_the_rest_itself() {
 
 #[test]
 fn when_no_woken_waiter_runs_the_timer_wakes_one_more_at_a_time_then_the_rest() {
+    let _lane = private_lane();
     let n = FALLBACKS as usize + 3;
     let (all, deadlines) = in_one_tick(n, Duration::from_millis(5));
     let here = std::thread::current().id();
@@ -368,6 +374,7 @@ fn when_no_woken_waiter_runs_the_timer_wakes_one_more_at_a_time_then_the_rest() 
 
 #[test]
 fn a_waiter_woken_for_a_relay_that_has_not_come_relays_to_the_rest() {
+    let _lane = private_lane();
     let (all, mut deadlines) = in_one_tick(4, Duration::from_millis(5));
     let here = std::thread::current().id();
     // The first's task never runs: one more is woken, by the timer.
