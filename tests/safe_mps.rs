@@ -63,6 +63,28 @@ fn the_warning_names_label_first_line_and_site_without_the_backtrace() {
 }
 
 #[test]
+fn the_warning_for_an_unwrapped_error_leaves_its_backtrace_out() {
+    let _g = fresh();
+    // `.unwrap()` panics with the error's debug form: PyTorch's message and
+    // backtrace on one line, its line breaks written `\n`.
+    let t = safe_mps!(label = "unwrapped", device = Device::Mps, |dev| ones(dev)
+        .unwrap());
+    assert_eq!(t.device(), Device::Cpu);
+    let warnings = logs_containing("'unwrapped': MPS error at");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let w = &warnings[0];
+    assert!(
+        w.contains("called `Result::unwrap()` on an `Err` value: Torch(\"Could not run 'aten::"),
+        "{w}"
+    );
+    assert!(
+        !w.contains("Exception raised from") && !w.contains("frame #") && !w.contains("\\n"),
+        "{w}"
+    );
+    assert!(w.ends_with("; retrying on CPU"), "{w}");
+}
+
+#[test]
 fn a_panicking_plain_tensor_method_falls_back_too() {
     let _g = fresh();
     let attempts = Cell::new(0);

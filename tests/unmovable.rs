@@ -90,6 +90,12 @@ fn a_tensor_whose_move_fails_stays_put_and_the_failure_is_logged() {
             .any(|l| l.starts_with("WARN") && l.contains("meta tensor")),
         "a warning naming the device and libtorch's reason: {warned:?}"
     );
+    assert!(
+        warned
+            .iter()
+            .all(|l| !l.contains("Exception raised from") && !l.contains('\n')),
+        "one line, without PyTorch's backtrace: {warned:?}"
+    );
 }
 
 #[test]

@@ -123,7 +123,10 @@ struct FailedMove {
 impl FailedMove {
     fn log(&self) {
         let FailedMove { from, error } = self;
-        log::warn!(target: "opguard", "could not move a {from:?} tensor to CPU: {error}");
+        // PyTorch's reason, without the C++ backtrace that follows it.
+        let error = error.to_string();
+        let reason = crate::report::mps::headline(&error);
+        log::warn!(target: "opguard", "could not move a {from:?} tensor to CPU: {reason}");
     }
 }
 

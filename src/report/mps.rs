@@ -56,7 +56,7 @@ pub(crate) fn mps_error(
         MpsErrorKind::Op => Event::OpError,
         _ => Event::DeviceError,
     });
-    let first_line = message.lines().next().unwrap_or("").trim();
+    let first_line = headline(message);
     let label = Labelled(site.label());
     match (kind, pin) {
         (MpsErrorKind::Op, Some(Transition::Disabled { .. })) => log::warn!(
@@ -83,6 +83,17 @@ pub(crate) fn mps_error(
             crate::export::site_pinned(site, true);
         }
     }
+}
+
+/// What a warning quotes of an error's text: up to its first line break,
+/// real or written as the two characters `\n`. The panic of `.unwrap()` on
+/// a `TchError` quotes the error's debug form, which writes PyTorch's line
+/// breaks that way: without the second kind, its first line would carry
+/// PyTorch's C++ backtrace, kilobytes of it.
+pub(crate) fn headline(message: &str) -> &str {
+    let line = message.lines().next().unwrap_or("");
+    let end = line.find("\\n").unwrap_or(line.len());
+    line[..end].trim()
 }
 
 /// A transition of `site`'s pin: a pin is counted (its error line told
@@ -157,5 +168,26 @@ impl fmt::Display for Labelled {
             Some(label) => write!(f, "'{label}': "),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::headline;
+
+    #[test]
+    fn a_headline_ends_at_the_first_line_break_real_or_escaped() {
+        assert_eq!(
+            headline("shape mismatch\nException raised from f"),
+            "shape mismatch"
+        );
+        assert_eq!(
+            headline(
+                r#"called `Result::unwrap()` on an `Err` value: Torch("no MPS\nException raised from f\nframe #0: g")"#
+            ),
+            r#"called `Result::unwrap()` on an `Err` value: Torch("no MPS"#
+        );
+        assert_eq!(headline("  one line  "), "one line");
+        assert_eq!(headline(""), "");
     }
 }
