@@ -3,11 +3,14 @@
 //! to copy. See tests/data/make_meta_tensor.py for where they come from.
 #![cfg(feature = "tch")]
 
-use std::cell::RefCell;
+mod common;
+
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::mps::{fresh, logs_containing};
+use common::on_log_here;
 use opguard::mps::MoveToCpu;
 use tch::{CModule, Device, IValue, Tensor, nn};
 
@@ -24,48 +27,6 @@ fn meta_tensor(n: i64) -> Tensor {
     }
 }
 
-/// Keeps every record as `LEVEL message`, and runs this thread's hook (if
-/// any) on each one, as a logger with side effects would.
-struct Logger;
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-thread_local! {
-    static ON_LOG: RefCell<Option<Box<dyn Fn()>>> = const { RefCell::new(None) };
-}
-
-impl log::Log for Logger {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}", record.level(), record.args());
-        LINES.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-        ON_LOG.with_borrow(|hook| {
-            if let Some(hook) = hook {
-                hook();
-            }
-        });
-    }
-    fn flush(&self) {}
-}
-
-fn capture_logs() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        log::set_logger(&Logger).expect("no other logger in this test binary");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
-
-fn lines_containing(needle: &str) -> Vec<String> {
-    LINES
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .filter(|l| l.contains(needle))
-        .cloned()
-        .collect()
-}
-
 #[test]
 fn a_meta_tensor_reads_as_on_mps_and_cannot_be_copied_to_cpu() {
     // What the other tests rest on: if tch ever reports meta tensors as
@@ -78,12 +39,12 @@ fn a_meta_tensor_reads_as_on_mps_and_cannot_be_copied_to_cpu() {
 
 #[test]
 fn a_tensor_whose_move_fails_stays_put_and_the_failure_is_logged() {
-    capture_logs();
+    let _g = fresh();
     let mut t = meta_tensor(3);
     t.move_to_cpu();
     assert_eq!(t.device(), Device::Mps, "left where it was");
     assert_eq!(t.size(), [3]);
-    let warned = lines_containing("could not move a Mps tensor to CPU");
+    let warned = logs_containing("could not move a Mps tensor to CPU");
     assert!(
         warned
             .iter()
@@ -100,7 +61,7 @@ fn a_tensor_whose_move_fails_stays_put_and_the_failure_is_logged() {
 
 #[test]
 fn a_logger_that_reads_the_model_while_its_move_fails_does_not_deadlock() {
-    capture_logs();
+    let _g = fresh();
     let (done, finished) = mpsc::channel();
     // On its own thread: before the fix this thread hung for good, and the
     // test must fail rather than hang with it.
@@ -112,7 +73,7 @@ fn a_logger_that_reads_the_model_while_its_move_fails_does_not_deadlock() {
         // A logger that looks at the model as it logs (say, to report its
         // parameters' devices): it takes the store's lock.
         let variables = vs.variables_.clone();
-        ON_LOG.set(Some(Box::new(move || {
+        on_log_here(Some(Box::new(move || {
             let n = variables
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -121,7 +82,7 @@ fn a_logger_that_reads_the_model_while_its_move_fails_does_not_deadlock() {
             assert_eq!(n, 3);
         })));
         vs.move_to_cpu();
-        ON_LOG.set(None);
+        on_log_here(None);
         let devices: Vec<Device> = vs.variables().values().map(Tensor::device).collect();
         done.send(devices).unwrap();
     });
@@ -138,13 +99,12 @@ fn a_logger_that_reads_the_model_while_its_move_fails_does_not_deadlock() {
         1,
         "the stuck tensor stays: {devices:?}"
     );
-    assert!(!lines_containing("could not move a Mps tensor to CPU").is_empty());
+    assert!(!logs_containing("could not move a Mps tensor to CPU").is_empty());
 }
 
 #[test]
 fn a_named_tensor_that_cannot_move_leaves_the_cpu_retry_to_report_its_own_error() {
-    capture_logs();
-    opguard::testing::reset_mps();
+    let _g = fresh();
     let mut stuck = meta_tensor(2);
     let devices = Mutex::new(Vec::new());
     let out = opguard::safe_mps!(label = "unmovable", device = Device::Mps, [stuck] => |dev| {
@@ -160,7 +120,7 @@ fn a_named_tensor_that_cannot_move_leaves_the_cpu_retry_to_report_its_own_error(
         "the retry's error, not the first attempt's: {err}"
     );
     assert_eq!(stuck.device(), Device::Mps, "left where it was");
-    assert!(!lines_containing("could not move a Mps tensor to CPU").is_empty());
+    assert!(!logs_containing("could not move a Mps tensor to CPU").is_empty());
     let site = opguard::mps::stats();
     let site = site.site("unmovable").expect("the call site is listed");
     assert_eq!((site.fallbacks, site.failed_fallbacks), (0, 1));

@@ -180,10 +180,9 @@ impl MoveToCpu for tch::nn::VarStore {
                 .collect()
         };
         failed.iter().for_each(FailedMove::log);
-        let all_moved = failed.is_empty();
         // Now a no-op for the data; it makes `device()` say CPU, so that
         // variables added later are made there.
-        if all_moved {
+        if failed.is_empty() {
             tch::no_grad(|| self.set_device(Device::Cpu));
         }
     }

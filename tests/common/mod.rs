@@ -27,7 +27,17 @@ pub fn capture_logs() {
     });
 }
 
+/// Runs `hook` on this thread for each record logged here after the line
+/// is kept, as a logger with side effects would (`None` removes it).
+pub fn on_log_here(hook: Option<Box<dyn Fn()>>) {
+    ON_LOG.set(hook);
+}
+
 static LOGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+thread_local! {
+    static ON_LOG: std::cell::RefCell<Option<Box<dyn Fn()>>> =
+        const { std::cell::RefCell::new(None) };
+}
 struct Capture;
 
 impl log::Log for Capture {
@@ -40,6 +50,11 @@ impl log::Log for Capture {
             record.level(),
             record.args()
         ));
+        ON_LOG.with_borrow(|hook| {
+            if let Some(hook) = hook {
+                hook();
+            }
+        });
     }
     fn flush(&self) {}
 }
