@@ -85,15 +85,104 @@ pub(crate) fn mps_error(
     }
 }
 
-/// What a warning quotes of an error's text: up to its first line break,
-/// real or written as the two characters `\n`. The panic of `.unwrap()` on
-/// a `TchError` quotes the error's debug form, which writes PyTorch's line
-/// breaks that way: without the second kind, its first line would carry
-/// PyTorch's C++ backtrace, kilobytes of it.
-pub(crate) fn headline(message: &str) -> &str {
-    let line = message.lines().next().unwrap_or("");
-    let end = line.find("\\n").unwrap_or(line.len());
-    line[..end].trim()
+/// What a warning quotes of an error's text: up to its first line break.
+///
+/// The panic of `.unwrap()` on a `TchError` quotes the error's debug form,
+/// `Torch("...")`, where PyTorch's line breaks are written as the two
+/// characters `\n`: without looking inside that string, its first line would
+/// carry PyTorch's C++ backtrace, kilobytes of it. So inside a quoted debug
+/// string an escaped line break ends the headline too, and the quote and
+/// brackets it opened are closed again. Outside one, a backslash is only a
+/// backslash (`C:\new` in a plain message is a path), and inside one, `\\` is
+/// a backslash too (a path in a debug form is written `C:\\new`).
+pub(crate) fn headline(message: &str) -> Headline<'_> {
+    let line = message.lines().next().unwrap_or("").trim();
+    let bytes = line.as_bytes();
+    let mut open = Closers::default();
+    let mut quoted = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match (quoted, bytes[i]) {
+            (true, b'\\') => {
+                if matches!(bytes.get(i + 1), Some(b'n' | b'r')) {
+                    return Headline {
+                        text: line[..i].trim_end(),
+                        close: open,
+                        quoted: true,
+                    };
+                }
+                // The escaped character, whatever it is, is not a quote.
+                i += 1;
+            }
+            (true, b'"') => quoted = false,
+            (false, b'"') => quoted = true,
+            (false, b'(' | b'[' | b'{') => open.push(bytes[i]),
+            (false, b')' | b']' | b'}') => open.pop(),
+            _ => {}
+        }
+        i += 1;
+    }
+    Headline {
+        text: line,
+        close: Closers::default(),
+        quoted: false,
+    }
+}
+
+/// The first line of an error's text, as a warning quotes it: see
+/// [`headline`].
+pub(crate) struct Headline<'a> {
+    text: &'a str,
+    /// The brackets open where the text was cut inside a string.
+    close: Closers,
+    /// Whether it was cut inside a quoted string.
+    quoted: bool,
+}
+
+impl fmt::Display for Headline<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text)?;
+        if self.quoted {
+            f.write_str("\"")?;
+        }
+        self.close.fmt(f)
+    }
+}
+
+/// The brackets open at a point of a debug form, innermost last (the first
+/// few: debug forms nest shallowly, and a headline is a courtesy).
+#[derive(Default)]
+struct Closers {
+    open: [u8; 8],
+    len: usize,
+}
+
+impl Closers {
+    fn push(&mut self, bracket: u8) {
+        if let Some(slot) = self.open.get_mut(self.len) {
+            *slot = bracket;
+        }
+        self.len += 1;
+    }
+
+    fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+}
+
+impl fmt::Display for Closers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let known = &self.open[..self.len.min(self.open.len())];
+        for bracket in known.iter().rev() {
+            f.write_str(match bracket {
+                b'(' => ")",
+                b'[' => "]",
+                // A struct's debug form: `Name { field: .. }`.
+                _ => " }",
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// A transition of `site`'s pin: a pin is counted (its error line told
@@ -175,19 +264,60 @@ impl fmt::Display for Labelled {
 mod tests {
     use super::headline;
 
+    fn line(message: &str) -> String {
+        headline(message).to_string()
+    }
+
     #[test]
-    fn a_headline_ends_at_the_first_line_break_real_or_escaped() {
+    fn a_headline_ends_at_the_first_real_line_break() {
         assert_eq!(
-            headline("shape mismatch\nException raised from f"),
+            line("shape mismatch\nException raised from f"),
             "shape mismatch"
         );
+        assert_eq!(line("  one line  "), "one line");
+        assert_eq!(line(""), "");
+    }
+
+    #[test]
+    fn a_headline_ends_at_an_escaped_line_break_in_a_debug_string_and_closes_it() {
         assert_eq!(
-            headline(
+            line(
                 r#"called `Result::unwrap()` on an `Err` value: Torch("no MPS\nException raised from f\nframe #0: g")"#
             ),
-            r#"called `Result::unwrap()` on an `Err` value: Torch("no MPS"#
+            r#"called `Result::unwrap()` on an `Err` value: Torch("no MPS")"#
         );
-        assert_eq!(headline("  one line  "), "one line");
-        assert_eq!(headline(""), "");
+        assert_eq!(
+            line(r#"Err value: Custom { kind: Other, error: "MPS out of memory \r\nat f" }"#),
+            r#"Err value: Custom { kind: Other, error: "MPS out of memory" }"#
+        );
+        assert_eq!(line(r#"Wrap([Torch("a\nb")])"#), r#"Wrap([Torch("a")])"#);
+    }
+
+    #[test]
+    fn a_headline_keeps_backslashes_that_are_not_escaped_line_breaks() {
+        // A Windows path in a plain message, outside any quotes.
+        assert_eq!(
+            line(r"MPS backend failed loading C:\new\model.pt"),
+            r"MPS backend failed loading C:\new\model.pt"
+        );
+        // The same path in a debug form: its backslashes are doubled.
+        let debug = format!("{:?}", r"MPS failed at C:\new\n.pt");
+        assert_eq!(line(&debug), debug);
+        // An escaped quote does not end the string.
+        assert_eq!(
+            line(r#"Torch("say \"hi\" \nlater")"#),
+            r#"Torch("say \"hi\"")"#
+        );
+    }
+
+    #[test]
+    fn a_headline_cut_deep_inside_brackets_closes_what_it_can_count() {
+        let deep = format!("{}\"x\\ny", "(".repeat(10));
+        assert_eq!(
+            line(&deep),
+            format!("{}\"x\"{}", "(".repeat(10), ")".repeat(8))
+        );
+        // Brackets closed before the cut leave nothing to close.
+        assert_eq!(line(r#"f(a) [b] {c} "d\ne""#), r#"f(a) [b] {c} "d""#);
     }
 }
