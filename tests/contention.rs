@@ -1,5 +1,6 @@
 //! The registry under contention: 16 threads call `safe_mps!` at once on
-//! real libtorch (every forced MPS attempt fails for real here).
+//! real libtorch (every forced MPS attempt that touches a tensor fails for
+//! real here).
 #![cfg(feature = "tch")]
 
 mod common;
@@ -43,8 +44,7 @@ fn hammer(calls: usize) -> usize {
 
 #[test]
 fn sixteen_threads_exact_counts_one_disable_one_trial() {
-    common::capture_logs();
-    testing::reset_mps();
+    let _g = common::mps::fresh();
     mps::set_failure_threshold(3);
     mps::set_cooldown(3600).unwrap();
 
@@ -77,4 +77,39 @@ fn sixteen_threads_exact_counts_one_disable_one_trial() {
         "the trial failed"
     );
     mps::set_cooldown(mps::DEFAULT_COOLDOWN).unwrap();
+}
+
+/// Runs `calls` admitted calls at one site on each of 16 threads released
+/// together (work that touches no tensor, so MPS is tried and works).
+fn admitted_everywhere(calls: usize) {
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                barrier.wait();
+                for _ in 0..calls {
+                    let ran_on = safe_mps!(label = "counted", device = Device::Mps, |dev| dev);
+                    assert_eq!(ran_on, Device::Mps);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn attempts_counted_on_many_threads_add_up_exactly_after_the_threads_end() {
+    let _g = common::mps::fresh();
+    let per_wave = (THREADS * 2_000) as u64;
+    admitted_everywhere(2_000);
+    let s = mps::stats();
+    assert_eq!(s.site("counted").unwrap().mps_attempts, per_wave, "{s:?}");
+    assert_eq!((s.mps_attempts, s.mps_errors), (per_wave, 0));
+    // New threads count on where ended ones left off.
+    admitted_everywhere(2_000);
+    assert_eq!(mps::stats().mps_attempts, 2 * per_wave);
+    // A reset counts from zero, and this thread's calls show at once.
+    testing::reset_mps();
+    assert_eq!(mps::stats().mps_attempts, 0);
+    let _ = safe_mps!(label = "counted", device = Device::Mps, |dev| dev);
+    assert_eq!(mps::stats().site("counted").unwrap().mps_attempts, 1);
 }

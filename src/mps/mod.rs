@@ -46,6 +46,8 @@ mod quiet;
 pub(crate) mod registry;
 #[cfg_attr(not(feature = "tch"), allow(dead_code, unreachable_pub))]
 pub(crate) mod site;
+#[cfg_attr(not(feature = "tch"), allow(dead_code))]
+mod tally;
 
 #[cfg(feature = "tch")]
 mod tensors;

@@ -3,7 +3,8 @@
 //!
 //! Each `safe_mps!` expands to a `static MpsSite`, so the per-site state is
 //! found without a lookup: a call reads its own site's breaker (one load when
-//! the site is not pinned) and counts its attempt there.
+//! the site is not pinned) and counts its attempt in its thread's block
+//! ([`tally`](super::tally): no write to memory that other threads share).
 //!
 //! # Atomic orderings
 //! The counters are independent event counts read for reports: `Relaxed`.
@@ -13,6 +14,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::breaker::{Breaker, MpsState};
+use super::tally::{self, Slot};
 use crate::site::{Link, Listed, Location, StaticList};
 
 /// What a site counts.
@@ -42,6 +44,10 @@ pub struct MpsSite {
     at: Location,
     pub(crate) pin: Breaker,
     counts: [AtomicU64; EVENTS],
+    /// Where attempts are counted per thread; `counts` holds the rest.
+    attempts: Slot,
+    /// The per-thread attempts counted before the last reset.
+    attempts_before: AtomicU64,
     link: Link<MpsSite>,
     /// `file:line:column`, made once for the `metrics` labels.
     #[cfg(feature = "metrics")]
@@ -76,6 +82,8 @@ impl MpsSite {
             },
             pin: Breaker::new(),
             counts: [const { AtomicU64::new(0) }; EVENTS],
+            attempts: Slot::new(),
+            attempts_before: AtomicU64::new(0),
             link: Link::new(),
             #[cfg(feature = "metrics")]
             name: std::sync::OnceLock::new(),
@@ -113,8 +121,21 @@ impl MpsSite {
         self.counts[event as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an attempt, the one event of nearly every call: in this
+    /// thread's block.
+    #[inline(always)]
+    pub(crate) fn count_attempt(&self) {
+        tally::count(&self.attempts, &self.counts[Event::Attempt as usize]);
+    }
+
     fn get(&self, event: Event) -> u64 {
-        self.counts[event as usize].load(Ordering::Relaxed)
+        let shared = self.counts[event as usize].load(Ordering::Relaxed);
+        if event != Event::Attempt {
+            return shared;
+        }
+        let since_reset =
+            tally::read(&self.attempts).wrapping_sub(self.attempts_before.load(Ordering::Relaxed));
+        shared.wrapping_add(since_reset)
     }
 
     /// Whether op-level MPS errors keep this site on CPU (until a trial succeeds).
@@ -128,6 +149,10 @@ impl MpsSite {
         for c in &self.counts {
             c.store(0, Ordering::Relaxed);
         }
+        // Threads own their blocks: what they counted is set aside, not
+        // overwritten (a thread counting meanwhile would write it back).
+        self.attempts_before
+            .store(tally::read(&self.attempts), Ordering::Relaxed);
     }
 
     /// Every site that has been called, newest first.
