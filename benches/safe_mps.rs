@@ -16,7 +16,11 @@
 //!   guard, the verdict), work named for CPU (nothing to guard), the call
 //!   site pinned to CPU by an op-level error, and MPS disabled for the
 //!   process. Set beside `happy/bare`, this is the
-//!   share of a 64x64 matmul that the registry takes.
+//!   share of a 64x64 matmul that the registry takes. The `*_word` cases
+//!   return one word, as work that returns a `Tensor` does (a `Device` is
+//!   two, and moving a two-word value through memory stalls the bare work
+//!   too); `mps_admitted_contended` runs the admitted call while another
+//!   thread calls the same site without pause.
 
 use std::hint::black_box;
 
@@ -35,6 +39,22 @@ fn admitted() -> Device {
     safe_mps!(label = "admitted", device = Device::Mps, |dev| black_box(
         dev
     ))
+}
+
+/// [`admitted`] with a one-word result, as work returning a `Tensor` has.
+#[inline(never)]
+fn admitted_word() -> u64 {
+    safe_mps!(label = "admitted_word", device = Device::Mps, |dev| {
+        u64::from(black_box(dev) == Device::Mps)
+    })
+}
+
+/// [`on_cpu`] with a one-word result.
+#[inline(never)]
+fn on_cpu_word() -> u64 {
+    safe_mps!(label = "on_cpu_word", device = Device::Cpu, |dev| {
+        u64::from(black_box(dev) == Device::Mps)
+    })
 }
 
 /// Work named for CPU: nothing to guard, so it runs once (what a call pays
@@ -160,6 +180,17 @@ fn guard(c: &mut Criterion) {
     g.bench_function("mps_admitted", |bench| bench.iter(|| black_box(admitted())));
     assert_eq!(admitted(), Device::Mps);
     g.bench_function("on_cpu", |bench| bench.iter(|| black_box(on_cpu())));
+    g.bench_function("bare_word", |bench| {
+        bench.iter(|| black_box(u64::from(black_box(Device::Mps) == Device::Mps)))
+    });
+    g.bench_function("mps_admitted_word", |bench| {
+        bench.iter(|| black_box(admitted_word()))
+    });
+    assert_eq!(admitted_word(), 1);
+    g.bench_function("on_cpu_word", |bench| {
+        bench.iter(|| black_box(on_cpu_word()))
+    });
+    contended(&mut g);
     let _ = pinned(true);
     assert!(mps::stats().site("pinned").unwrap().pinned);
     assert_eq!(mps::stats().state, mps::MpsState::Enabled);
@@ -181,6 +212,24 @@ fn guard(c: &mut Criterion) {
     testing::reset_mps();
 }
 
+/// The admitted call while another thread calls the same site without pause
+/// (on this 2-core machine the two run side by side).
+fn contended(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                black_box(admitted_word());
+            }
+        });
+        g.bench_function("mps_admitted_word_contended", |bench| {
+            bench.iter(|| black_box(admitted_word()))
+        });
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
 /// The bare 64x64 matmul, as a function callgrind can find.
 #[inline(never)]
 fn bare_matmul(a: &Tensor, b: &Tensor) -> Tensor {
@@ -200,6 +249,7 @@ fn instructions(n: usize) {
     for _ in 0..n {
         drop(black_box(bare_matmul(&a, &b)));
         black_box(admitted());
+        black_box(admitted_word());
     }
     for _ in 0..n {
         black_box(on_cpu());

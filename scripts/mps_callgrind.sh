@@ -21,6 +21,7 @@ n = int(sys.argv[1])
 cases = {
     "safe_mps::bare_matmul": "bare 64x64 matmul",
     "safe_mps::admitted": "safe_mps!, MPS admitted (no-op work)",
+    "safe_mps::admitted_word": "safe_mps!, MPS admitted, one-word result",
     "safe_mps::on_cpu": "safe_mps!, work named for CPU (no-op work)",
     "safe_mps::probed_on_cpu": "safe_mps!, tensor form, tensor on CPU (no-op)",
     "safe_mps::pinned_call": "safe_mps!, call site pinned (no-op work)",
