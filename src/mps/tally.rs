@@ -11,24 +11,31 @@
 //!   sites after them count in their shared counter, as before (still exact,
 //!   only not faster).
 //! - A thread takes a block on its first count at a slotted site. When the
-//!   thread ends, its block goes back to a free list, counts and all, and the
-//!   next new thread counts on in it: the blocks are never freed, and there
-//!   are never more of them than threads that counted at the same time
-//!   (1 KB each).
-//! - A count made after the thread's block went back (from a destructor of
-//!   another thread-local) goes to the site's shared counter.
+//!   thread ends, its block is free again, counts and all, and the next new
+//!   thread counts on in it: the blocks are never freed, and there are never
+//!   more of them than threads that counted at the same time (1 KB each).
+//! - A count made after the thread's block was given back (from a destructor
+//!   of another thread-local) goes to the site's shared counter.
+//! - No lock is held while memory is allocated (a global allocator is user
+//!   code too): the blocks are a lock-free, push-only list, each with a flag
+//!   that says whether a thread holds it, and the one lock, which gives
+//!   sites their slots, guards a number.
 //!
 //! # Atomic orderings
 //! A block's slots are written by the one thread that holds it (a `Relaxed`
 //! load and store: no read-modify-write) and read by readers (`Relaxed`):
 //! counts for reports, as before, with nothing to order. A block changes
-//! hands only through the registry's lock, which orders the last count of
-//! the thread that gave it back before the first of the thread that takes it.
-//! A read after a thread has been joined sees all of its counts.
+//! hands through its flag: cleared with `Release` by the thread that ends,
+//! taken with an `Acquire` compare-exchange, so the last count of the one
+//! comes before the first of the other. The list publishes each block with
+//! its `Release` push ([`StaticList`]). A read after a thread has been
+//! joined sees all of its counts.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::site::{Link, Listed, StaticList};
 
 /// The call sites that get a slot in every block; later ones count in their
 /// shared counter.
@@ -53,82 +60,122 @@ impl Slot {
     const fn none() -> Self {
         Slot(AtomicU32::new(NONE))
     }
+
+    /// The slot's index, given now if the site has none yet.
+    #[cold]
+    fn give(&self) -> u32 {
+        /// Slots given to sites so far.
+        static GIVEN: Mutex<u32> = Mutex::new(0);
+        // Nothing under the lock can panic or run user code.
+        let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+        // Read again under the lock: another thread may have just given it.
+        let mut i = self.0.load(Ordering::Relaxed);
+        if i == UNSET {
+            i = if (*given as usize) < SLOTS {
+                *given += 1;
+                *given - 1
+            } else {
+                NONE
+            };
+            self.0.store(i, Ordering::Relaxed);
+        }
+        i
+    }
 }
 
 /// One thread's counts, a slot per site.
 struct Block {
     counts: [AtomicU64; SLOTS],
+    /// Whether a thread holds the block.
+    held: AtomicBool,
+    link: Link<Block>,
 }
 
-struct Registry {
-    /// Slots given to sites so far.
-    given: u32,
-    /// Every block ever made (each leaked: `'static`).
-    all: Vec<&'static Block>,
-    /// Blocks whose thread has ended.
-    free: Vec<&'static Block>,
+impl Listed for Block {
+    fn link(&self) -> &Link<Self> {
+        &self.link
+    }
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    given: 0,
-    all: Vec::new(),
-    free: Vec::new(),
-});
+/// Every block ever made (each leaked: `'static`).
+static BLOCKS: StaticList<Block> = StaticList::new();
 
-/// Nothing under the lock runs user code or panics midway, so a poisoned
-/// lock (a panic elsewhere, such as out of memory) still holds whole data.
-fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
+impl Block {
+    /// A free block, or a new one.
+    fn take() -> &'static Block {
+        for block in BLOCKS.iter() {
+            if !block.held.load(Ordering::Relaxed)
+                && block
+                    .held
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return block;
+            }
+        }
+        let block: &'static Block = Box::leak(Box::new(Block {
+            counts: [const { AtomicU64::new(0) }; SLOTS],
+            held: AtomicBool::new(true),
+            link: Link::new(),
+        }));
+        BLOCKS.push_once(block);
+        block
+    }
+
+    fn give_back(&self) {
+        self.held.store(false, Ordering::Release);
+    }
+
+    #[inline(always)]
+    fn add(&self, i: usize) {
+        let c = &self.counts[i];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
 }
 
 thread_local! {
     /// This thread's block, once it has one and until it gives it back: a
     /// thread-local with nothing to drop, so reading it is one load.
     static MINE: Cell<Option<&'static Block>> = const { Cell::new(None) };
-    /// Holds the block for the thread, and gives it back when it ends.
-    static HOLDER: Holder = Holder::take();
+    /// Gives this thread's block back when the thread ends.
+    static HOLDER: Holder = const { Holder };
 }
 
 struct Holder;
 
-impl Holder {
-    fn take() -> Holder {
-        let block = {
-            let mut registry = registry();
-            match registry.free.pop() {
-                Some(block) => block,
-                None => {
-                    let block: &'static Block = Box::leak(Box::new(Block {
-                        counts: [const { AtomicU64::new(0) }; SLOTS],
-                    }));
-                    registry.all.push(block);
-                    block
-                }
-            }
-        };
-        MINE.set(Some(block));
-        Holder
-    }
-}
-
 impl Drop for Holder {
     fn drop(&mut self) {
         if let Some(block) = MINE.take() {
-            registry().free.push(block);
+            block.give_back();
         }
     }
+}
+
+/// This thread's block, taken now if it has none; `None` once the thread's
+/// thread-locals are being destroyed.
+fn mine() -> Option<&'static Block> {
+    if let Some(block) = MINE.get() {
+        return Some(block);
+    }
+    // Makes sure the block is given back when the thread ends; fails once
+    // this thread's thread-locals are being destroyed.
+    HOLDER.try_with(|_| ()).ok()?;
+    let block = Block::take();
+    // Should taking it have counted on this thread (an allocator that
+    // does), the block taken meanwhile goes back.
+    if let Some(other) = MINE.replace(Some(block)) {
+        other.give_back();
+    }
+    Some(block)
 }
 
 /// Counts one event at the site whose slot is `slot` and whose shared
 /// counter is `shared`.
 #[inline(always)]
 pub(crate) fn count(slot: &Slot, shared: &AtomicU64) {
-    let i = slot.0.load(Relaxed) as usize;
+    let i = slot.0.load(Ordering::Relaxed) as usize;
     match MINE.get() {
-        Some(block) if i < SLOTS => {
-            let c = &block.counts[i];
-            c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
-        }
+        Some(block) if i < SLOTS => block.add(i),
         _ => count_slow(slot, shared),
     }
 }
@@ -138,32 +185,15 @@ pub(crate) fn count(slot: &Slot, shared: &AtomicU64) {
 #[cold]
 #[inline(never)]
 fn count_slow(slot: &Slot, shared: &AtomicU64) {
-    let mut i = slot.0.load(Relaxed);
+    let mut i = slot.0.load(Ordering::Relaxed);
     if i == UNSET {
-        let mut registry = registry();
-        // Read again under the lock: another thread may have just given it.
-        i = slot.0.load(Relaxed);
-        if i == UNSET {
-            i = if (registry.given as usize) < SLOTS {
-                registry.given += 1;
-                registry.given - 1
-            } else {
-                NONE
-            };
-            slot.0.store(i, Relaxed);
-        }
+        i = slot.give();
     }
-    let block = MINE
-        .get()
-        .or_else(|| HOLDER.try_with(|_| ()).ok().and_then(|()| MINE.get()));
-    match block {
-        Some(block) if (i as usize) < SLOTS => {
-            let c = &block.counts[i as usize];
-            c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
-        }
+    match mine() {
+        Some(block) if (i as usize) < SLOTS => block.add(i as usize),
         // No slot, or the thread's thread-locals are being destroyed.
         _ => {
-            shared.fetch_add(1, Relaxed);
+            shared.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -171,12 +201,12 @@ fn count_slow(slot: &Slot, shared: &AtomicU64) {
 /// What has been counted in blocks at the site whose slot is `slot` (its
 /// shared counter holds the rest).
 pub(crate) fn read(slot: &Slot) -> u64 {
-    let i = slot.0.load(Relaxed) as usize;
+    let i = slot.0.load(Ordering::Relaxed) as usize;
     if i >= SLOTS {
         return 0;
     }
-    registry().all.iter().fold(0u64, |sum, block| {
-        sum.wrapping_add(block.counts[i].load(Relaxed))
+    BLOCKS.iter().fold(0u64, |sum, block| {
+        sum.wrapping_add(block.counts[i].load(Ordering::Relaxed))
     })
 }
 
@@ -193,7 +223,7 @@ mod tests {
     }
 
     fn total(slot: &Slot, shared: &AtomicU64) -> u64 {
-        read(slot) + shared.load(Relaxed)
+        read(slot) + shared.load(Ordering::Relaxed)
     }
 
     #[test]
@@ -214,7 +244,7 @@ mod tests {
         });
         assert_eq!(total(slot, shared), (threads * each) as u64);
         // In blocks, not in the shared counter.
-        assert_eq!(shared.load(Relaxed), 0);
+        assert_eq!(shared.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -241,7 +271,8 @@ mod tests {
         assert_eq!(total(slot, shared), 2 * rounds);
         // Threads one after another reuse blocks: far fewer than threads
         // (other tests' threads may hold some at the same time).
-        assert!(registry().all.len() < 64, "{}", registry().all.len());
+        let blocks = BLOCKS.iter().count();
+        assert!(blocks < 64, "{blocks}");
     }
 
     #[test]
@@ -250,7 +281,7 @@ mod tests {
         let shared = AtomicU64::new(0);
         count(slot, &shared);
         count(slot, &shared);
-        assert_eq!((read(slot), shared.load(Relaxed)), (0, 2));
+        assert_eq!((read(slot), shared.load(Ordering::Relaxed)), (0, 2));
     }
 
     #[test]
