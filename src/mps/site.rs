@@ -133,8 +133,10 @@ impl MpsSite {
         if event != Event::Attempt {
             return shared;
         }
-        let since_reset =
-            tally::read(&self.attempts).wrapping_sub(self.attempts_before.load(Ordering::Relaxed));
+        // Saturating: a read racing a reset on another thread may see the
+        // reset's mark before the counts it was taken from.
+        let since_reset = tally::read(&self.attempts)
+            .saturating_sub(self.attempts_before.load(Ordering::Relaxed));
         shared.wrapping_add(since_reset)
     }
 
