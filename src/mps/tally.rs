@@ -3,9 +3,10 @@
 //! Every call that tries MPS is counted at its call site, and on a machine
 //! with MPS that is nearly every call. One shared counter per site made each
 //! count a `lock`-prefixed add on a cache line that every thread calling the
-//! site writes: with two threads calling one site, a call took about four
-//! times as long as with one. Here each thread counts in a block of its own,
-//! with a plain load and store, and a read sums the blocks.
+//! site writes, the line that also holds the site's pin, which every call
+//! reads: with two threads calling one site, a call took four to seven times
+//! as long as with one. Here each thread counts in a block of its own, with
+//! a plain load and store, and a read sums the blocks.
 //!
 //! - The first [`SLOTS`] call sites to count get a slot in every block; the
 //!   sites after them count in their shared counter, as before (still exact,
