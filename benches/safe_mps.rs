@@ -19,8 +19,8 @@
 //!   share of a 64x64 matmul that the registry takes. The `*_word` cases
 //!   return one word, as work that returns a `Tensor` does (a `Device` is
 //!   two, and moving a two-word value through memory stalls the bare work
-//!   too); `mps_admitted_contended` runs the admitted call while another
-//!   thread calls the same site without pause.
+//!   too); the `*_contended` cases run a call while another thread makes
+//!   the same call, at the same site, without pause.
 
 use std::hint::black_box;
 
@@ -190,13 +190,14 @@ fn guard(c: &mut Criterion) {
     g.bench_function("on_cpu_word", |bench| {
         bench.iter(|| black_box(on_cpu_word()))
     });
-    contended(&mut g);
+    contended(&mut g, "mps_admitted_word_contended", admitted_word);
     let _ = pinned(true);
     assert!(mps::stats().site("pinned").unwrap().pinned);
     assert_eq!(mps::stats().state, mps::MpsState::Enabled);
     g.bench_function("site_pinned", |bench| {
         bench.iter(|| black_box(pinned_call()))
     });
+    contended(&mut g, "site_pinned_contended", pinned_call);
     assert_eq!(pinned(false).unwrap(), Device::Cpu);
     let _ = safe_mps!(device = Device::Mps, |dev| Tensor::f_ones(
         [1],
@@ -212,20 +213,22 @@ fn guard(c: &mut Criterion) {
     testing::reset_mps();
 }
 
-/// The admitted call while another thread calls the same site without pause
-/// (on this 2-core machine the two run side by side).
-fn contended(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+/// `call` while another thread makes the same call, at the same site,
+/// without pause (on this 2-core machine the two run side by side).
+fn contended<T>(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    call: fn() -> T,
+) {
     use std::sync::atomic::{AtomicBool, Ordering};
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
-                black_box(admitted_word());
+                black_box(call());
             }
         });
-        g.bench_function("mps_admitted_word_contended", |bench| {
-            bench.iter(|| black_box(admitted_word()))
-        });
+        g.bench_function(name, |bench| bench.iter(|| black_box(call())));
         stop.store(true, Ordering::Relaxed);
     });
 }

@@ -3,8 +3,9 @@
 //!
 //! Each `safe_mps!` expands to a `static MpsSite`, so the per-site state is
 //! found without a lookup: a call reads its own site's breaker (one load when
-//! the site is not pinned) and counts its attempt in its thread's block
-//! ([`tally`](super::tally): no write to memory that other threads share).
+//! the site is not pinned) and counts its attempt, or its skip, in its
+//! thread's block ([`tally`](super::tally): no write to memory that other
+//! threads share).
 //!
 //! # Atomic orderings
 //! The counters are independent event counts read for reports: `Relaxed`.
@@ -38,16 +39,31 @@ pub(crate) enum Event {
 
 const EVENTS: usize = 7;
 
+/// The events counted per thread ([`tally`]): one of them comes with nearly
+/// every call, an attempt while MPS works, a skip while it does not.
+const PER_THREAD: [Event; 2] = [Event::Attempt, Event::Skipped];
+
+/// `event`'s place in [`PER_THREAD`].
+#[inline(always)]
+const fn tallied(event: Event) -> Option<usize> {
+    match event {
+        Event::Attempt => Some(0),
+        Event::Skipped => Some(1),
+        _ => None,
+    }
+}
+
 /// One `safe_mps!` call site.
 #[doc(hidden)] // Not public API: built by the macro.
 pub struct MpsSite {
     at: Location,
     pub(crate) pin: Breaker,
     counts: [AtomicU64; EVENTS],
-    /// Where attempts are counted per thread; `counts` holds the rest.
-    attempts: Slot,
-    /// The per-thread attempts counted before the last reset.
-    attempts_before: AtomicU64,
+    /// Where the events of nearly every call ([`PER_THREAD`]) are counted
+    /// per thread; `counts` holds the rest.
+    tallied: [Slot; PER_THREAD.len()],
+    /// What was counted per thread before the last reset.
+    tallied_before: [AtomicU64; PER_THREAD.len()],
     link: Link<MpsSite>,
     /// `file:line:column`, made once for the `metrics` labels.
     #[cfg(feature = "metrics")]
@@ -82,8 +98,8 @@ impl MpsSite {
             },
             pin: Breaker::new(),
             counts: [const { AtomicU64::new(0) }; EVENTS],
-            attempts: Slot::new(),
-            attempts_before: AtomicU64::new(0),
+            tallied: [const { Slot::new() }; PER_THREAD.len()],
+            tallied_before: [const { AtomicU64::new(0) }; PER_THREAD.len()],
             link: Link::new(),
             #[cfg(feature = "metrics")]
             name: std::sync::OnceLock::new(),
@@ -116,27 +132,26 @@ impl MpsSite {
         StaticList::has(self)
     }
 
-    #[inline]
-    pub(crate) fn count(&self, event: Event) {
-        self.counts[event as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts an attempt, the one event of nearly every call: in this
-    /// thread's block.
     #[inline(always)]
-    pub(crate) fn count_attempt(&self) {
-        tally::count(&self.attempts, &self.counts[Event::Attempt as usize]);
+    pub(crate) fn count(&self, event: Event) {
+        let shared = &self.counts[event as usize];
+        match tallied(event) {
+            Some(k) => tally::count(&self.tallied[k], shared),
+            None => {
+                shared.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn get(&self, event: Event) -> u64 {
         let shared = self.counts[event as usize].load(Ordering::Relaxed);
-        if event != Event::Attempt {
+        let Some(k) = tallied(event) else {
             return shared;
-        }
+        };
         // Saturating: a read racing a reset on another thread may see the
         // reset's mark before the counts it was taken from.
-        let since_reset = tally::read(&self.attempts)
-            .saturating_sub(self.attempts_before.load(Ordering::Relaxed));
+        let since_reset = tally::read(&self.tallied[k])
+            .saturating_sub(self.tallied_before[k].load(Ordering::Relaxed));
         shared.wrapping_add(since_reset)
     }
 
@@ -153,8 +168,9 @@ impl MpsSite {
         }
         // Threads own their blocks: what they counted is set aside, not
         // overwritten (a thread counting meanwhile would write it back).
-        self.attempts_before
-            .store(tally::read(&self.attempts), Ordering::Relaxed);
+        for (slot, before) in self.tallied.iter().zip(&self.tallied_before) {
+            before.store(tally::read(slot), Ordering::Relaxed);
+        }
     }
 
     /// Every site that has been called, newest first.
@@ -231,5 +247,48 @@ impl MpsSiteStats {
     /// MPS errors of both kinds.
     pub fn mps_errors(&self) -> u64 {
         self.op_errors + self.device_errors
+    }
+}
+
+#[cfg(all(test, not(opguard_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_events_counted_per_thread_are_the_ones_listed_each_in_its_place() {
+        let all = [
+            Event::Attempt,
+            Event::OpError,
+            Event::DeviceError,
+            Event::Fallback,
+            Event::FailedFallback,
+            Event::Skipped,
+            Event::Pinned,
+        ];
+        assert_eq!(all.len(), EVENTS);
+        for event in all {
+            let place = PER_THREAD.iter().position(|&e| e == event);
+            assert_eq!(tallied(event), place, "{event:?}");
+        }
+    }
+
+    #[test]
+    fn every_event_reads_back_what_was_counted_and_zero_after_a_reset() {
+        static SITE: MpsSite = MpsSite::new(None, "site.rs", 1, 1);
+        for (n, event) in [Event::Attempt, Event::Skipped, Event::Fallback]
+            .into_iter()
+            .enumerate()
+        {
+            for _ in 0..=n {
+                SITE.count(event);
+            }
+            assert_eq!(SITE.get(event), n as u64 + 1, "{event:?}");
+        }
+        SITE.reset();
+        for event in [Event::Attempt, Event::Skipped, Event::Fallback] {
+            assert_eq!(SITE.get(event), 0, "{event:?}");
+        }
+        SITE.count(Event::Skipped);
+        assert_eq!(SITE.get(Event::Skipped), 1);
     }
 }

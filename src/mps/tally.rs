@@ -1,26 +1,27 @@
-//! Per-thread counts of the calls that try MPS, summed when read.
+//! Per-thread counts of what nearly every `safe_mps!` call counts at its
+//! call site, summed when read: an attempt on MPS while MPS works, a skip
+//! straight to CPU while it does not.
 //!
-//! Every call that tries MPS is counted at its call site, and on a machine
-//! with MPS that is nearly every call. One shared counter per site made each
-//! count a `lock`-prefixed add on a cache line that every thread calling the
-//! site writes, the line that also holds the site's pin, which every call
-//! reads: with two threads calling one site, a call took four to seven times
-//! as long as with one. Here each thread counts in a block of its own, with
-//! a plain load and store, and a read sums the blocks.
+//! One shared counter per site made each count a `lock`-prefixed add on a
+//! cache line that every thread calling the site writes, the line that also
+//! holds the site's pin, which every call reads: with two threads calling one
+//! site, an admitted call took four to seven times as long as with one, a
+//! skipped one twice. Here each thread counts in a block of its own, with a
+//! plain load and store, and a read sums the blocks.
 //!
-//! - The first [`SLOTS`] call sites to count get a slot in every block; the
-//!   sites after them count in their shared counter, as before (still exact,
-//!   only not faster).
-//! - A thread takes a block on its first count at a slotted site. When the
+//! - The first [`SLOTS`] counters to count (a site's attempts and its skips
+//!   are two) get a slot in every block; those after them count in their
+//!   shared counter, as before (still exact, only not faster).
+//! - A thread takes a block on its first count in a slotted counter. When the
 //!   thread ends, its block is free again, counts and all, and the next new
 //!   thread counts on in it: the blocks are never freed, and there are never
 //!   more of them than threads that counted at the same time (1 KB each).
 //! - A count made after the thread's block was given back (from a destructor
-//!   of another thread-local) goes to the site's shared counter.
+//!   of another thread-local) goes to the counter's shared part.
 //! - No lock is held while memory is allocated (a global allocator is user
 //!   code too): the blocks are a lock-free, push-only list, each with a flag
 //!   that says whether a thread holds it, and the one lock, which gives
-//!   sites their slots, guards a number.
+//!   counters their slots, guards a number.
 //!
 //! # Atomic orderings
 //! A block's slots are written by the one thread that holds it (a `Relaxed`
@@ -38,16 +39,16 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::site::{Link, Listed, StaticList};
 
-/// The call sites that get a slot in every block; later ones count in their
+/// The counters that get a slot in every block; later ones count in their
 /// shared counter.
 pub(crate) const SLOTS: usize = 128;
 
-/// A site's slot in every block.
+/// A counter's slot in every block.
 pub(crate) struct Slot(AtomicU32);
 
-/// Not given yet: the site has not counted.
+/// Not given yet: the counter has not counted.
 const UNSET: u32 = u32::MAX;
-/// None left when the site first counted.
+/// None left when the counter first counted.
 const NONE: u32 = u32::MAX - 1;
 
 impl Slot {
@@ -55,17 +56,17 @@ impl Slot {
         Slot(AtomicU32::new(UNSET))
     }
 
-    /// A slot that none is left for (what the sites after the first
+    /// A slot that none is left for (what the counters after the first
     /// [`SLOTS`] get).
     #[cfg(test)]
     const fn none() -> Self {
         Slot(AtomicU32::new(NONE))
     }
 
-    /// The slot's index, given now if the site has none yet.
+    /// The slot's index, given now if the counter has none yet.
     #[cold]
     fn give(&self) -> u32 {
-        /// Slots given to sites so far.
+        /// Slots given so far.
         static GIVEN: Mutex<u32> = Mutex::new(0);
         // Nothing under the lock can panic or run user code.
         let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
@@ -84,7 +85,7 @@ impl Slot {
     }
 }
 
-/// One thread's counts, a slot per site.
+/// One thread's counts, a slot per counter.
 struct Block {
     counts: [AtomicU64; SLOTS],
     /// Whether a thread holds the block.
@@ -170,8 +171,8 @@ fn mine() -> Option<&'static Block> {
     Some(block)
 }
 
-/// Counts one event at the site whose slot is `slot` and whose shared
-/// counter is `shared`.
+/// Counts one event in the counter whose slot is `slot` and whose shared
+/// part is `shared`.
 #[inline(always)]
 pub(crate) fn count(slot: &Slot, shared: &AtomicU64) {
     let i = slot.0.load(Ordering::Relaxed) as usize;
@@ -181,8 +182,8 @@ pub(crate) fn count(slot: &Slot, shared: &AtomicU64) {
     }
 }
 
-/// [`count`]'s first time at a site, or on a thread: gives the slot and the
-/// block, or counts in `shared`.
+/// [`count`]'s first time for a counter, or on a thread: gives the slot and
+/// the block, or counts in `shared`.
 #[cold]
 #[inline(never)]
 fn count_slow(slot: &Slot, shared: &AtomicU64) {
@@ -199,8 +200,8 @@ fn count_slow(slot: &Slot, shared: &AtomicU64) {
     }
 }
 
-/// What has been counted in blocks at the site whose slot is `slot` (its
-/// shared counter holds the rest).
+/// What has been counted in blocks for the counter whose slot is `slot` (its
+/// shared part holds the rest).
 pub(crate) fn read(slot: &Slot) -> u64 {
     let i = slot.0.load(Ordering::Relaxed) as usize;
     if i >= SLOTS {
@@ -277,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn a_site_without_a_slot_counts_in_its_shared_counter() {
+    fn a_counter_without_a_slot_counts_in_its_shared_part() {
         let slot: &'static Slot = Box::leak(Box::new(Slot::none()));
         let shared = AtomicU64::new(0);
         count(slot, &shared);

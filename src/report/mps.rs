@@ -31,7 +31,7 @@ use crate::mps::site::{Event, MpsSite};
 /// A call at `site` was admitted to try MPS.
 #[inline]
 pub(crate) fn attempt(site: &'static MpsSite) {
-    site.count_attempt();
+    site.count(Event::Attempt);
     #[cfg(feature = "metrics")]
     crate::export::mps_attempt(site);
 }
