@@ -124,6 +124,11 @@ impl MpsStats {
 }
 
 /// Reads the registry.
+///
+/// Each thread counts its calls' MPS attempts and skips in memory of its
+/// own, which this sums, so threads calling one call site do not slow each
+/// other down. What another thread counted shows here once this thread has
+/// synchronized with it (joined it, say); what this thread counted, at once.
 pub fn stats() -> MpsStats {
     let sites: Vec<MpsSiteStats> = MpsSite::all().map(MpsSite::stats).collect();
     let sum = |f: fn(&MpsSiteStats) -> u64| sites.iter().map(f).sum::<u64>();
