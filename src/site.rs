@@ -170,6 +170,13 @@ impl Site {
     }
 
     /// Counts one event here, linking the site into the list the first time.
+    ///
+    /// One shared counter, unlike `safe_mps!`'s per-thread counts
+    /// (`mps::tally`): a timeout counts here only when it fires, which costs
+    /// far more than the add, and nothing on the poll path reads this line.
+    /// Measured with 1 000 000 timeouts of one site firing on tokio's
+    /// multi-thread runtime (2 workers), the process's CPU time was the same
+    /// within 1 % with the add and without it.
     pub(crate) fn record(&'static self) {
         self.count.fetch_add(1, Ordering::Relaxed);
         SITES.push_once(self);
