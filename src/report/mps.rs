@@ -107,8 +107,7 @@ pub(crate) fn headline(message: &str) -> Headline<'_> {
                 if matches!(bytes.get(i + 1), Some(b'n' | b'r')) {
                     return Headline {
                         text: line[..i].trim_end(),
-                        close: open,
-                        quoted: true,
+                        cut: Some(open),
                     };
                 }
                 // The escaped character, whatever it is, is not a quote.
@@ -124,8 +123,7 @@ pub(crate) fn headline(message: &str) -> Headline<'_> {
     }
     Headline {
         text: line,
-        close: Closers::default(),
-        quoted: false,
+        cut: None,
     }
 }
 
@@ -133,19 +131,21 @@ pub(crate) fn headline(message: &str) -> Headline<'_> {
 /// [`headline`].
 pub(crate) struct Headline<'a> {
     text: &'a str,
-    /// The brackets open where the text was cut inside a string.
-    close: Closers,
-    /// Whether it was cut inside a quoted string.
-    quoted: bool,
+    /// Where it was cut inside a quoted string: the brackets open there,
+    /// closed after the quote.
+    cut: Option<Closers>,
 }
 
 impl fmt::Display for Headline<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.text)?;
-        if self.quoted {
-            f.write_str("\"")?;
+        match &self.cut {
+            Some(close) => {
+                f.write_str("\"")?;
+                close.fmt(f)
+            }
+            None => Ok(()),
         }
-        self.close.fmt(f)
     }
 }
 
