@@ -734,6 +734,91 @@ fn a_timeout_polled_again_after_its_new_wakers_clone_panicked_wakes_that_waker()
     assert!(matches!(out, Poll::Ready(Err(ref e)) if e.is_elapsed()));
 }
 
+/// Wakers whose data is a slot number, each slot naming the flag it sets;
+/// a clone takes a fresh slot, and a dropped waker's slot is taken by the
+/// next waker made. So a waker made after another is dropped can have the
+/// dropped one's data and vtable, and wake something else: `Waker`'s
+/// contract only asks that wakers alive at the same time with the same
+/// data and vtable wake the same task.
+mod slot_wakers {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::task::{RawWaker, RawWakerVTable, Waker};
+
+    static SLOTS: Mutex<Vec<Option<&'static AtomicBool>>> = Mutex::new(Vec::new());
+
+    fn take_slot(flag: &'static AtomicBool) -> *const () {
+        let mut slots = SLOTS.lock().unwrap();
+        let at = match slots.iter().position(Option::is_none) {
+            Some(free) => free,
+            None => {
+                slots.push(None);
+                slots.len() - 1
+            }
+        };
+        slots[at] = Some(flag);
+        // The slot's number is the data: never read as a pointer.
+        std::ptr::without_provenance(at)
+    }
+
+    fn flag(data: *const ()) -> &'static AtomicBool {
+        SLOTS.lock().unwrap()[data.addr()].expect("a live waker's slot")
+    }
+
+    fn free(data: *const ()) {
+        SLOTS.lock().unwrap()[data.addr()] = None;
+    }
+
+    const VTABLE: RawWakerVTable = RawWakerVTable::new(
+        |data| RawWaker::new(take_slot(flag(data)), &VTABLE),
+        |data| {
+            flag(data).store(true, SeqCst);
+            free(data);
+        },
+        |data| flag(data).store(true, SeqCst),
+        free,
+    );
+
+    /// A waker that sets `flag` when woken, in the first free slot.
+    pub fn new(flag: &'static AtomicBool) -> Waker {
+        // SAFETY: the vtable's functions take the data for a slot number,
+        // and a waker frees its slot only when it is dropped or woken.
+        unsafe { Waker::from_raw(RawWaker::new(take_slot(flag), &VTABLE)) }
+    }
+}
+
+#[test]
+fn a_timeout_polled_with_a_new_waker_that_has_a_dropped_ones_data_wakes_the_new_one() {
+    use std::sync::atomic::AtomicBool;
+    static FIRST: AtomicBool = AtomicBool::new(false);
+    static SECOND: AtomicBool = AtomicBool::new(false);
+    const AFTER: Duration = Duration::from_millis(50);
+    let start = Instant::now();
+    let mut t = Box::pin(timeout_async!(AFTER, pending::<()>()));
+    // Registered through the first waker (the timer keeps a clone of it,
+    // in a slot of its own).
+    let first = slot_wakers::new(&FIRST);
+    assert!(poll_with(Pin::new(&mut t), &first).is_pending());
+    // The task moves on: its waker goes, and the next waker made (another
+    // task's) has the same data and vtable.
+    drop(first);
+    let second = slot_wakers::new(&SECOND);
+    assert!(poll_with(Pin::new(&mut t), &second).is_pending());
+    // The deadline must wake the waker of the last poll.
+    while !SECOND.load(SeqCst) && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let woken_after = start.elapsed();
+    assert!(
+        SECOND.load(SeqCst),
+        "the waker of the last poll was not woken at the deadline (the first was: {})",
+        FIRST.load(SeqCst)
+    );
+    assert!(woken_after >= AFTER, "woken early: {woken_after:?}");
+    let out = poll_with(Pin::new(&mut t), &second);
+    assert!(matches!(out, Poll::Ready(Err(ref e)) if e.is_elapsed()));
+}
+
 /// Pends once, waking itself at once.
 struct YieldOnce(bool);
 impl Future for YieldOnce {

@@ -756,7 +756,12 @@ pub(crate) struct Deadline {
     /// than a tick): the deadline itself would take twice the room.
     early: u32,
     /// Which waker is registered: re-polled with the same one (the usual
-    /// case), the deadline needs no lock.
+    /// case), the deadline needs no lock. The identity of the clone the
+    /// tick holds, not of the waker it was cloned from: while the tick
+    /// holds the clone, a waker with its data and vtable wakes the same
+    /// task (`Waker`'s contract), where one that merely has the data of a
+    /// waker since dropped may wake another (a clone need not share its
+    /// original's data, and a dropped waker's data can be reused).
     waker: WakerId,
 }
 
@@ -785,9 +790,10 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         return Start::Never;
     };
     let due = clock::saturating_nanos(due);
-    let id = WakerId::of(waker);
     // Cloned before anything is locked or borrowed: it is user code.
     let mut waker = waker.clone();
+    // The identity of the clone the tick keeps (see `Deadline::poll`).
+    let id = WakerId::of(&waker);
     let (cached, lane) = LOCAL
         .try_with(|local| {
             let cached = match &*local.last.borrow() {
@@ -1044,12 +1050,15 @@ impl Deadline {
         if id == self.waker {
             return Poll::Pending;
         }
+        // A new waker: cloned with no lock held (its clone is user code).
+        let new = cx.waker().clone();
+        let registered = WakerId::of(&new);
         let mut old = None;
-        let polled = self.tick.list.poll(self.key, cx.waker(), &mut old);
-        // Noted once registered: should the waker's clone panic, the next
-        // poll with it registers it rather than take it for the one the
+        let polled = self.tick.list.poll(self.key, new, &mut old);
+        // Noted once registered: should the clone panic, the next poll
+        // with this waker registers it rather than take it for the one the
         // tick holds.
-        self.waker = id;
+        self.waker = registered;
         // A replaced waker is dropped here, with no lock held.
         drop(old);
         polled.map(outcome)

@@ -505,37 +505,23 @@ impl<T> Waitlist<T> {
         true
     }
 
-    /// Ready with the state once the tick finished; otherwise keeps `waker`
-    /// registered for the waiter `key`. Gives back a replaced waker to drop
+    /// Ready with the state once the tick finished; otherwise registers
+    /// `new` for the waiter `key`, in place of its waker. `new` is a clone
+    /// the caller made with no lock held (a clone is user code), and the
+    /// one whose identity it keeps: see `Deadline::poll`. Gives back the
+    /// replaced waker, or `new` itself when the tick finished, to drop
     /// outside the lock (through `old`).
-    pub(super) fn poll(&self, key: u32, waker: &Waker, old: &mut Option<Waker>) -> Poll<u8> {
-        let state = self.state();
-        if state != OPEN {
-            return Poll::Ready(state);
-        }
-        {
+    pub(super) fn poll(&self, key: u32, new: Waker, old: &mut Option<Waker>) -> Poll<u8> {
+        if self.state() == OPEN {
             let mut w = lock(&self.waiters);
-            match w.slot(key) {
-                Some(current) if current.will_wake(waker) => return Poll::Pending,
-                Some(_) => {}
-                // Drained: the tick finished, and set its state first.
-                None => return Poll::Ready(self.state()),
-            }
-        }
-        // A new waker: cloned with no lock held (its clone is user code).
-        let new = waker.clone();
-        let mut w = lock(&self.waiters);
-        match w.slot(key) {
-            Some(current) => {
+            if let Some(current) = w.slot(key) {
                 *old = Some(std::mem::replace(current, new));
-                Poll::Pending
+                return Poll::Pending;
             }
-            _ => {
-                drop(w);
-                *old = Some(new);
-                Poll::Ready(self.state())
-            }
+            // Drained: the tick finished, and set its state first.
         }
+        *old = Some(new);
+        Poll::Ready(self.state())
     }
 
     /// Marks the tick `outcome` ([`FIRED`] or [`BROKEN`]) and hands back
@@ -866,7 +852,7 @@ mod loom_tests {
         let racing = on_a_thread(&list, other);
         let (c2, w2) = counter();
         let mut old = None;
-        let ready = list.poll(key, &w2, &mut old).is_ready();
+        let ready = list.poll(key, w2.clone(), &mut old).is_ready();
         drop(old);
         timer.join().unwrap();
         racing.join().unwrap();
@@ -942,7 +928,7 @@ mod loom_tests {
             let joined = list.join(waker.clone()).map_err(|(_, state)| state);
             let mut old = None;
             let ready = match joined {
-                Ok(key) => list.poll(key, &waker, &mut old).is_ready(),
+                Ok(key) => list.poll(key, waker.clone(), &mut old).is_ready(),
                 Err(state) => state == FIRED,
             };
             firing.join().unwrap();
@@ -951,7 +937,7 @@ mod loom_tests {
                 // Joined: the fire drained it and woke it exactly once.
                 Ok(key) => {
                     assert_eq!(woken, 1);
-                    assert!(list.poll(key, &waker, &mut old).is_ready());
+                    assert!(list.poll(key, waker.clone(), &mut old).is_ready());
                 }
                 // Closed by the fire: it saw the tick had come.
                 Err(_) => assert!(ready && woken == 0),
@@ -969,7 +955,7 @@ mod loom_tests {
             let (c2, w2) = counter();
             let firing = on_a_thread(&list, |list| fire(list));
             let mut old = None;
-            let ready = list.poll(0, &w2, &mut old).is_ready();
+            let ready = list.poll(0, w2.clone(), &mut old).is_ready();
             drop(old);
             firing.join().unwrap();
             let (a, b) = (c1.0.load(SeqCst), c2.0.load(SeqCst));
