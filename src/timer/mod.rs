@@ -253,9 +253,13 @@ struct Lane {
     /// [`fire_due`] look once in vain, or leave a tick to futures-timer.
     next: AtomicU64,
     /// Fired ticks whose relay may not come, by when the alarm steps in for
-    /// them (then the tick's time, unique in the lane): see
-    /// [`Tick::fall_back`]. A tick relayed meanwhile is skipped then.
-    relays: Mutex<BTreeMap<(u64, u64), Weak<Tick>>>,
+    /// them, then by the tick's address: see [`Tick::fall_back`]. A tick
+    /// relayed meanwhile is skipped then. Not by the tick's time: two ticks
+    /// of a lane can have the same (a thread that read the clock just
+    /// before a tick fired makes it anew), and one's step-in must not take
+    /// the other's place. The address is unique while the entry's `Weak`
+    /// keeps the tick's memory.
+    relays: Mutex<BTreeMap<(u64, usize), Weak<Tick>>>,
     /// Rings at or before the earliest tick or relay ([`ring`]).
     alarm: Alarm<Delay>,
 }
@@ -458,7 +462,8 @@ impl Tick {
     fn fall_back_after(self: &Arc<Self>, after: Duration) {
         let since = Instant::now().saturating_duration_since(clock::epoch());
         let at = ticks_passed(since.saturating_add(after)).saturating_add(1);
-        lock(&lane(self.lane()).relays).insert((at, self.at), Arc::downgrade(self));
+        let key = (at, Arc::as_ptr(self).addr());
+        lock(&lane(self.lane()).relays).insert(key, Arc::downgrade(self));
     }
 
     /// Wakes the waiters a fired tick has left, once, from whichever thread

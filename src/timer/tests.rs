@@ -398,6 +398,64 @@ fn a_waiter_woken_for_a_relay_that_has_not_come_relays_to_the_rest() {
     assert!(!in_wheel(&deadlines[0].tick));
 }
 
+/// A tick of the private lane at `at` with three waiters, fired: its first
+/// waiter is woken, the other two left to relay. With their counts.
+fn fired_with_two_to_relay(at: u64) -> (Arc<Tick>, Vec<Arc<Count>>) {
+    let (first, waker) = counter();
+    let tick = Arc::new(Tick {
+        at,
+        list: Waitlist::pinned_with_first(waker, TickInfo::new(PRIVATE)),
+    });
+    let mut counts = vec![first];
+    for _ in 0..2 {
+        let (count, waker) = counter();
+        assert!(tick.list.join(waker).is_ok());
+        counts.push(count);
+    }
+    tick.fire();
+    (tick, counts)
+}
+
+/// Two ticks of one lane can have the same time: a thread that read the
+/// clock just before a tick fired makes that tick anew, and threads that
+/// share its lane join it, before it fires too. Fired in the same fine
+/// tick, each still gets the timer's step-in for its relay (one noted for
+/// the time of the other's in its place left the other's waiters asleep
+/// for as long as its first waiter's task did not run).
+#[test]
+fn two_ticks_of_one_time_fired_together_each_get_the_step_in_for_their_relay() {
+    let _lane = private_lane();
+    let relay_tick =
+        || ticks_passed(Instant::now().saturating_duration_since(clock::epoch()) + RELAY_GRACE);
+    let (ticks, counts) = (0..20)
+        .find_map(|_| {
+            let at = ticks_passed(Instant::now().saturating_duration_since(clock::epoch()));
+            let before = relay_tick();
+            let (a, mut counts) = fired_with_two_to_relay(at);
+            let (b, more) = fired_with_two_to_relay(at);
+            counts.extend(more);
+            // Both relays noted for the same time, as the case needs
+            // (Miri runs far slower than the clock: it takes what comes).
+            (cfg!(miri) || relay_tick() == before).then_some(([a, b], counts))
+        })
+        .expect("two ticks fired within one fine tick, in 20 tries");
+    // The lane's alarm, asked for the relays as a ring asks for them.
+    ring(PRIVATE);
+    // No waiter's task runs: the timer wakes them all, each once.
+    let start = Instant::now();
+    while counts.iter().any(|c| c.0.load(Ordering::SeqCst) == 0)
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let woken: Vec<usize> = counts.iter().map(|c| c.0.load(Ordering::SeqCst)).collect();
+    assert_eq!(
+        woken, [1; 6],
+        "waiters of the two ticks not woken once each"
+    );
+    assert!(ticks.iter().all(|t| !t.list.relaying()));
+}
+
 /// Starts and drops a timeout in a tick of its own (two hours out): this
 /// thread moves on from the tick it kept.
 fn move_on() {
