@@ -330,7 +330,7 @@ fn under_a_hostile_mix_every_kept_timeout_ends_in_time_woken_once() {
     // A wake-up in flight as its timeout ended has had time to land.
     std::thread::sleep(Duration::from_millis(100));
     let ended = tally.ended.lock().unwrap();
-    assert!(ended.len() > 10_000, "only {} timeouts ended", ended.len());
+    assert!(ended.len() > 1_000, "only {} timeouts ended", ended.len());
     eprintln!(
         "{} timeouts ended, {} dropped, {} sent to another thread, {} polled with a waker with its old one's data",
         ended.len(),
