@@ -37,7 +37,10 @@
 //!   12 runs (`OPGUARD_LATENESS_RUNS`), summed up as opguard's minus tokio's,
 //!   and where the slowest come from: the stretches in which the runtime's
 //!   thread completed no timeout at all (stalls), and which timer's
-//!   timeouts completed first when it went on.
+//!   timeouts completed first when it went on; then each timer alone on
+//!   the runtime, with each timeout's lateness split where its task was
+//!   woken (a waker that notes when, and from which thread): the timer's
+//!   part and the runtime's.
 //!
 //! Executors: tokio current-thread; tokio multi-thread (2 workers) with the
 //! tasks spawned from outside the runtime and from inside a task; smol's
@@ -694,11 +697,80 @@ impl Drop for Busy {
 }
 
 /// One timeout of the lateness runs: when it completed (since the run
-/// began) and how late, both in ms.
+/// began) and how late, and how late its task was woken (the timer's part
+/// of the lateness; the rest is the runtime's, from the wake-up to the
+/// poll), all in ms.
 #[derive(Clone, Copy)]
 struct Late {
     done: f64,
     late: f64,
+    woken: f64,
+    /// Woken from a thread other than the runtime's (futures-timer's).
+    remote: bool,
+}
+
+/// A future polled with a waker that notes when it is first woken, then
+/// wakes the task's: when a timer woke the task, apart from when the
+/// runtime then ran it. The same for both timers (one `Arc` clone more per
+/// registration, nanoseconds against the milliseconds measured).
+struct Stamped<F> {
+    fut: Pin<Box<F>>,
+    stamp: Option<(Arc<Stamp>, std::task::Waker)>,
+}
+
+struct Stamp {
+    task: std::sync::Mutex<std::task::Waker>,
+    /// When it was first woken, and whether from another thread than the
+    /// one that first polled it.
+    woken: std::sync::OnceLock<(Instant, bool)>,
+    polled_on: std::thread::ThreadId,
+}
+
+impl std::task::Wake for Stamp {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let remote = std::thread::current().id() != self.polled_on;
+        let _ = self.woken.set((Instant::now(), remote));
+        self.task.lock().unwrap().wake_by_ref();
+    }
+}
+
+impl<F: Future> Future for Stamped<F> {
+    type Output = (F::Output, Option<(Instant, bool)>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (stamp, waker) = self.stamp.get_or_insert_with(|| {
+            let stamp = Arc::new(Stamp {
+                task: std::sync::Mutex::new(cx.waker().clone()),
+                woken: std::sync::OnceLock::new(),
+                polled_on: std::thread::current().id(),
+            });
+            let waker = std::task::Waker::from(Arc::clone(&stamp));
+            (stamp, waker)
+        });
+        let stamp = Arc::clone(stamp);
+        let waker = waker.clone();
+        {
+            let mut task = stamp.task.lock().unwrap();
+            if !task.will_wake(cx.waker()) {
+                task.clone_from(cx.waker());
+            }
+        }
+        match self.fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(out) => Poll::Ready((out, stamp.woken.get().copied())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn stamped<F: Future>(fut: F) -> Stamped<F> {
+    Stamped {
+        fut: Box::pin(fut),
+        stamp: None,
+    }
 }
 
 /// `n` opguard and `n` tokio timeouts of 20 ms started at spread times on one
@@ -720,19 +792,28 @@ fn lateness(n: usize, with: [bool; 2]) -> [Vec<Late>; 2] {
             tokio::spawn(async move {
                 tokio::time::sleep(offset).await;
                 let start = Instant::now();
-                let fired = match timer {
-                    Timer::Opguard => opguard::timeout_async!(LATE_AFTER, pending::<()>())
-                        .await
-                        .is_err(),
-                    _ => tokio::time::timeout(LATE_AFTER, pending::<()>())
-                        .await
-                        .is_err(),
+                let (fired, woken) = match timer {
+                    Timer::Opguard => {
+                        let (out, woken) =
+                            stamped(opguard::timeout_async!(LATE_AFTER, pending::<()>())).await;
+                        (out.is_err(), woken)
+                    }
+                    _ => {
+                        let (out, woken) =
+                            stamped(tokio::time::timeout(LATE_AFTER, pending::<()>())).await;
+                        (out.is_err(), woken)
+                    }
                 };
                 assert!(fired);
                 let done = Instant::now();
+                let (woken, remote) = woken.expect("a timeout that fired woke its task");
+                let after =
+                    |t: Instant| (t - start).as_secs_f64() * 1e3 - LATE_AFTER.as_secs_f64() * 1e3;
                 Late {
                     done: (done - began).as_secs_f64() * 1e3,
-                    late: (done - start).as_secs_f64() * 1e3 - LATE_AFTER.as_secs_f64() * 1e3,
+                    late: after(done),
+                    woken: after(woken),
+                    remote,
                 }
             })
         };
@@ -1290,11 +1371,18 @@ fn lateness_alone(md: &mut String, csv: &mut String, n: usize, runs: usize, say:
     );
     say(md, "|---|---:|---:|---:|---:|---:|".into());
     let mut stats: [Vec<[f64; 4]>; 2] = [Vec::new(), Vec::new()];
+    // Each timer's lateness split in two, over all its runs: its own part
+    // (to the task's wake-up) and the runtime's (from it to the poll); for
+    // all timeouts, and for each run's slowest 1 % (at or past its p99).
+    let mut split: [Split; 2] = Default::default();
     for _ in 0..runs {
         let [og, _] = lateness(n, [true, false]);
         let [_, tk] = lateness(n, [false, true]);
-        stats[0].push(late_stats(&og));
-        stats[1].push(late_stats(&tk));
+        for (i, v) in [og, tk].iter().enumerate() {
+            let run = late_stats(v);
+            split[i].add(v, run[1]);
+            stats[i].push(run);
+        }
     }
     let p99_at_or_below = (0..runs)
         .filter(|&r| stats[0][r][1] <= stats[1][r][1])
@@ -1329,6 +1417,67 @@ fn lateness_alone(md: &mut String, csv: &mut String, n: usize, runs: usize, say:
             "\nopguard's p99 at or below tokio's in {p99_at_or_below} of {runs} pairs of runs (opguard's run and the tokio run after it)."
         ),
     );
+    say(
+        md,
+        "\nThe same runs, each timeout's lateness split where its task was woken: the timer's part (from the deadline to the wake-up) and the runtime's (from the wake-up to the task's poll), in ms:\n".into(),
+    );
+    say(
+        md,
+        "| timer | to the wake-up: p50 | p99 | wake-up to poll: p50 | p99 | slowest 1 %: to the wake-up, median | wake-up to poll, median | woken from another thread: all | slowest 1 % |".into(),
+    );
+    say(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|".into());
+    for (t, s) in [Timer::Opguard, Timer::Tokio].into_iter().zip(split) {
+        let q = |mut v: Vec<f64>, q: f64| {
+            v.sort_by(f64::total_cmp);
+            v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        say(
+            md,
+            format!(
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} % | {:.1} % |",
+                t.name(),
+                q(s.woken.clone(), 0.5),
+                q(s.woken.clone(), 0.99),
+                q(s.run.clone(), 0.5),
+                q(s.run.clone(), 0.99),
+                q(s.tail_woken.clone(), 0.5),
+                q(s.tail_run.clone(), 0.5),
+                100.0 * s.remote as f64 / s.woken.len().max(1) as f64,
+                100.0 * s.tail_remote as f64 / s.tail_woken.len().max(1) as f64,
+            ),
+        );
+    }
+}
+
+/// One timer's lateness over its runs, split where the task was woken:
+/// for every timeout, and for each run's slowest 1 %.
+#[derive(Default)]
+struct Split {
+    woken: Vec<f64>,
+    run: Vec<f64>,
+    tail_woken: Vec<f64>,
+    tail_run: Vec<f64>,
+    /// How many were woken from another thread than the runtime's, of all
+    /// and of the slowest.
+    remote: usize,
+    tail_remote: usize,
+}
+
+impl Split {
+    fn add(&mut self, run: &[Late], p99: f64) {
+        for l in run {
+            self.woken.push(l.woken);
+            self.run.push(l.late - l.woken);
+            self.remote += usize::from(l.remote);
+            if l.late >= p99 {
+                self.tail_remote += usize::from(l.remote);
+                self.tail_woken.push(l.woken);
+                self.tail_run.push(l.late - l.woken);
+            }
+        }
+    }
 }
 
 fn main() {
