@@ -520,9 +520,19 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// The median of values in ms (or any `f64`s).
-fn median_f64(mut v: Vec<f64>) -> f64 {
+fn median_f64(v: Vec<f64>) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// The `q` quantile of `v` (0.5: the median, 0.99: the p99).
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    at(&v, q)
+}
+
+/// The `q` quantile of `sorted`, which is not empty.
+fn at(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
 
 /// Overhead per timeout, in ns of wall time and of CPU time, of each timer
@@ -742,7 +752,8 @@ impl<F: Future> Future for Stamped<F> {
     type Output = (F::Output, Option<(Instant, bool)>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (stamp, waker) = self.stamp.get_or_insert_with(|| {
+        let this = &mut *self;
+        let (stamp, waker) = this.stamp.get_or_insert_with(|| {
             let stamp = Arc::new(Stamp {
                 task: std::sync::Mutex::new(cx.waker().clone()),
                 woken: std::sync::OnceLock::new(),
@@ -751,15 +762,13 @@ impl<F: Future> Future for Stamped<F> {
             let waker = std::task::Waker::from(Arc::clone(&stamp));
             (stamp, waker)
         });
-        let stamp = Arc::clone(stamp);
-        let waker = waker.clone();
         {
             let mut task = stamp.task.lock().unwrap();
             if !task.will_wake(cx.waker()) {
                 task.clone_from(cx.waker());
             }
         }
-        match self.fut.as_mut().poll(&mut Context::from_waker(&waker)) {
+        match this.fut.as_mut().poll(&mut Context::from_waker(waker)) {
             Poll::Ready(out) => Poll::Ready((out, stamp.woken.get().copied())),
             Poll::Pending => Poll::Pending,
         }
@@ -841,8 +850,7 @@ fn lateness(n: usize, with: [bool; 2]) -> [Vec<Late>; 2] {
 fn late_stats(v: &[Late]) -> [f64; 4] {
     let mut v: Vec<f64> = v.iter().map(|l| l.late).collect();
     v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
-    [at(0.5), at(0.99), v[v.len() - 1], v[0]]
+    [at(&v, 0.5), at(&v, 0.99), v[v.len() - 1], v[0]]
 }
 
 /// A stretch of at least this long in which no timeout of either timer
@@ -1426,26 +1434,24 @@ fn lateness_alone(md: &mut String, csv: &mut String, n: usize, runs: usize, say:
         "| timer | to the wake-up: p50 | p99 | wake-up to poll: p50 | p99 | slowest 1 %: to the wake-up, median | wake-up to poll, median | woken from another thread: all | slowest 1 % |".into(),
     );
     say(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|".into());
-    for (t, s) in [Timer::Opguard, Timer::Tokio].into_iter().zip(split) {
-        let q = |mut v: Vec<f64>, q: f64| {
+    for (t, mut s) in [Timer::Opguard, Timer::Tokio].into_iter().zip(split) {
+        for v in [&mut s.woken, &mut s.run] {
             v.sort_by(f64::total_cmp);
-            v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
+        }
+        let share = |n: usize, of: usize| 100.0 * n as f64 / of as f64;
         say(
             md,
             format!(
                 "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} % | {:.1} % |",
                 t.name(),
-                q(s.woken.clone(), 0.5),
-                q(s.woken.clone(), 0.99),
-                q(s.run.clone(), 0.5),
-                q(s.run.clone(), 0.99),
-                q(s.tail_woken.clone(), 0.5),
-                q(s.tail_run.clone(), 0.5),
-                100.0 * s.remote as f64 / s.woken.len().max(1) as f64,
-                100.0 * s.tail_remote as f64 / s.tail_woken.len().max(1) as f64,
+                at(&s.woken, 0.5),
+                at(&s.woken, 0.99),
+                at(&s.run, 0.5),
+                at(&s.run, 0.99),
+                median_f64(s.tail_woken.clone()),
+                median_f64(s.tail_run),
+                share(s.remote, s.woken.len()),
+                share(s.tail_remote, s.tail_woken.len()),
             ),
         );
     }
