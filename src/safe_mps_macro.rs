@@ -202,13 +202,13 @@ macro_rules! safe_mps {
     };
 }
 
-/// The text of a `safe_mps!` syntax error: `$what`, then the right forms.
+/// The text of a `safe_mps!` syntax error: the pieces of `$what`, then the right forms.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __opguard_safe_mps_forms {
-    ($what:literal) => {
+    ($($what:expr),+) => {
         ::core::concat!(
-            $what,
+            $($what,)+
             " The forms are:\n",
             "    safe_mps!(|dev| net.forward(&xs.to_device(dev)))\n",
             "    safe_mps!([xs, ys] => xs.matmul(&ys))\n",
@@ -229,6 +229,13 @@ macro_rules! __opguard_safe_mps {
     };
     (@opts $label:tt [] device = $device:expr, $($rest:tt)+) => {
         $crate::__opguard_safe_mps! { @opts $label [$device] $($rest)+ }
+    };
+    // An option it does not have, or one given twice: name it.
+    (@opts $label:tt $device:tt $option:ident = $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_safe_mps_forms!(
+            "safe_mps! has no `", ::core::stringify!($option), " = ..` here: its options are \
+            `label = \"name\"` and `device = DEVICE`, each at most once, before the work."
+        ) }
     };
     (@opts $label:tt $device:tt [$($t:expr),* $(,)?] => $($rest:tt)+) => {
         $crate::__opguard_safe_mps! { @work $label $device [$($t),*] $($rest)+ }

@@ -187,6 +187,15 @@ macro_rules! timeout_async {
             "timeout_async!(label = \"name\", until = DEADLINE, ..) takes an Instant, then the future."
         ) }
     };
+    // timeout_async!(label = "name", seconds = 30, fut): an option it does
+    // not have (Python's `seconds=`, say); before the next arm, where it
+    // would parse as an assignment and fail with "cannot find value".
+    (label = $label:expr, $option:ident = $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async! has no `", ::core::stringify!($option), " = ..`: give the timeout by itself, \
+            in seconds (integer or float) or as a Duration: timeout_async!(label = \"name\", 30, fut)."
+        ) }
+    };
     // timeout_async!(label = "name", SECS, fut)
     (label = $label:expr, $timeout:expr, $fut:expr $(,)?) => {
         $crate::__private::timeout($crate::__opguard_site!($label), $timeout, $fut)
@@ -211,6 +220,13 @@ macro_rules! timeout_async {
             "timeout_async!(until = DEADLINE, ..) takes an Instant, then the future."
         ) }
     };
+    // timeout_async!(seconds = 30, fut), #[timeout(seconds = 30)]: as above
+    ($option:ident = $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async! has no `", ::core::stringify!($option), " = ..`: give the timeout by itself, \
+            in seconds (integer or float) or as a Duration: timeout_async!(30, fut), #[timeout(30)]."
+        ) }
+    };
     // timeout_async!(SECS, fut)
     ($timeout:expr, $fut:expr $(,)?) => {
         $crate::__private::timeout($crate::__opguard_site!(), $timeout, $fut)
@@ -227,13 +243,13 @@ macro_rules! timeout_async {
     };
 }
 
-/// The text of a `timeout_async!` syntax error: `$what`, then the right forms.
+/// The text of a `timeout_async!` syntax error: the pieces of `$what`, then the right forms.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __opguard_timeout_forms {
-    ($what:literal) => {
+    ($($what:expr),+) => {
         ::core::concat!(
-            $what,
+            $($what,)+
             " The forms are:\n",
             "    timeout_async!(fut)\n",
             "    timeout_async!(30, fut)\n",
