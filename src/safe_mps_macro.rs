@@ -27,7 +27,9 @@
 /// argument (and inside the tensor list). In the item form the body does not
 /// see `dev`: it runs on its parameters where they are, and `device = ..`
 /// says that the work is MPS work even when they are on CPU (the body moves
-/// them, say).
+/// them, say). Its return type is written where the body's value is typed,
+/// so it cannot hold `impl Trait` (a compile error says so): put the
+/// expression form inside such a function instead.
 ///
 /// Each named value implements [`MoveToCpu`](crate::mps::MoveToCpu) (tensors,
 /// containers of them, a model's [`VarStore`](tch::nn::VarStore), your own

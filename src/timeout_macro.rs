@@ -36,6 +36,8 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 /// (`&String` to `&str`, `Box<u8>` to `Box<dyn Display>`), and `?` works; an
 /// early `return` whose value needs such a coercion spells it out
 /// (`return Box::new(x) as _;`), because the body runs inside an `async` block.
+/// For the same reason `T` cannot hold `impl Trait` (a compile error says
+/// so): put the expression form inside such a function instead.
 ///
 /// A trailing comma is accepted. `FUT` is anything that implements
 /// [`IntoFuture`]; `SECS` anything that implements

@@ -151,6 +151,23 @@ opguard::timeout_async! {
     }
 }
 
+// Generic parameters whose bounds hold parentheses (`Fn(u8) -> u8`) and
+// nested angle brackets, `>>` and `<<` among them.
+opguard::timeout_async! {
+    #[timeout(1)]
+    async fn bounds_with_parentheses_and_angles<
+        F: Fn(u8) -> u8 + Send,
+        I: Iterator<Item = Vec<u8>>,
+        J: From<<I as Iterator>::Item>,
+        const N: usize,
+    >(
+        f: F,
+        mut items: I,
+    ) -> (u8, std::option::Option<J>) {
+        (f(N as u8), items.next().map(J::from))
+    }
+}
+
 struct Trader {
     name: String,
 }
@@ -193,6 +210,13 @@ fn item_form_keeps_the_signature_and_times_the_body() {
         std::result::Result::Ok(0)
     );
     assert!(block_on(question_mark("x")).unwrap().is_err());
+    assert_eq!(
+        block_on(bounds_with_parentheses_and_angles::<_, _, Vec<u8>, 2>(
+            |x| x + 40,
+            vec![vec![7u8]].into_iter(),
+        )),
+        std::result::Result::Ok((42, std::option::Option::Some(vec![7])))
+    );
     let t = Trader {
         name: "desk".into(),
     };
