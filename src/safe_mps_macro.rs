@@ -19,7 +19,7 @@
 ///
 /// safe_mps! {                                    // item form
 ///     #[safe_mps(label = "name", device = DEVICE, [t1, t2])]
-///     VIS [async] fn NAME(PARAMS) -> T { BODY }  // t1, t2: parameters
+///     VIS [async] fn NAME(PARAMS) -> T { BODY }  // t1, t2: parameters, or `self`
 /// }                                              // each option optional: #[safe_mps([t1])], #[safe_mps]
 /// ```
 ///
@@ -358,13 +358,25 @@ macro_rules! __opguard_safe_mps {
         ) }
     };
     (@item_body [] [$ret:ty] $body:block $l:tt $d:tt [$($t:ident),*]) => {{
-        $( #[allow(unused_mut)] let mut $t = $t; )*
+        $crate::__opguard_safe_mps! { @rebind $($t)* }
         $crate::__opguard_safe_mps! { @sync $l $d [$($t),*] _ [$ret] $body }
     }};
     (@item_body [async] [$ret:ty] $body:block $l:tt $d:tt [$($t:ident),*]) => {{
-        $( #[allow(unused_mut)] let mut $t = $t; )*
+        $crate::__opguard_safe_mps! { @rebind $($t)* }
         $crate::__opguard_safe_mps! { @async $l $d [$($t),*] _ [$ret] $body }.await
     }};
+    // Named parameters are bound again as `mut`, so that one taken by value
+    // can be moved in place; `self` cannot be, and needs not: a method's
+    // `&mut self` is borrowed as it is.
+    (@rebind) => {};
+    (@rebind self $($t:ident)*) => {
+        $crate::__opguard_safe_mps! { @rebind $($t)* }
+    };
+    (@rebind $t0:ident $($t:ident)*) => {
+        #[allow(unused_mut)]
+        let mut $t0 = $t0;
+        $crate::__opguard_safe_mps! { @rebind $($t)* }
+    };
 }
 
 /// Wraps a value so that `(&Classify(&v)).error_message()` picks, at compile

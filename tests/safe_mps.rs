@@ -434,6 +434,65 @@ fn item_forms_guard_their_body() {
     assert_eq!(mps::stats().fallbacks, 1);
 }
 
+/// A model that runs where it says: on MPS until it is moved to CPU.
+struct Net {
+    w: Tensor,
+    on: Device,
+    moves: u32,
+}
+
+impl mps::MoveToCpu for Net {
+    fn move_to_cpu(&mut self) {
+        self.w.move_to_cpu();
+        self.on = Device::Cpu;
+        self.moves += 1;
+    }
+
+    fn is_on_mps(&self) -> bool {
+        self.on == Device::Mps
+    }
+}
+
+impl Net {
+    safe_mps! {
+        #[safe_mps(label = "net_forward", [self])]
+        fn forward(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
+            xs.f_to_device(self.on)?.f_mul(&self.w)
+        }
+    }
+
+    safe_mps! {
+        #[safe_mps([self])]
+        async fn forward_async(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
+            futures_timer::Delay::new(Duration::from_millis(1)).await;
+            xs.f_to_device(self.on)?.f_mul(&self.w)
+        }
+    }
+}
+
+#[test]
+fn item_form_methods_name_self_and_it_moves_before_the_retry() {
+    let _g = fresh();
+    let xs = Tensor::ones([3], (Kind::Float, Device::Cpu));
+    let mut net = Net {
+        w: Tensor::full([3], 2.0, (Kind::Float, Device::Cpu)),
+        on: Device::Mps,
+        moves: 0,
+    };
+    // PyTorch's real MPS error on the first attempt; `self` moved; the retry on CPU.
+    let out = net.forward(&xs).unwrap();
+    assert_eq!(out.sum(Kind::Float).double_value(&[]), 6.0);
+    assert_eq!((net.moves, net.on), (1, Device::Cpu));
+    assert_eq!(mps::stats().fallbacks, 1);
+    assert_eq!(logs_containing("'net_forward': MPS error at").len(), 1);
+
+    net.on = Device::Mps;
+    let out = block_on(net.forward_async(&xs)).unwrap();
+    assert_eq!(out.sum(Kind::Float).double_value(&[]), 6.0);
+    assert_eq!((net.moves, net.on), (2, Device::Cpu));
+    assert_eq!(mps::stats().fallbacks, 2);
+}
+
 #[test]
 fn fallbacks_past_the_threshold_raise_one_alert() {
     let _g = fresh();
