@@ -6,11 +6,13 @@
 # what it calls), divided by N.
 #
 #   bash scripts/mps_callgrind.sh [N]      (N defaults to 2000)
+#
+# OPGUARD_EXTRA_FEATURES=metrics counts a build with the `metrics` feature too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/torch-env.sh
 n=${1:-2000}
-bin=$(bash scripts/bench_bin.sh safe_mps --features tch)
+bin=$(bash scripts/bench_bin.sh safe_mps --features "tch${OPGUARD_EXTRA_FEATURES:+,$OPGUARD_EXTRA_FEATURES}")
 out=target/bench/callgrind.out
 mkdir -p target/bench
 OPGUARD_CALLGRIND_CALLS=$n valgrind --tool=callgrind --callgrind-out-file="$out" \

@@ -12,20 +12,49 @@
 //! - `opguard_mps_site_pinned` (gauge): 1 while op-level MPS errors keep the
 //!   call site on CPU, 0 once it uses MPS again.
 
+use std::fmt::Display;
+
+use metrics::{Key, Label, Level, Metadata};
+
 use crate::mps::MpsErrorKind;
 use crate::mps::site::MpsSite;
+
+/// What the metrics of one `safe_mps!` call site need, made once per site:
+/// its name, and the key of its attempts counter, which nearly every call
+/// records. `metrics::counter!` with labels that are not literals builds its
+/// key at each call (a `Vec` of labels allocated, hashed and freed); the
+/// attempts key is built and hashed here once, and only the recorder's own
+/// lookup is left per call. Every call still asks for the recorder in force
+/// (a thread-local one, or one installed later, sees it).
+pub(crate) struct SiteKeys {
+    name: &'static str,
+    attempts: Key,
+}
+
+impl SiteKeys {
+    pub(crate) fn new(label: Option<&'static str>, at: &impl Display) -> SiteKeys {
+        let name: &'static str = Box::leak(at.to_string().into_boxed_str());
+        let labels: &'static [Label] = Box::leak(Box::new([
+            Label::from_static_parts("label", label.unwrap_or("")),
+            Label::from_static_parts("site", name),
+        ]));
+        SiteKeys {
+            name,
+            attempts: Key::from_static_parts("opguard_mps_attempts_total", labels),
+        }
+    }
+}
 
 pub(crate) fn timeout(label: Option<&'static str>) {
     metrics::counter!("opguard_timeouts_total", "label" => label.unwrap_or("")).increment(1);
 }
 
 pub(crate) fn mps_attempt(site: &'static MpsSite) {
-    metrics::counter!(
-        "opguard_mps_attempts_total",
-        "label" => site.label().unwrap_or(""),
-        "site" => site.name()
-    )
-    .increment(1);
+    // What `metrics::counter!` gives its recorder: this module as target.
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+    let key = &site.keys().attempts;
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
 }
 
 pub(crate) fn mps_error(site: &'static MpsSite, kind: MpsErrorKind) {
@@ -36,7 +65,7 @@ pub(crate) fn mps_error(site: &'static MpsSite, kind: MpsErrorKind) {
     metrics::counter!(
         "opguard_mps_errors_total",
         "label" => site.label().unwrap_or(""),
-        "site" => site.name(),
+        "site" => site.keys().name,
         "kind" => kind
     )
     .increment(1);
@@ -47,7 +76,7 @@ pub(crate) fn fallback(site: &'static MpsSite, ok: bool) {
     metrics::counter!(
         "opguard_mps_fallbacks_total",
         "label" => site.label().unwrap_or(""),
-        "site" => site.name(),
+        "site" => site.keys().name,
         "outcome" => outcome
     )
     .increment(1);
@@ -57,7 +86,7 @@ pub(crate) fn site_pinned(site: &'static MpsSite, pinned: bool) {
     metrics::gauge!(
         "opguard_mps_site_pinned",
         "label" => site.label().unwrap_or(""),
-        "site" => site.name()
+        "site" => site.keys().name
     )
     .set(if pinned { 1.0 } else { 0.0 });
 }

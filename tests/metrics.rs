@@ -127,6 +127,53 @@ fn mps_events_are_recorded_per_site_and_kind() {
     );
 }
 
+/// Each call asks for the recorder in force: a call site's attempts reach
+/// a recorder that came after its first calls, and one that is gone no more.
+#[cfg(feature = "tch")]
+#[test]
+fn a_call_sites_attempts_reach_the_recorder_in_force_at_each_call() {
+    use metrics::{Key, Label};
+    use opguard::safe_mps;
+    use tch::{Device, TchError};
+
+    fn admitted(dev: Device) -> Result<Device, TchError> {
+        Ok(dev)
+    }
+    let line = line!() + 2;
+    let call = || {
+        safe_mps!(label = "late_recorder", device = Device::Mps, |dev| {
+            admitted(dev)
+        })
+    };
+    let attempts = |recorder: &DebuggingRecorder| {
+        let key = CompositeKey::new(
+            MetricKind::Counter,
+            Key::from_parts(
+                "opguard_mps_attempts_total",
+                vec![
+                    Label::new("label", "late_recorder"),
+                    Label::new("site", format!("tests/metrics.rs:{line}:9")),
+                ],
+            ),
+        );
+        let snapshot = recorder.snapshotter().snapshot().into_hashmap();
+        match snapshot.get(&key) {
+            Some((_, _, DebugValue::Counter(n))) => *n,
+            other => panic!("{other:?}"),
+        }
+    };
+    call().unwrap(); // no recorder yet
+    let first = DebuggingRecorder::new();
+    metrics::with_local_recorder(&first, || {
+        call().unwrap();
+        call().unwrap();
+    });
+    call().unwrap(); // the first recorder is no longer in force
+    let second = DebuggingRecorder::new();
+    metrics::with_local_recorder(&second, || call().unwrap());
+    assert_eq!((attempts(&first), attempts(&second)), (2, 1));
+}
+
 /// A recorder that panics when asked for the MPS attempts counter: user
 /// code, run as a call is admitted to MPS.
 #[cfg(feature = "tch")]

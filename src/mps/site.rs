@@ -69,9 +69,9 @@ pub struct MpsSite {
     /// What was counted per thread before the last reset.
     tallied_before: [AtomicU64; PER_THREAD.len()],
     link: Link<MpsSite>,
-    /// `file:line:column`, made once for the `metrics` labels.
+    /// What its metrics need, made on its first metric.
     #[cfg(feature = "metrics")]
-    name: std::sync::OnceLock<&'static str>,
+    keys: std::sync::OnceLock<crate::export::SiteKeys>,
 }
 
 static MPS_SITES: StaticList<MpsSite> = StaticList::new();
@@ -106,7 +106,7 @@ impl MpsSite {
             tallied_before: [const { AtomicU64::new(0) }; PER_THREAD.len()],
             link: Link::new(),
             #[cfg(feature = "metrics")]
-            name: std::sync::OnceLock::new(),
+            keys: std::sync::OnceLock::new(),
         }
     }
 }
@@ -116,12 +116,13 @@ impl MpsSite {
         self.at.label
     }
 
-    /// `file:line:column`, as a `'static` string: made once per call site
-    /// (a bounded number), so that recording a metric allocates nothing.
+    /// What the site's metrics need: its name and the key of the counter
+    /// nearly every call records, made once per call site (a bounded number).
     #[cfg(feature = "metrics")]
-    pub(crate) fn name(&self) -> &'static str {
-        self.name
-            .get_or_init(|| Box::leak(self.at.to_string().into_boxed_str()))
+    #[inline]
+    pub(crate) fn keys(&self) -> &crate::export::SiteKeys {
+        self.keys
+            .get_or_init(|| crate::export::SiteKeys::new(self.label(), &self.at))
     }
 
     /// Lists the site for the stats (a load after the first time).
