@@ -189,6 +189,12 @@ macro_rules! timeout_async {
             "timeout_async!(label = \"name\", until = DEADLINE, ..) takes an Instant, then the future."
         ) }
     };
+    // timeout_async!(label = "a", label = "b", ..)
+    (label = $label:expr, label = $($rest:tt)*) => {
+        ::core::compile_error! { $crate::__opguard_timeout_forms!(
+            "timeout_async! takes one label."
+        ) }
+    };
     // timeout_async!(label = "name", seconds = 30, fut): an option it does
     // not have (Python's `seconds=`, say); before the next arm, where it
     // would parse as an assignment and fail with "cannot find value".

@@ -1,5 +1,6 @@
 // Python's `@timeout_async(seconds=30)` spelled inside the macro: each form
-// says that the timeout goes in by itself (not "cannot find value `seconds`").
+// says that the timeout goes in by itself (not "cannot find value `seconds`");
+// a label given twice is named as such.
 async fn quote() -> f64 {
     101.25
 }
@@ -14,4 +15,6 @@ opguard::timeout_async! {
 fn main() {
     let _ = opguard::timeout_async!(seconds = 30, quote());
     let _ = opguard::timeout_async!(label = "quote", timeout = 0.5, quote());
+    // Not "no `label = ..`": it has one, once.
+    let _ = opguard::timeout_async!(label = "quote", label = "price", 0.5, quote());
 }
