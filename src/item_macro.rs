@@ -88,8 +88,13 @@ macro_rules! __opguard_split_fn {
     };
 
     // Looks for `impl` after `->`, inside parentheses and brackets too, but
-    // not inside braces (the body, a const argument); then goes on with the
-    // function as it was.
+    // not inside braces (the body, a const argument), up to the where
+    // clause or the body; then goes on with the function as it was. (Each
+    // token looked at is a step of macro recursion, which is limited: the
+    // where clause, which has steps of its own below, is not looked at.)
+    (@impl [$($fn:tt)*] where $($rest:tt)*) => {
+        $crate::__opguard_split_fn! { @typed $($fn)* }
+    };
     (@impl $fn:tt impl $($rest:tt)*) => {
         ::core::compile_error! {
             "an item form cannot wrap a function whose return type has `impl Trait` in it: name the type, or put the expression form of the macro inside the function"
@@ -124,6 +129,11 @@ macro_rules! __opguard_split_fn {
     };
     (@where $cb:ident $args:tt $head:tt $async:tt $name:ident $gen:tt $params:tt $ret:tt [$($w:tt)*] $body:block) => {
         $crate::$cb! { @emit $args $head $async $name $gen $params $ret [$($w)*] $body }
+    };
+    // Four tokens at a time while the body is still ahead: fewer steps of
+    // macro recursion, whose depth is limited, for a long where clause.
+    (@where $cb:ident $args:tt $head:tt $async:tt $name:ident $gen:tt $params:tt $ret:tt [$($w:tt)*] $t1:tt $t2:tt $t3:tt $t4:tt $($rest:tt)+) => {
+        $crate::__opguard_split_fn! { @where $cb $args $head $async $name $gen $params $ret [$($w)* $t1 $t2 $t3 $t4] $($rest)+ }
     };
     (@where $cb:ident $args:tt $head:tt $async:tt $name:ident $gen:tt $params:tt $ret:tt [$($w:tt)*] $next:tt $($rest:tt)*) => {
         $crate::__opguard_split_fn! { @where $cb $args $head $async $name $gen $params $ret [$($w)* $next] $($rest)* }

@@ -168,6 +168,44 @@ opguard::timeout_async! {
     }
 }
 
+// A where clause of twenty bounds: the splitter takes the where clause
+// four tokens at a time, well inside the compiler's limit on macro
+// recursion (it failed from about fourteen bounds).
+opguard::timeout_async! {
+    #[timeout(1)]
+    #[allow(clippy::too_many_arguments)]
+    async fn a_long_where_clause<
+        T0, T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14, T15, T16, T17, T18, T19,
+    >(
+        _: T0, _: T1, _: T2, _: T3, _: T4, _: T5, _: T6, _: T7, _: T8, _: T9,
+        _: T10, _: T11, _: T12, _: T13, _: T14, _: T15, _: T16, _: T17, _: T18, _: T19,
+    ) -> u8
+    where
+        T0: Clone + Send,
+        T1: Clone + Send,
+        T2: Clone + Send,
+        T3: Clone + Send,
+        T4: Clone + Send,
+        T5: Clone + Send,
+        T6: Clone + Send,
+        T7: Clone + Send,
+        T8: Clone + Send,
+        T9: Clone + Send,
+        T10: Clone + Send,
+        T11: Clone + Send,
+        T12: Clone + Send,
+        T13: Clone + Send,
+        T14: Clone + Send,
+        T15: Clone + Send,
+        T16: Clone + Send,
+        T17: Clone + Send,
+        T18: Clone + Send,
+        T19: Clone + Send,
+    {
+        20
+    }
+}
+
 struct Trader {
     name: String,
 }
@@ -216,6 +254,13 @@ fn item_form_keeps_the_signature_and_times_the_body() {
             vec![vec![7u8]].into_iter(),
         )),
         std::result::Result::Ok((42, std::option::Option::Some(vec![7])))
+    );
+    assert_eq!(
+        block_on(a_long_where_clause(
+            0u8, 1u8, 2u8, 3u8, 4u8, 5u8, 6u8, 7u8, 8u8, 9u8, 10u8, 11u8, 12u8, 13u8, 14u8, 15u8,
+            16u8, 17u8, 18u8, 19u8,
+        )),
+        std::result::Result::Ok(20)
     );
     let t = Trader {
         name: "desk".into(),
