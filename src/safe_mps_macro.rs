@@ -327,6 +327,10 @@ macro_rules! __opguard_safe_mps {
     (@attrs [$($kept:tt)*] # [safe_mps $(( $($args:tt)* ))?] $($rest:tt)*) => {
         $crate::__opguard_split_fn! { __opguard_safe_mps [$($($args)*)?] [$($kept)*] $($rest)* }
     };
+    // Doc comment lines four at a time (see `__opguard_timeout_fn!`).
+    (@attrs [$($kept:tt)*] # [doc = $d1:literal] # [doc = $d2:literal] # [doc = $d3:literal] # [doc = $d4:literal] $($rest:tt)*) => {
+        $crate::__opguard_safe_mps! { @attrs [$($kept)* #[doc = $d1] #[doc = $d2] #[doc = $d3] #[doc = $d4]] $($rest)* }
+    };
     (@attrs [$($kept:tt)*] # $attr:tt $($rest:tt)*) => {
         $crate::__opguard_safe_mps! { @attrs [$($kept)* # $attr] $($rest)* }
     };

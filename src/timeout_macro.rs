@@ -308,6 +308,11 @@ macro_rules! __opguard_timeout_fn {
     (@attrs [$($kept:tt)*] # [timeout $(( $($args:tt)* ))?] $($rest:tt)*) => {
         $crate::__opguard_split_fn! { __opguard_timeout_fn [$($($args)*)?] [$($kept)*] $($rest)* }
     };
+    // Doc comment lines four at a time: each step is one of macro recursion,
+    // whose depth is limited, and a long doc comment is many lines.
+    (@attrs [$($kept:tt)*] # [doc = $d1:literal] # [doc = $d2:literal] # [doc = $d3:literal] # [doc = $d4:literal] $($rest:tt)*) => {
+        $crate::__opguard_timeout_fn! { @attrs [$($kept)* #[doc = $d1] #[doc = $d2] #[doc = $d3] #[doc = $d4]] $($rest)* }
+    };
     (@attrs [$($kept:tt)*] # $attr:tt $($rest:tt)*) => {
         $crate::__opguard_timeout_fn! { @attrs [$($kept)* # $attr] $($rest)* }
     };

@@ -206,6 +206,32 @@ opguard::timeout_async! {
     }
 }
 
+// A doc comment of 128 lines, each a `#[doc]` attribute: the item forms read
+// them four at a time, well inside the compiler's limit on macro recursion
+// (from about 110 lines, it stopped them).
+opguard::timeout_async! {
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[timeout(1)]
+    async fn a_long_doc_comment() -> u8 {
+        128
+    }
+}
+
 struct Trader {
     name: String,
 }
@@ -262,6 +288,7 @@ fn item_form_keeps_the_signature_and_times_the_body() {
         )),
         std::result::Result::Ok(20)
     );
+    assert_eq!(block_on(a_long_doc_comment()), std::result::Result::Ok(128));
     let t = Trader {
         name: "desk".into(),
     };
@@ -293,6 +320,31 @@ fn returns_and_tails_get_coercions() {
             .to_string(),
         "two"
     );
+}
+
+// The same doc comment on `safe_mps!`'s item form.
+#[cfg(feature = "tch")]
+opguard::safe_mps! {
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
+    #[safe_mps([xs])]
+    fn a_long_doc_comment_on_tensor_work(xs: &tch::Tensor) -> i64 {
+        xs.dim() as i64
+    }
 }
 
 /// Every form of `safe_mps!`, each with and without a trailing comma, with
@@ -363,4 +415,5 @@ fn every_safe_mps_form_with_and_without_trailing_comma() {
         block_on(everything_async(&xs)),
     ];
     assert!(items.into_iter().all(|t| sum(t) == 4.0));
+    assert_eq!(a_long_doc_comment_on_tensor_work(&xs), 1);
 }
