@@ -206,29 +206,29 @@ opguard::timeout_async! {
     }
 }
 
+/// `$($m)::+! { <a doc comment of 128 lines> $($item)* }`: one `#[doc]`
+/// line doubled seven times.
+macro_rules! with_128_doc_lines {
+    ($($m:ident)::+ { $($item:tt)* }) => {
+        with_128_doc_lines! { @double [#[doc = "."]] [x x x x x x x] $($m)::+ { $($item)* } }
+    };
+    (@double [$($d:tt)*] [] $($m:ident)::+ { $($item:tt)* }) => {
+        $($m)::+! { $($d)* $($item)* }
+    };
+    (@double [$($d:tt)*] [x $($n:tt)*] $($m:ident)::+ { $($item:tt)* }) => {
+        with_128_doc_lines! { @double [$($d)* $($d)*] [$($n)*] $($m)::+ { $($item)* } }
+    };
+}
+
 // A doc comment of 128 lines, each a `#[doc]` attribute: the item forms read
 // them four at a time, well inside the compiler's limit on macro recursion
 // (from about 110 lines, it stopped them).
-opguard::timeout_async! {
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[timeout(1)]
-    async fn a_long_doc_comment() -> u8 {
-        128
+with_128_doc_lines! {
+    opguard::timeout_async {
+        #[timeout(1)]
+        async fn a_long_doc_comment() -> u8 {
+            128
+        }
     }
 }
 
@@ -324,26 +324,12 @@ fn returns_and_tails_get_coercions() {
 
 // The same doc comment on `safe_mps!`'s item form.
 #[cfg(feature = "tch")]
-opguard::safe_mps! {
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."] #[doc = "."]
-    #[safe_mps([xs])]
-    fn a_long_doc_comment_on_tensor_work(xs: &tch::Tensor) -> i64 {
-        xs.dim() as i64
+with_128_doc_lines! {
+    opguard::safe_mps {
+        #[safe_mps([xs])]
+        fn a_long_doc_comment_on_tensor_work(xs: &tch::Tensor) -> i64 {
+            xs.dim() as i64
+        }
     }
 }
 
