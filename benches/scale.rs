@@ -1439,19 +1439,21 @@ fn lateness_alone(md: &mut String, csv: &mut String, n: usize, runs: usize, say:
             v.sort_by(f64::total_cmp);
         }
         let share = |n: usize, of: usize| 100.0 * n as f64 / of as f64;
+        let (remote, tail_remote) = (
+            share(s.remote, s.woken.len()),
+            share(s.tail_remote, s.tail_woken.len()),
+        );
         say(
             md,
             format!(
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} % | {:.1} % |",
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {remote:.1} % | {tail_remote:.1} % |",
                 t.name(),
                 at(&s.woken, 0.5),
                 at(&s.woken, 0.99),
                 at(&s.run, 0.5),
                 at(&s.run, 0.99),
-                median_f64(s.tail_woken.clone()),
+                median_f64(s.tail_woken),
                 median_f64(s.tail_run),
-                share(s.remote, s.woken.len()),
-                share(s.tail_remote, s.tail_woken.len()),
             ),
         );
     }

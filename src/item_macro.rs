@@ -13,21 +13,21 @@
 macro_rules! __opguard_split_fn {
     // The head, up to the name.
     ($cb:ident $args:tt [$($kept:tt)*] $(#[$attr:meta])* $vis:vis async fn $name:ident $($rest:tt)*) => {
-        $crate::__opguard_split_fn! { @generics $cb $args [$($kept)* $(#[$attr])* $vis] [async] $name [] $($rest)* }
+        $crate::__opguard_split_fn! { @generics $cb $args [$($kept)* $(#[$attr])* $vis] [async] $name $($rest)* }
     };
     ($cb:ident $args:tt [$($kept:tt)*] $(#[$attr:meta])* $vis:vis fn $name:ident $($rest:tt)*) => {
-        $crate::__opguard_split_fn! { @generics $cb $args [$($kept)* $(#[$attr])* $vis] [] $name [] $($rest)* }
+        $crate::__opguard_split_fn! { @generics $cb $args [$($kept)* $(#[$attr])* $vis] [] $name $($rest)* }
     };
 
     // Generic parameters, `<..>`: up to the `>` that closes the first `<`,
     // so that a bound may hold parentheses (`F: Fn(u8) -> u8`) and `<..>`.
     // `[$($open)*]` holds a token for each `<` open inside them; `<<` and
     // `>>` are one token each.
-    (@generics $cb:ident $args:tt $head:tt $async:tt $name:ident [] < $($rest:tt)*) => {
+    (@generics $cb:ident $args:tt $head:tt $async:tt $name:ident < $($rest:tt)*) => {
         $crate::__opguard_split_fn! { @angle [$cb $args $head $async $name] [<] [] $($rest)* }
     };
-    (@generics $cb:ident $args:tt $head:tt $async:tt $name:ident $gen:tt $($rest:tt)*) => {
-        $crate::__opguard_split_fn! { @params $cb $args $head $async $name $gen $($rest)* }
+    (@generics $cb:ident $args:tt $head:tt $async:tt $name:ident $($rest:tt)*) => {
+        $crate::__opguard_split_fn! { @params $cb $args $head $async $name [] $($rest)* }
     };
     (@angle $f:tt [$($gen:tt)*] [] > $($rest:tt)*) => {
         $crate::__opguard_split_fn! { @generics_end $f [$($gen)* >] $($rest)* }
