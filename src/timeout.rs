@@ -328,8 +328,10 @@ impl Race {
         let polled = match self.state {
             State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => return self.start(cx),
             State::Waiting {
-                ref mut deadline, ..
-            } => deadline.poll(cx),
+                ref mut deadline,
+                after,
+                ..
+            } => deadline.poll(cx, Duration::from_nanos(after)),
             #[cfg(any(feature = "test-util", feature = "tokio"))]
             State::Controlled {
                 ref mut deadline, ..

@@ -39,6 +39,25 @@
 //! No executor is involved: the timer needs nothing from the runtime it runs
 //! on.
 //!
+//! # Staging
+//! A tick costs memory while it waits (about 115 bytes with its place in
+//! its lane's map), and a timeout alone in its tick pays all of it: long
+//! timeouts started over time, a few a second, each have a tick of their
+//! own (a 30 s timeout's tick is 16 ms wide). So a timeout from 8 s up to
+//! 68 minutes (whose own tick is narrower than 4.096 s) first waits in a
+//! staging tick: a tick like any other, on a 4.096 s boundary, 128 ms to
+//! 4.2 s before its deadline, which the timeouts of any length whose
+//! deadlines fall in the same 4.096 s share. When it comes, it wakes the
+//! timeout's task like any tick; polled, the timeout finds that its
+//! deadline has not come, and moves to its own tick, which comes at most a
+//! thousandth of its length after the deadline, as before. Such a timeout
+//! so wakes its task once more than it would (a future must allow that: a
+//! wake-up need not mean that it can go on), seconds before its deadline,
+//! if it is still pending then; one that ends before (a request answered
+//! in time, the common case) never sees its staging tick come. It is never
+//! early: a timeout ends only when its own tick comes. Should its task be
+//! polled after its own tick came (a busy executor), it ends at that poll.
+//!
 //! # Lanes
 //! Each thread gets a lane, and a tick belongs to one lane: timeouts started
 //! on different threads (the workers of a multi-thread runtime) never share
@@ -223,6 +242,35 @@ fn width(after: Duration) -> u64 {
 pub fn tick_of(after: Duration) -> Duration {
     FINE * width(after) as u32
 }
+
+/// How wide a staging tick is, in fine ticks: as the coarsest tick
+/// (4.096 s). See "Staging".
+const STAGE: u64 = 1 << (2 * COARSEST);
+/// How long before a deadline its staging tick comes at the least, in fine
+/// ticks (128 ms): time for the task woken then to be polled, and to
+/// register in the deadline's own tick, before that comes.
+const LEAD: u64 = 512;
+/// Timeouts from this long up wait in a staging tick first.
+const STAGED_FROM: Duration = Duration::from_secs(8);
+/// Timeouts this long or longer have ticks as wide as a staging tick
+/// ([`width`]): they wait in their own from the start.
+const STAGED_BELOW: Duration = Duration::from_secs(4 << 10);
+/// Set in a [`Deadline`]'s key when it waits in its staging tick: above
+/// every key a list hands out.
+const STAGED: u32 = 1 << 31;
+const _: () = {
+    assert!(waitlist::FULL < STAGED, "a staged key keeps its flag apart");
+    // A staging tick comes at least LEAD before the deadline, and less
+    // than STAGE after the boundary LEAD before it: how long after the
+    // staging tick the deadline is fits a u32 of nanoseconds.
+    assert!((LEAD + STAGE) * FINE_NANOS as u64 <= u32::MAX as u64);
+    // A staging tick is still to come when its timeout starts.
+    assert!(STAGED_FROM.as_secs() * FINE_PER_SEC > LEAD + STAGE);
+    // Timeouts from STAGED_BELOW up have ticks as wide as a staging one,
+    // and those below narrower ones.
+    assert!(1 << (2 * (1 + (STAGED_BELOW.as_secs() - 1).ilog2() / 2)) < STAGE);
+    assert!(1 << (2 * (1 + STAGED_BELOW.as_secs().ilog2() / 2)) >= STAGE);
+};
 
 /// How long a fired tick's first waiter has to relay the wake-up to the
 /// others before the lane's alarm steps in (see [`Tick::fall_back`]):
@@ -756,10 +804,13 @@ fn outcome(state: u8) -> Outcome {
 /// A registered wait for one deadline; dropping it leaves the tick.
 pub(crate) struct Deadline {
     tick: Arc<Tick>,
+    /// Its key in the tick's list, with [`STAGED`] set for a wait in its
+    /// staging tick.
     key: u32,
     /// How long before its tick the exact deadline is, in nanoseconds (less
-    /// than a tick): the deadline itself would take twice the room.
-    early: u32,
+    /// than a tick): the deadline itself would take twice the room. In a
+    /// staging tick, how long after it (see [`staging`]).
+    offset: u32,
     /// Which waker is registered: re-polled with the same one (the usual
     /// case), the deadline needs no lock. The identity of the clone the
     /// tick holds, not of the waker it was cloned from: while the tick
@@ -784,21 +835,85 @@ impl WakerId {
 }
 
 /// Registers `waker` to be woken `after` from `now` (the clock's reading
-/// just taken), rounded up to a tick.
+/// just taken), rounded up to a tick; a timeout from [`STAGED_FROM`] up
+/// waits in its staging tick first (see "Staging").
 pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     let since = now.saturating_duration_since(clock::epoch());
     let Some(due) = since.checked_add(after) else {
         return Start::Never;
     };
+    // The staging tick, or the deadline's own: at or after the deadline, by
+    // less than a tick.
+    let (at, offset, staged) = match staging(due, after) {
+        Some((at, late)) => (at, late, STAGED),
+        None => match ticks(due, width(after)) {
+            Some((at, early)) => (at, early, 0),
+            None => return Start::Never,
+        },
+    };
+    // Cloned before anything is locked or borrowed: it is user code.
+    let waker = waker.clone();
+    // The identity of the clone the tick keeps (see `Deadline::poll`).
+    let id = WakerId::of(&waker);
+    match join(at, since, waker) {
+        Ok((tick, key)) => Start::Waiting(Deadline {
+            tick,
+            key: key | staged,
+            offset,
+            waker: id,
+        }),
+        // Its staging tick came already (another thread read the clock
+        // later): on to the deadline's own.
+        Err(back) if staged != 0 => settle(since, due, after, back, id),
+        Err(back) => {
+            drop(back);
+            Start::Due(clock::saturating_nanos(due))
+        }
+    }
+}
+
+/// The staging tick of a timeout of length `after` due `due` after the
+/// epoch, if it has one, and how long after that tick the deadline is, in
+/// nanoseconds.
+#[inline]
+fn staging(due: Duration, after: Duration) -> Option<(u64, u32)> {
+    if !(STAGED_FROM..STAGED_BELOW).contains(&after) {
+        return None;
+    }
+    let at = ticks_passed(due).checked_sub(LEAD)? & !(STAGE - 1);
+    let late = clock::saturating_nanos(due).checked_sub(at.checked_mul(u64::from(FINE_NANOS))?)?;
+    Some((at, u32::try_from(late).ok()?))
+}
+
+/// Registers `waker` (whose identity is `id`) for the deadline `due` after
+/// the epoch of a timeout of length `after`, in the deadline's own tick:
+/// rounded up to a tick of [`width`]`(after)`. `since` is the clock's
+/// reading, since the epoch.
+#[inline(never)]
+fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: WakerId) -> Start {
     // The tick is at or after the deadline, by less than a tick.
     let Some((at, early)) = ticks(due, width(after)) else {
         return Start::Never;
     };
-    let due = clock::saturating_nanos(due);
-    // Cloned before anything is locked or borrowed: it is user code.
-    let mut waker = waker.clone();
-    // The identity of the clone the tick keeps (see `Deadline::poll`).
-    let id = WakerId::of(&waker);
+    match join(at, since, waker) {
+        Ok((tick, key)) => Start::Waiting(Deadline {
+            tick,
+            key,
+            offset: early,
+            waker: id,
+        }),
+        Err(back) => {
+            drop(back);
+            Start::Due(clock::saturating_nanos(due))
+        }
+    }
+}
+
+/// Adds `waker` to this thread's tick `at`, made if it is not there, with
+/// its key there; hands `waker` back if that tick has fired. `since` is the
+/// clock's reading, since the epoch.
+#[inline(always)]
+fn join(at: u64, since: Duration, mut waker: Waker) -> Result<(Arc<Tick>, u32), Waker> {
     let (cached, lane) = LOCAL
         .try_with(|local| {
             let cached = match &*local.last.borrow() {
@@ -811,18 +926,8 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         .unwrap_or((None, LANES));
     if let Some(tick) = cached {
         match tick.list.join(waker) {
-            Ok(key) => {
-                return Start::Waiting(Deadline {
-                    tick,
-                    key,
-                    early,
-                    waker: id,
-                });
-            }
-            Err((back, FIRED)) => {
-                drop((tick, back));
-                return Start::Due(due);
-            }
+            Ok(key) => return Ok((tick, key)),
+            Err((back, FIRED)) => return Err(back),
             Err((back, _)) => waker = back,
         }
     }
@@ -846,8 +951,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
             Ok((tick, index)) => (tick, index, false),
             Err((back, FIRED)) => {
                 drop(map);
-                drop(back);
-                return Start::Due(due);
+                return Err(back);
             }
             // None there, or one that was emptied or broken: a fresh tick,
             // in the memory of the one this thread keeps if it can.
@@ -870,12 +974,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         tick.start();
     }
     remember(&tick, new);
-    Start::Waiting(Deadline {
-        tick,
-        key: index,
-        early,
-        waker: id,
-    })
+    Ok((tick, index))
 }
 
 /// The tick this thread keeps, made the tick `key` with `waker` its first
@@ -997,18 +1096,34 @@ impl Deadline {
     pub(crate) fn due(&self) -> u64 {
         // The tick's time in nanoseconds, without a `Duration` (whose
         // seconds would take a division): saturating as `saturating_nanos`.
-        (self.tick.at)
-            .saturating_mul(u64::from(FINE_NANOS))
-            .saturating_sub(u64::from(self.early))
+        let tick = (self.tick.at).saturating_mul(u64::from(FINE_NANOS));
+        if self.is_staged() {
+            tick.saturating_add(u64::from(self.offset))
+        } else {
+            tick.saturating_sub(u64::from(self.offset))
+        }
     }
 
-    /// Whether the tick has fired.
+    /// Whether it waits in its staging tick, before its deadline's own.
+    #[inline]
+    fn is_staged(&self) -> bool {
+        self.key & STAGED != 0
+    }
+
+    /// Its key in its tick's list.
+    #[inline]
+    fn slot(&self) -> u32 {
+        self.key & !STAGED
+    }
+
+    /// Whether its deadline has come: its own tick has fired.
     pub(crate) fn has_fired(&self) -> bool {
-        self.tick.list.state() == FIRED
+        self.tick.list.state() == FIRED && !self.is_staged()
     }
 
     /// Whether the tick has fired or broken: a cheap check for a deadline
-    /// being polled, which then ends (see [`Deadline::poll`]). One load and
+    /// being polled, which then ends, or, in its staging tick, moves on to
+    /// its own (see [`Deadline::poll`]). One load and
     /// compare; `ended().is_some()` says the same but costs the re-poll
     /// about 10 instructions more (callgrind, the `paths` bench's pending
     /// path: 610 against 620).
@@ -1028,10 +1143,12 @@ impl Deadline {
     }
 
     /// How it ended, if it has: for a deadline just started, whose waker is
-    /// registered already.
+    /// registered already. A staging tick that came meanwhile has woken
+    /// that waker, or will: the next poll moves on.
     pub(crate) fn ended(&self) -> Option<Outcome> {
         match self.tick.list.state() {
             OPEN => None,
+            FIRED if self.is_staged() => None,
             state => Some(outcome(state)),
         }
     }
@@ -1044,10 +1161,15 @@ impl Deadline {
         WakerId::of(waker) == self.waker
     }
 
-    /// Ready once the tick has finished; otherwise keeps `cx`'s waker registered.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+    /// Ready once the tick has finished; otherwise keeps `cx`'s waker
+    /// registered. A wait whose staging tick came moves on to its deadline's
+    /// own tick, of the width for a timeout of length `after`.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, after: Duration) -> Poll<Outcome> {
         let state = self.tick.list.state();
         if state != OPEN {
+            if state == FIRED && self.is_staged() {
+                return self.settle(cx.waker(), after);
+            }
             return Poll::Ready(outcome(state));
         }
         // The registered waker is the one the tick will wake: no lock.
@@ -1059,7 +1181,7 @@ impl Deadline {
         let new = cx.waker().clone();
         let registered = WakerId::of(&new);
         let mut old = None;
-        let polled = self.tick.list.poll(self.key, new, &mut old);
+        let polled = self.tick.list.poll(self.slot(), new, &mut old);
         // Noted once registered: should the clone panic, the next poll
         // with this waker registers it rather than take it for the one the
         // tick holds.
@@ -1068,11 +1190,41 @@ impl Deadline {
         drop(old);
         polled.map(outcome)
     }
+
+    /// Its staging tick came: registers `waker` in its deadline's own tick
+    /// (which comes 128 ms to 4.2 s later), and leaves the staging one,
+    /// relaying its wake-up should it be the first woken. Ready if that
+    /// tick has come too (its task ran late): then it stays as it is, its
+    /// [`Deadline::due`] the exact deadline.
+    #[cold]
+    #[inline(never)]
+    fn settle(&mut self, waker: &Waker, after: Duration) -> Poll<Outcome> {
+        let since = Instant::now().saturating_duration_since(clock::epoch());
+        let due = Duration::from_nanos(self.due());
+        // Cloned before anything is locked: it is user code.
+        let waker = waker.clone();
+        let id = WakerId::of(&waker);
+        match settle(since, due, after, waker, id) {
+            Start::Waiting(own) => {
+                // The staging wait goes, with no lock held (it relays, and
+                // drops its waker).
+                drop(std::mem::replace(self, own));
+                Poll::Pending
+            }
+            Start::Due(_) => {
+                self.relay();
+                Poll::Ready(Outcome::Elapsed)
+            }
+            // Not for a deadline that had a staging tick (it is within
+            // hours of now): it would never come.
+            Start::Never => Poll::Pending,
+        }
+    }
 }
 
 impl Drop for Deadline {
     fn drop(&mut self) {
-        let left = self.tick.list.leave(self.key);
+        let left = self.tick.list.leave(self.slot());
         if left.emptied {
             self.tick.retire();
         }

@@ -57,7 +57,7 @@ fn wait_within(d: &mut Deadline, waker: &Waker, within: Duration) -> Option<Outc
     let mut cx = Context::from_waker(waker);
     let start = Instant::now();
     while start.elapsed() < within {
-        if let Poll::Ready(out) = d.poll(&mut cx) {
+        if let Poll::Ready(out) = d.poll(&mut cx, Duration::ZERO) {
             return Some(out);
         }
         std::thread::sleep(Duration::from_micros(100));
@@ -89,7 +89,7 @@ fn waiting(after: Duration, waker: &Waker) -> Deadline {
 fn wait(d: &mut Deadline, waker: &Waker) -> Outcome {
     let mut cx = Context::from_waker(waker);
     loop {
-        if let Poll::Ready(out) = d.poll(&mut cx) {
+        if let Poll::Ready(out) = d.poll(&mut cx, Duration::ZERO) {
             return out;
         }
         std::thread::sleep(Duration::from_micros(100));
@@ -128,8 +128,23 @@ fn never_fires_before_the_deadline() {
     }
 }
 
+/// Moves a wait in its staging tick on to its deadline's own tick, as when
+/// the staging tick comes: fired here, ahead of its time (on a lane of the
+/// test's own, where no other test's timeouts wait).
+fn settled(mut d: Deadline, after: Duration, waker: &Waker) -> Deadline {
+    assert!(d.is_staged(), "{after:?}: no staging tick");
+    d.tick.finish(FIRED);
+    assert!(
+        d.poll(&mut Context::from_waker(waker), after).is_pending(),
+        "{after:?}: ended at its staging tick"
+    );
+    assert!(!d.is_staged(), "{after:?}: still staged");
+    d
+}
+
 #[test]
 fn a_deadline_rounds_up_to_a_tick_of_at_most_a_thousandth_of_the_timeout_or_250_us() {
+    let _lane = private_lane();
     let (_, waker) = counter();
     for (after, step) in [
         (Duration::from_micros(1), FINE),
@@ -163,6 +178,13 @@ fn a_deadline_rounds_up_to_a_tick_of_at_most_a_thousandth_of_the_timeout_or_250_
         let before = Instant::now();
         let d = waiting(after, &waker);
         let latest = Instant::now() + after;
+        // Its own tick, after its staging tick if it has one.
+        let d = if (STAGED_FROM..STAGED_BELOW).contains(&after) {
+            settled(d, after, &waker)
+        } else {
+            assert!(!d.is_staged(), "{after:?}: staged");
+            d
+        };
         let fires = tick_instant(d.tick.at).unwrap();
         assert!(
             fires >= before + after,
@@ -179,6 +201,154 @@ fn a_deadline_rounds_up_to_a_tick_of_at_most_a_thousandth_of_the_timeout_or_250_
             exact >= before + after && exact <= latest,
             "{after:?}: inexact"
         );
+    }
+}
+
+#[test]
+fn timeouts_from_8_s_to_68_min_have_a_staging_tick_from_128_ms_to_4_2_s_before_the_deadline() {
+    let due = Duration::new(1_000, 123_456_789);
+    for after in [
+        Duration::from_secs(1),
+        Duration::from_secs(8) - Duration::from_nanos(1),
+        Duration::from_secs(8),
+        Duration::from_secs(30),
+        Duration::from_secs(4_096) - Duration::from_nanos(1),
+        Duration::from_secs(4_096),
+        Duration::from_secs(86_400),
+    ] {
+        let staged = (Duration::from_secs(8)..Duration::from_secs(4_096)).contains(&after);
+        assert_eq!(staging(due, after).is_some(), staged, "{after:?}");
+    }
+    for due in [
+        Duration::new(1_000, 123_456_789),
+        Duration::from_secs(4_096),
+        Duration::from_millis(4_096_128),
+        Duration::from_nanos(4_096_128_000_001),
+        Duration::from_secs(86_400 * 365),
+    ] {
+        let (at, late) = staging(due, Duration::from_secs(30)).unwrap();
+        assert!(at.is_multiple_of(STAGE), "{due:?}: off a staging boundary");
+        let late = Duration::from_nanos(u64::from(late));
+        assert!(
+            late >= Duration::from_millis(128) && late < Duration::from_millis(4_224),
+            "{due:?}: {late:?} before it"
+        );
+        assert_eq!(tick_offset(at) + late, due, "{due:?}: inexact");
+    }
+}
+
+#[test]
+fn long_timeouts_started_together_share_staging_ticks() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    // 200 lengths over 2 s: 125 ticks of their own (16 ms), and at most two
+    // staging ticks (4.096 s).
+    let deadlines: Vec<_> = (0..200)
+        .map(|i| {
+            waiting(
+                Duration::from_secs(30) + Duration::from_millis(10 * i),
+                &waker,
+            )
+        })
+        .collect();
+    let mut ticks: Vec<_> = deadlines.iter().map(|d| Arc::as_ptr(&d.tick)).collect();
+    ticks.dedup();
+    assert!(deadlines.iter().all(Deadline::is_staged));
+    assert!(ticks.len() <= 2, "{} staging ticks", ticks.len());
+}
+
+#[test]
+fn when_its_staging_tick_comes_a_wait_moves_to_its_own_tick_and_ends_there() {
+    let _lane = private_lane();
+    let (count, waker) = counter();
+    let after = Duration::from_secs(30);
+    let mut d = waiting(after, &waker);
+    let due = d.due();
+    let staging = Arc::clone(&d.tick);
+    assert!(d.is_staged() && d.ended().is_none());
+    staging.finish(FIRED);
+    assert_eq!(
+        count.0.load(Ordering::SeqCst),
+        1,
+        "woken at its staging tick"
+    );
+    // Its deadline has not come: nothing says it has.
+    assert!(d.has_ended(), "a poll must look");
+    assert!(!d.has_fired() && d.ended().is_none());
+    let mut cx = Context::from_waker(&waker);
+    assert!(d.poll(&mut cx, after).is_pending());
+    assert!(!d.is_staged());
+    assert_eq!(d.due(), due, "the deadline moved");
+    assert!(d.tick.at >= staging.at + LEAD, "its own tick");
+    assert!(freed(&staging), "the staging tick is still held");
+    assert!(d.waits_with(&waker) && d.poll(&mut cx, after).is_pending());
+    d.tick.finish(FIRED);
+    assert_eq!(count.0.load(Ordering::SeqCst), 2, "woken at its own tick");
+    assert_eq!(d.poll(&mut cx, after), Poll::Ready(Outcome::Elapsed));
+}
+
+#[test]
+fn a_wait_whose_own_tick_came_before_it_moved_there_ends_at_once() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    let after = Duration::from_secs(30);
+    let mut d = waiting(after, &waker);
+    let due = d.due();
+    // Its own tick, fired already (its task ran after it).
+    let (at, _) = ticks(Duration::from_nanos(due), width(after)).unwrap();
+    let own = Arc::new(Tick {
+        at,
+        list: Waitlist::pinned_with_first(Waker::noop().clone(), TickInfo::new(PRIVATE)),
+    });
+    assert!(own.list.finish(FIRED).is_some());
+    lock(&lane(PRIVATE).ticks).insert(at, Arc::clone(&own));
+    d.tick.finish(FIRED);
+    let polled = d.poll(&mut Context::from_waker(&waker), after);
+    own.retire();
+    assert_eq!(polled, Poll::Ready(Outcome::Elapsed));
+    assert_eq!(d.due(), due, "not its exact deadline");
+}
+
+/// A timeout from 8 s up is woken at its staging tick, before its
+/// deadline: polled then, it polls its future and waits on, and its error
+/// comes at its own tick.
+#[test]
+fn a_long_timeout_woken_at_its_staging_tick_waits_on_for_its_deadline() {
+    static SITE: crate::site::Site =
+        crate::site::Site::new(Some("staged"), file!(), line!(), column!());
+    let _lane = private_lane();
+    let (count, waker) = counter();
+    let mut cx = Context::from_waker(&waker);
+    let polls = Arc::new(AtomicUsize::new(0));
+    let inner = {
+        let polls = Arc::clone(&polls);
+        std::future::poll_fn(move |_| {
+            polls.fetch_add(1, Ordering::SeqCst);
+            Poll::<()>::Pending
+        })
+    };
+    let mut t = Box::pin(crate::timeout::timeout(&SITE, 30, inner));
+    let kept = || LOCAL.with(|l| l.last.borrow().clone()).unwrap();
+    assert!(t.as_mut().poll(&mut cx).is_pending());
+    let staging = kept();
+    staging.finish(FIRED);
+    assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    assert!(
+        t.as_mut().poll(&mut cx).is_pending(),
+        "ended at its staging tick, seconds early"
+    );
+    assert_eq!(polls.load(Ordering::SeqCst), 2, "its future was not polled");
+    let own = kept();
+    assert!(own.at > staging.at);
+    own.finish(FIRED);
+    assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    match t.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(e)) => {
+            assert!(e.is_elapsed(), "{e}");
+            assert_eq!(e.duration(), Some(Duration::from_secs(30)));
+        }
+        Poll::Ready(Ok(())) => unreachable!("the inner future never ends"),
+        Poll::Pending => panic!("still pending after its own tick"),
     }
 }
 

@@ -108,7 +108,7 @@ const CLOSED: u32 = 1 << 31;
 const PINNED: u32 = 1 << 30;
 /// The key's bits, below the two flags (see [`Waiters::next`]); a list
 /// whose next key is this one has handed out every key, and is full.
-const FULL: u32 = PINNED - 1;
+pub(super) const FULL: u32 = PINNED - 1;
 
 /// The waiters: the first (key 0) in the list itself, the others in chunks
 /// of 2, 4, 8, 16 and 32 slots, then 32 each. A waiter keeps its key (its
