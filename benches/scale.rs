@@ -23,9 +23,10 @@
 //!   each have one of their own.
 //! - heap: peak heap per pending timeout task, minus a bare pending task's
 //!   (a counting global allocator, on only while it measures), with the
-//!   timeouts started together (sharing ticks), and as 30 s timeouts
-//!   started at a steady rate have them pending (deadlines spread evenly
-//!   over 30 s).
+//!   timeouts started together (sharing ticks); then the heap in use per
+//!   pending timeout when 30 s timeouts start at a steady rate, in real
+//!   time, after 31 s of it (about four minutes in all; one rate in the
+//!   short mode).
 //! - by inner size: finish in time and all fire, at each size, on each
 //!   executor (`OPGUARD_SCALE_INNER_EXECS` picks some), with inner futures
 //!   that carry more state (0 to 192 bytes more), as request futures do:
@@ -392,10 +393,8 @@ fn inner_round(rt: &Rt, exec: Exec, timer: Timer, n: usize, k: usize) -> Duratio
     for_inner_sizes!(pick)
 }
 
-/// Pends under a timeout of `after`: started at once with lengths spread
-/// over `LONG` to twice it, such timeouts have the deadlines of timeouts of
-/// `LONG` started one after another over `LONG`. (One `async fn` per timer,
-/// as above; the bare task is [`bare`].)
+/// Pends under a timeout of `after` ([`steady_heap`]'s tasks). (One
+/// `async fn` per timer, as above.)
 async fn opguard_after(after: Duration) {
     let _ = opguard::timeout_async!(after, pending::<()>()).await;
 }
@@ -631,10 +630,8 @@ fn cell_per_task(timer: Timer) -> f64 {
 }
 
 /// Peak heap per task with `n` pending tasks of `timer` on tokio
-/// current-thread, each polled once; with `gap`, their deadlines are that far
-/// apart, from `LONG` on ([`opguard_after`], [`tokio_after`]), as those of
-/// timeouts of `LONG` started one every `gap`.
-fn heap_per_task(timer: Timer, n: usize, gap: Option<Duration>) -> f64 {
+/// current-thread, started together, each polled once.
+fn heap_per_task(timer: Timer, n: usize) -> f64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -651,11 +648,7 @@ fn heap_per_task(timer: Timer, n: usize, gap: Option<Duration>) -> f64 {
     COUNTING.store(true, Relaxed);
     let handles = rt.block_on(async {
         let handles: Vec<_> = (0..n)
-            .map(|i| match (gap.map(|gap| LONG + gap * i as u32), timer) {
-                (Some(after), Timer::Opguard) => spawn_counted(opguard_after(after), &polled),
-                (Some(after), Timer::Tokio) => spawn_counted(tokio_after(after), &polled),
-                _ => spawn_one!(|f| spawn_counted(f, &polled), timer, Work::Pend),
-            })
+            .map(|_| spawn_one!(|f| spawn_counted(f, &polled), timer, Work::Pend))
             .collect();
         while polled.load(Relaxed) < n {
             tokio::task::yield_now().await;
@@ -670,6 +663,102 @@ fn heap_per_task(timer: Timer, n: usize, gap: Option<Duration>) -> f64 {
     drop(handles);
     drop(rt);
     peak as f64 / n as f64
+}
+
+/// Counts a task pending until it ends (dropped with its future).
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn new(count: &Arc<AtomicUsize>) -> Live {
+        count.fetch_add(1, Relaxed);
+        Live(Arc::clone(count))
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A pending task as [`steady_heap`] starts them, its future boxed as in
+/// [`heap_per_task`]: a timeout of `LONG` around a future that never
+/// finishes (none for [`Timer::Bare`]).
+fn spawn_live(timer: Timer, live: &Arc<AtomicUsize>, polled: &Arc<AtomicUsize>) {
+    let live = Live::new(live);
+    let _detached = match timer {
+        Timer::Opguard => spawn_counted(
+            async move {
+                let _live = live;
+                opguard_after(LONG).await;
+            },
+            polled,
+        ),
+        Timer::Tokio => spawn_counted(
+            async move {
+                let _live = live;
+                tokio_after(LONG).await;
+            },
+            polled,
+        ),
+        _ => spawn_counted(
+            async move {
+                let _live = live;
+                pending::<()>().await;
+            },
+            polled,
+        ),
+    };
+}
+
+/// Heap in use per pending task of `timer` on tokio current-thread, and
+/// how many are pending, when timeouts of `LONG` start `rate` a second in
+/// real time, as requests that never finish would: measured after `LONG`
+/// and a second more, once the first have ended, so that the pending ones
+/// are as at any later moment (started over the last `LONG`, each as far
+/// along as it is). A bare task ([`Timer::Bare`]) is measured as `n` of
+/// them started together.
+fn steady_heap(timer: Timer, rate: u32, n: usize) -> (f64, usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (live, polled) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // Made before counting: the runtime's and the timer's first-use state.
+    rt.block_on(async {
+        spawn_live(timer, &Arc::new(AtomicUsize::new(0)), &polled);
+        tokio::task::yield_now().await;
+    });
+    LIVE.store(0, Relaxed);
+    COUNTING.store(true, Relaxed);
+    rt.block_on(async {
+        if timer == Timer::Bare {
+            (0..n).for_each(|_| spawn_live(timer, &live, &polled));
+            while polled.load(Relaxed) < n + 1 {
+                tokio::task::yield_now().await;
+            }
+            return;
+        }
+        let gap = Duration::from_secs(1) / rate;
+        let start = Instant::now();
+        let mut started = 0u128;
+        loop {
+            let since = start.elapsed();
+            if since >= LONG + Duration::from_secs(1) {
+                break;
+            }
+            // Those whose start has come, at a steady rate.
+            while started <= since.as_nanos() / gap.as_nanos() {
+                spawn_live(timer, &live, &polled);
+                started += 1;
+            }
+            tokio::time::sleep(gap.max(Duration::from_millis(1))).await;
+        }
+    });
+    let (heap, pending) = (LIVE.load(Relaxed), live.load(Relaxed));
+    COUNTING.store(false, Relaxed);
+    drop(rt);
+    (heap as f64 / pending as f64, pending)
 }
 
 /// Keeps every core busy until dropped.
@@ -1017,9 +1106,9 @@ fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, s
     );
     say(md, "|---:|---:|---:|---:|".into());
     for &n in sizes {
-        let bare = heap_per_task(Timer::Bare, n, None);
-        let og = heap_per_task(Timer::Opguard, n, None) - bare;
-        let tk = heap_per_task(Timer::Tokio, n, None) - bare;
+        let bare = heap_per_task(Timer::Bare, n);
+        let og = heap_per_task(Timer::Opguard, n) - bare;
+        let tk = heap_per_task(Timer::Tokio, n) - bare;
         say(
             md,
             format!("| {n} | {og:.0} B | {tk:.0} B | {:.2}x |", og / tk),
@@ -1030,8 +1119,8 @@ fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, s
     say(
         md,
         format!(
-            "\nTimeouts of {} s started at a steady rate, as they are pending at any moment (their \
-             deadlines spread evenly over {0} s):\n",
+            "\nTimeouts of {} s started at a steady rate, in real time, as pending after {0} s and \
+             one more (heap in use, not the peak; a bare pending task's taken off):\n",
             LONG.as_secs()
         ),
     );
@@ -1041,22 +1130,21 @@ fn heap_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, s
     );
     say(md, "|---:|---:|---:|---:|---:|".into());
     let rates: &[u32] = if short {
-        &[100, 1_000]
+        &[100]
     } else {
         &[10, 100, 1_000, 10_000]
     };
     for &rate in rates {
-        let gap = Duration::from_secs(1) / rate;
-        let n = (LONG.as_nanos() / gap.as_nanos()) as usize;
-        let bare = heap_per_task(Timer::Bare, n, None);
-        let og = heap_per_task(Timer::Opguard, n, Some(gap)) - bare;
-        let tk = heap_per_task(Timer::Tokio, n, Some(gap)) - bare;
+        let (og, n) = steady_heap(Timer::Opguard, rate, 0);
+        let (tk, _) = steady_heap(Timer::Tokio, rate, 0);
+        let (bare, _) = steady_heap(Timer::Bare, rate, n);
+        let (og, tk) = (og - bare, tk - bare);
         say(
             md,
             format!("| {rate} | {n} | {og:.0} B | {tk:.0} B | {:.2}x |", og / tk),
         );
-        let _ = writeln!(csv, "HeapSpread,{rate},tokio-current,opguard,{og:.1}");
-        let _ = writeln!(csv, "HeapSpread,{rate},tokio-current,tokio,{tk:.1}");
+        let _ = writeln!(csv, "HeapSteady,{rate},tokio-current,opguard,{og:.1}");
+        let _ = writeln!(csv, "HeapSteady,{rate},tokio-current,tokio,{tk:.1}");
     }
     say(
         md,
