@@ -66,6 +66,10 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 ///   time its task takes to be scheduled): 250 µs for a timeout shorter than
 ///   a second, from a second up at most a thousandth of its length (16 ms for
 ///   30 s; see [`tick_of`](crate::tick_of)).
+/// - A timeout from 8 s to 68 minutes still pending 0.1 to 4.2 s before its
+///   deadline wakes its task once then (it moves from a tick that timeouts
+///   of many deadlines share to its own): the future is polled, and must
+///   allow a poll when it cannot go on, as any future must.
 /// - In nested timeouts the earliest deadline fires, and its error says which
 ///   (one inside a `block_on` of its own, which cannot hand over to the outer
 ///   timeout, ends with its own).

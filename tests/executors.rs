@@ -45,6 +45,32 @@ on_every_executor!(
     a_past_deadline_times_out_unless_ready_at_once,
 );
 
+/// Long (8 s): on one executor of each kind rather than all nine.
+mod staging {
+    use super::*;
+
+    #[test]
+    fn tokio_current_thread() {
+        executors::tokio_current_thread(Box::pin(
+            cases::a_long_timeout_polls_its_future_at_its_staging_tick_and_ends_at_its_deadline(),
+        ));
+    }
+
+    #[test]
+    fn smol() {
+        executors::smol(Box::pin(
+            cases::a_long_timeout_polls_its_future_at_its_staging_tick_and_ends_at_its_deadline(),
+        ));
+    }
+
+    #[test]
+    fn futures_block_on() {
+        executors::futures_block_on(Box::pin(
+            cases::a_long_timeout_polls_its_future_at_its_staging_tick_and_ends_at_its_deadline(),
+        ));
+    }
+}
+
 #[cfg(feature = "test-util")]
 mod test_clock {
     use super::*;

@@ -842,8 +842,8 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     let Some(due) = since.checked_add(after) else {
         return Start::Never;
     };
-    // The staging tick, or the deadline's own: at or after the deadline, by
-    // less than a tick.
+    // The staging tick (before the deadline), or the deadline's own (at or
+    // after it, by less than a tick).
     let (at, offset, staged) = match staging(due, after) {
         Some((at, late)) => (at, late, STAGED),
         None => match ticks(due, width(after)) {

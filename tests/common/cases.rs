@@ -48,6 +48,30 @@ pub async fn fires_near_its_deadline() {
     assert_eq!(err.duration(), Some(deadline));
 }
 
+/// A timeout from 8 s up waits in a staging tick shared with other
+/// deadlines; when that comes (0.1 to 4.2 s before the deadline) it wakes
+/// the task, whose poll polls the future and moves the timeout to its own
+/// tick. The future is polled once then, and the timeout ends at its
+/// deadline, not at the staging tick.
+pub async fn a_long_timeout_polls_its_future_at_its_staging_tick_and_ends_at_its_deadline() {
+    let deadline = Duration::from_secs(8);
+    let start = Instant::now();
+    let mut polls = Vec::new();
+    let inner = std::future::poll_fn(|_| {
+        polls.push(start.elapsed());
+        std::task::Poll::<()>::Pending
+    });
+    let err = timeout_async!(deadline, inner).await.unwrap_err();
+    assert_window(start.elapsed(), deadline);
+    assert!(err.is_elapsed());
+    let before: Vec<_> = polls[1..].iter().filter(|&&at| at < deadline).collect();
+    assert_eq!(before.len(), 1, "polls before the deadline: {polls:?}");
+    assert!(
+        *before[0] >= deadline - Duration::from_millis(4_224),
+        "woken too early: {polls:?}"
+    );
+}
+
 pub async fn finishes_in_time() {
     let start = Instant::now();
     let out = timeout_async!(5, async {
