@@ -301,8 +301,15 @@ fn poll_past_deadline<F: Future>(
     // A broken timer's deadline has not come: nothing to tell the timeouts
     // inside, and it ends with its own error.
     let came = match race.state {
-        State::Waiting { ref deadline, .. } => {
+        State::Waiting {
+            ref mut deadline,
+            after,
+            ..
+        } => {
             deadline.relay();
+            // One woken at its staging tick moves on, or ends if its task
+            // ran so late that its deadline has passed.
+            deadline.catch_up(cx.waker(), Duration::from_nanos(after));
             deadline.has_fired()
         }
         _ => true,

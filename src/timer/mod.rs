@@ -56,7 +56,9 @@
 //! if it is still pending then; one that ends before (a request answered
 //! in time, the common case) never sees its staging tick come. It is never
 //! early: a timeout ends only when its own tick comes. Should its task be
-//! polled after its own tick came (a busy executor), it ends at that poll.
+//! polled only after its deadline passed (a busy executor), it ends at that
+//! poll, before its future is polled, so that a timeout nested in it knows
+//! that the enclosing deadline came first.
 //!
 //! # Lanes
 //! Each thread gets a lane, and a tick belongs to one lane: timeouts started
@@ -258,8 +260,11 @@ const STAGED_BELOW: Duration = Duration::from_secs(4 << 10);
 /// Set in a [`Deadline`]'s key when it waits in its staging tick: above
 /// every key a list hands out.
 const STAGED: u32 = 1 << 31;
+/// Set with [`STAGED`] when its staging tick came so late that the
+/// deadline had passed already: it ends there, as if its own tick had come.
+const CAME: u32 = 1 << 30;
 const _: () = {
-    assert!(waitlist::FULL < STAGED, "a staged key keeps its flag apart");
+    assert!(waitlist::FULL < CAME, "a staged key keeps its flags apart");
     // A staging tick comes at least LEAD before the deadline, and less
     // than STAGE after the boundary LEAD before it: how long after the
     // staging tick the deadline is fits a u32 of nanoseconds.
@@ -1110,15 +1115,23 @@ impl Deadline {
         self.key & STAGED != 0
     }
 
+    /// Whether it waits in its staging tick for its deadline's own: when
+    /// the staging tick comes, it moves on (see [`Deadline::settle`]).
+    #[inline]
+    fn moves_on(&self) -> bool {
+        self.key & (STAGED | CAME) == STAGED
+    }
+
     /// Its key in its tick's list.
     #[inline]
     fn slot(&self) -> u32 {
-        self.key & !STAGED
+        self.key & !(STAGED | CAME)
     }
 
-    /// Whether its deadline has come: its own tick has fired.
+    /// Whether its deadline has come: its own tick has fired, or its
+    /// staging tick came after the deadline.
     pub(crate) fn has_fired(&self) -> bool {
-        self.tick.list.state() == FIRED && !self.is_staged()
+        self.tick.list.state() == FIRED && !self.moves_on()
     }
 
     /// Whether the tick has fired or broken: a cheap check for a deadline
@@ -1148,7 +1161,7 @@ impl Deadline {
     pub(crate) fn ended(&self) -> Option<Outcome> {
         match self.tick.list.state() {
             OPEN => None,
-            FIRED if self.is_staged() => None,
+            FIRED if self.moves_on() => None,
             state => Some(outcome(state)),
         }
     }
@@ -1167,7 +1180,7 @@ impl Deadline {
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>, after: Duration) -> Poll<Outcome> {
         let state = self.tick.list.state();
         if state != OPEN {
-            if state == FIRED && self.is_staged() {
+            if state == FIRED && self.moves_on() {
                 return self.settle(cx.waker(), after);
             }
             return Poll::Ready(outcome(state));
@@ -1191,16 +1204,31 @@ impl Deadline {
         polled.map(outcome)
     }
 
+    /// Moves a deadline whose staging tick came on to its own tick (see
+    /// [`Deadline::settle`]), registering `waker` there; ends it if the
+    /// deadline has passed. For a timeout polled once its tick ended, before
+    /// it polls its future: the timeouts inside learn whether its deadline
+    /// came (see [`Deadline::has_fired`]).
+    pub(crate) fn catch_up(&mut self, waker: &Waker, after: Duration) {
+        if self.tick.list.state() == FIRED && self.moves_on() {
+            let _ = self.settle(waker, after);
+        }
+    }
+
     /// Its staging tick came: registers `waker` in its deadline's own tick
     /// (which comes 128 ms to 4.2 s later), and leaves the staging one,
-    /// relaying its wake-up should it be the first woken. Ready if that
-    /// tick has come too (its task ran late): then it stays as it is, its
-    /// [`Deadline::due`] the exact deadline.
+    /// relaying its wake-up should it be the first woken. Ready if the
+    /// deadline has passed, or that tick has come, already (its task ran
+    /// late): then it stays where it is, its [`Deadline::due`] the exact
+    /// deadline, and has fired from now on.
     #[cold]
     #[inline(never)]
     fn settle(&mut self, waker: &Waker, after: Duration) -> Poll<Outcome> {
         let since = Instant::now().saturating_duration_since(clock::epoch());
         let due = Duration::from_nanos(self.due());
+        if since >= due {
+            return self.came();
+        }
         // Cloned before anything is locked: it is user code.
         let waker = waker.clone();
         let id = WakerId::of(&waker);
@@ -1211,14 +1239,18 @@ impl Deadline {
                 drop(std::mem::replace(self, own));
                 Poll::Pending
             }
-            Start::Due(_) => {
-                self.relay();
-                Poll::Ready(Outcome::Elapsed)
-            }
+            Start::Due(_) => self.came(),
             // Not for a deadline that had a staging tick (it is within
             // hours of now): it would never come.
             Start::Never => Poll::Pending,
         }
+    }
+
+    /// Its staging tick came after the deadline: it ends in that tick.
+    fn came(&mut self) -> Poll<Outcome> {
+        self.key |= CAME;
+        self.relay();
+        Poll::Ready(Outcome::Elapsed)
     }
 }
 

@@ -352,6 +352,101 @@ fn a_long_timeout_woken_at_its_staging_tick_waits_on_for_its_deadline() {
     }
 }
 
+/// A wait whose staging tick comes after its deadline has passed (its task
+/// ran late) ends at that poll, in its staging tick: it neither makes a tick
+/// in the past nor waits for one.
+#[test]
+fn a_wait_whose_staging_tick_came_after_its_deadline_ends_at_once() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    // A staging tick at the first fine tick, the deadline a microsecond
+    // after it: both past by the time the test runs.
+    let staging = Arc::new(Tick {
+        at: 1,
+        list: Waitlist::pinned_with_first(waker.clone(), TickInfo::new(PRIVATE)),
+    });
+    let mut d = Deadline {
+        tick: Arc::clone(&staging),
+        key: STAGED,
+        offset: 1_000,
+        waker: WakerId::of(&waker),
+    };
+    let due = d.due();
+    assert!(clock::now_nanos() > due, "the deadline is still to come");
+    staging.finish(FIRED);
+    assert!(!d.has_fired() && d.ended().is_none(), "ended before a poll");
+    let mut cx = Context::from_waker(&waker);
+    assert_eq!(
+        d.poll(&mut cx, Duration::from_secs(30)),
+        Poll::Ready(Outcome::Elapsed)
+    );
+    assert!(Arc::ptr_eq(&d.tick, &staging), "moved to a tick of its own");
+    assert!(lock(&lane(PRIVATE).ticks).is_empty(), "made a tick");
+    assert_eq!(d.due(), due, "not its exact deadline");
+    assert!(d.has_fired() && d.ended() == Some(Outcome::Elapsed));
+    assert_eq!(
+        d.poll(&mut cx, Duration::from_secs(30)),
+        Poll::Ready(Outcome::Elapsed)
+    );
+}
+
+/// Nested long timeouts whose staging tick comes so late that the ticks of
+/// both deadlines have come too (other timeouts' ticks, fired): the outer
+/// deadline came first, and its error reports, not the inner one's.
+#[test]
+fn nested_long_timeouts_polled_after_their_own_ticks_came_report_the_earlier() {
+    static OUTER: crate::site::Site =
+        crate::site::Site::new(Some("outer"), file!(), line!(), column!());
+    static INNER: crate::site::Site =
+        crate::site::Site::new(Some("inner"), file!(), line!(), column!());
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    let mut cx = Context::from_waker(&waker);
+    let (outer, inner) = (Duration::from_secs(30), Duration::from_millis(30_004));
+    let before = Instant::now();
+    let mut t = Box::pin(crate::timeout::timeout(
+        &OUTER,
+        outer,
+        crate::timeout::timeout(&INNER, inner, std::future::pending::<()>()),
+    ));
+    assert!(t.as_mut().poll(&mut cx).is_pending());
+    let after = Instant::now();
+    let staging: Vec<_> = lock(&lane(PRIVATE).ticks).values().cloned().collect();
+    assert!(!staging.is_empty() && staging.len() <= 2);
+    // Every tick either deadline can round up to, fired.
+    let since = |i: Instant| i.saturating_duration_since(clock::epoch());
+    let step = width(outer);
+    assert_eq!(step, width(inner));
+    let (first, _) = ticks(since(before) + outer, step).unwrap();
+    let (last, _) = ticks(since(after) + inner, step).unwrap();
+    let own: Vec<_> = (first..=last)
+        .step_by(step as usize)
+        .map(|at| {
+            let tick = Arc::new(Tick {
+                at,
+                list: Waitlist::pinned_with_first(Waker::noop().clone(), TickInfo::new(PRIVATE)),
+            });
+            assert!(tick.list.finish(FIRED).is_some());
+            lock(&lane(PRIVATE).ticks).insert(at, Arc::clone(&tick));
+            tick
+        })
+        .collect();
+    for tick in &staging {
+        tick.finish(FIRED);
+    }
+    let polled = t.as_mut().poll(&mut cx);
+    for tick in own {
+        tick.retire();
+    }
+    drop(t);
+    match polled {
+        Poll::Ready(Err(e)) => assert_eq!(e.label(), Some("outer"), "{e}"),
+        Poll::Ready(Ok(Err(e))) => panic!("the inner one reported: {e}"),
+        Poll::Ready(Ok(Ok(()))) => unreachable!("the inner future never ends"),
+        Poll::Pending => panic!("still pending after both deadlines"),
+    }
+}
+
 #[test]
 fn a_deadline_rounds_up_to_the_next_boundary_of_its_width_and_knows_by_how_much() {
     let at = |secs: u64, nanos: u32, width: u64| ticks(Duration::new(secs, nanos), width);
