@@ -402,7 +402,10 @@ fn nested_long_timeouts_polled_after_their_own_ticks_came_report_the_earlier() {
     let _lane = private_lane();
     let (_, waker) = counter();
     let mut cx = Context::from_waker(&waker);
-    let (outer, inner) = (Duration::from_secs(30), Duration::from_millis(30_004));
+    // The inner one starts first, in the first poll: 2 s longer, its
+    // deadline still comes after the outer's (however slow the run, as
+    // under Miri).
+    let (outer, inner) = (Duration::from_secs(30), Duration::from_secs(32));
     let before = Instant::now();
     let mut t = Box::pin(crate::timeout::timeout(
         &OUTER,
@@ -411,6 +414,10 @@ fn nested_long_timeouts_polled_after_their_own_ticks_came_report_the_earlier() {
     ));
     assert!(t.as_mut().poll(&mut cx).is_pending());
     let after = Instant::now();
+    assert!(
+        after - before < inner - outer,
+        "the outer deadline may be later"
+    );
     let staging: Vec<_> = lock(&lane(PRIVATE).ticks).values().cloned().collect();
     assert!(!staging.is_empty() && staging.len() <= 2);
     // Every tick either deadline can round up to, fired.
