@@ -70,9 +70,12 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 ///   deadline wakes its task once then (it moves from a tick that timeouts
 ///   of many deadlines share to its own): the future is polled, and must
 ///   allow a poll when it cannot go on, as any future must.
-/// - In nested timeouts the earliest deadline fires, and its error says which
-///   (one inside a `block_on` of its own, which cannot hand over to the outer
-///   timeout, ends with its own).
+/// - In nested timeouts the first tick to come fires; when two deadlines fall
+///   within one tick, the earlier one's error reports (one inside a
+///   `block_on` of its own, which cannot hand over to the outer timeout, ends
+///   with its own). Ticks widen with the timeout: an inner timeout due less
+///   than one outer tick after the outer one can fire first from its
+///   narrower tick, and name itself.
 /// - While the kill switch is off ([`timeouts::set_enabled`](crate::timeouts::set_enabled),
 ///   `OPGUARD_TIMEOUT_DISABLE`), every form passes its future through as `Ok`.
 ///
