@@ -287,6 +287,18 @@ fn when_its_staging_tick_comes_a_wait_moves_to_its_own_tick_and_ends_there() {
     assert_eq!(d.poll(&mut cx, after), Poll::Ready(Outcome::Elapsed));
 }
 
+/// A tick `at` of the private lane, in its map, fired already: as another
+/// timeout's tick whose time came. Its caller retires it.
+fn fired_tick(at: u64) -> Arc<Tick> {
+    let tick = Arc::new(Tick {
+        at,
+        list: Waitlist::pinned_with_first(Waker::noop().clone(), TickInfo::new(PRIVATE)),
+    });
+    assert!(tick.list.finish(FIRED).is_some());
+    lock(&lane(PRIVATE).ticks).insert(at, Arc::clone(&tick));
+    tick
+}
+
 #[test]
 fn a_wait_whose_own_tick_came_before_it_moved_there_ends_at_once() {
     let _lane = private_lane();
@@ -296,12 +308,7 @@ fn a_wait_whose_own_tick_came_before_it_moved_there_ends_at_once() {
     let due = d.due();
     // Its own tick, fired already (its task ran after it).
     let (at, _) = ticks(Duration::from_nanos(due), width(after)).unwrap();
-    let own = Arc::new(Tick {
-        at,
-        list: Waitlist::pinned_with_first(Waker::noop().clone(), TickInfo::new(PRIVATE)),
-    });
-    assert!(own.list.finish(FIRED).is_some());
-    lock(&lane(PRIVATE).ticks).insert(at, Arc::clone(&own));
+    let own = fired_tick(at);
     d.tick.finish(FIRED);
     let polled = d.poll(&mut Context::from_waker(&waker), after);
     own.retire();
@@ -428,15 +435,7 @@ fn nested_long_timeouts_polled_after_their_own_ticks_came_report_the_earlier() {
     let (last, _) = ticks(since(after) + inner, step).unwrap();
     let own: Vec<_> = (first..=last)
         .step_by(step as usize)
-        .map(|at| {
-            let tick = Arc::new(Tick {
-                at,
-                list: Waitlist::pinned_with_first(Waker::noop().clone(), TickInfo::new(PRIVATE)),
-            });
-            assert!(tick.list.finish(FIRED).is_some());
-            lock(&lane(PRIVATE).ticks).insert(at, Arc::clone(&tick));
-            tick
-        })
+        .map(fired_tick)
         .collect();
     for tick in &staging {
         tick.finish(FIRED);
