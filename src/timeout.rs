@@ -309,8 +309,7 @@ fn poll_past_deadline<F: Future>(
             deadline.relay();
             // One woken at its staging tick moves on, or ends if its task
             // ran so late that its deadline has passed.
-            deadline.catch_up(cx.waker(), Duration::from_nanos(after));
-            deadline.has_fired()
+            deadline.catch_up(cx.waker(), Duration::from_nanos(after))
         }
         _ => true,
     };
