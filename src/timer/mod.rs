@@ -1178,11 +1178,9 @@ impl Deadline {
     /// registered. A wait whose staging tick came moves on to its deadline's
     /// own tick, of the width for a timeout of length `after`.
     ///
-    /// Inlined, with a new waker's registration out of line. Out of line
-    /// as a whole, a fired timeout's poll paid for the call, and read the
-    /// tick's state once more before it (`catch_up` now returns what it
-    /// read): 46 instructions per fired timeout in callgrind
-    /// (`scripts/scale_callgrind.sh fire`).
+    /// Inlined, so that a fired timeout's poll ends without a call; only a
+    /// new waker's registration, the rare case, stays out of line
+    /// (`scripts/scale_callgrind.sh fire` counts the difference).
     #[inline]
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>, after: Duration) -> Poll<Outcome> {
         let state = self.tick.list.state();
