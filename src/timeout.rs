@@ -81,22 +81,14 @@ enum State {
     #[cfg(any(feature = "test-util", feature = "tokio"))]
     Controlled {
         deadline: Box<dyn controlled::Deadline>,
-        after: u64,
-        until: bool,
+        length: Length,
     },
     /// Started: registered with the shared timer.
-    /// `after` in nanoseconds, to keep the future small: held at 584
-    /// years, a deadline that no one sees come. `until`: made with a
-    /// deadline, which the error says.
-    Waiting {
-        deadline: Deadline,
-        after: u64,
-        until: bool,
-    },
+    Waiting { deadline: Deadline, length: Length },
     /// Its deadline came, `due` (in its clock's nanoseconds), after an
     /// enclosing timeout's had: it pended once for that one to report.
     /// Polled again, it reports itself (see [`Race::end`]).
-    Deferred { due: u64, after: u64, until: bool },
+    Deferred { due: u64, length: Length },
     /// No timer: the kill switch was off, the deadline is out of reach, or
     /// the race is over.
     Unbounded,
@@ -105,6 +97,91 @@ enum State {
     /// The timer won (or the timeout was invalid): the inner future is gone,
     /// or goes next (it is dropped once the timer's end is reported).
     Cancelled,
+}
+
+/// A started timeout's length, and whether it was made with a deadline
+/// (which its error says), in seven bytes: beside the state's tag and the
+/// deadline, a started timer's state takes 40 bytes, where a `u64` and a
+/// `bool` made it 48, and a `Timeout` around an inner future of up to 8
+/// bytes takes 56, under a 64-byte cache line. The length is kept to the
+/// nanosecond below [`Length::EXACT_SECS`] seconds (78 hours), to the
+/// millisecond up to 8 900 years, and to the second up to 285 million
+/// years (the timer counts no further than about 146 million).
+///
+/// Six bytes of value, then a byte of flags: its unit, `until`, and in
+/// seconds five more bits of value.
+#[derive(Clone, Copy)]
+struct Length {
+    low: [u8; 4],
+    high: [u8; 2],
+    flags: u8,
+}
+
+impl Length {
+    /// The value's bits: 48.
+    const VALUE: u64 = (1 << 48) - 1;
+    /// Lengths below this many seconds are kept to the nanosecond: their
+    /// nanoseconds fit in the value's bits (2^48 ns is 281 474.98 s).
+    const EXACT_SECS: u64 = Self::VALUE / 1_000_000_000;
+    /// Flags: the value is in milliseconds; in seconds; made with a
+    /// deadline (`until = ..`). In seconds, bits 2 to 6 hold the value's
+    /// bits from 48 up.
+    const MILLIS: u8 = 1;
+    const SECS: u8 = 2;
+    const UNTIL: u8 = 1 << 7;
+    /// The most seconds kept: 2^53 - 1, 285 million years.
+    const MAX_SECS: u64 = (1 << 53) - 1;
+
+    #[inline]
+    fn new(after: Duration, until: bool) -> Self {
+        // One comparison, and no overflow to check below it.
+        let (value, unit) = if after.as_secs() < Self::EXACT_SECS {
+            let nanos = after.as_secs() * 1_000_000_000 + u64::from(after.subsec_nanos());
+            (nanos, 0)
+        } else {
+            Self::coarse(after)
+        };
+        let [a, b, c, d, e, f, _, _] = value.to_le_bytes();
+        Length {
+            low: [a, b, c, d],
+            high: [e, f],
+            flags: unit | (u8::from(until) * Self::UNTIL),
+        }
+    }
+
+    /// A length from [`Length::EXACT_SECS`] up: in milliseconds, or in
+    /// seconds (held at 285 million years) when too long for those.
+    #[cold]
+    fn coarse(after: Duration) -> (u64, u8) {
+        match u64::try_from(after.as_millis()) {
+            Ok(ms) if ms <= Self::VALUE => (ms, Self::MILLIS),
+            _ => {
+                let secs = after.as_secs().min(Self::MAX_SECS);
+                // The bits past 48 go in the flags (the caller keeps only
+                // the value's low 48).
+                (secs, Self::SECS | (((secs >> 48) as u8) << 2))
+            }
+        }
+    }
+
+    /// The timeout's length.
+    #[inline]
+    fn after(self) -> Duration {
+        let [a, b, c, d] = self.low;
+        let [e, f] = self.high;
+        let value = u64::from_le_bytes([a, b, c, d, e, f, 0, 0]);
+        match self.flags & (Self::MILLIS | Self::SECS) {
+            0 => Duration::from_nanos(value),
+            Self::MILLIS => Duration::from_millis(value),
+            _ => Duration::from_secs(value | (u64::from((self.flags >> 2) & 0x1f) << 48)),
+        }
+    }
+
+    /// Whether it was made with a deadline.
+    #[inline]
+    fn until(self) -> bool {
+        self.flags & Self::UNTIL != 0
+    }
 }
 
 #[doc(hidden)] // Not public API: called by `timeout_async!`.
@@ -303,13 +380,12 @@ fn poll_past_deadline<F: Future>(
     let came = match race.state {
         State::Waiting {
             ref mut deadline,
-            after,
-            ..
+            length,
         } => {
             deadline.relay();
             // One woken at its staging tick moves on, or ends if its task
             // ran so late that its deadline has passed.
-            deadline.catch_up(cx.waker(), Duration::from_nanos(after))
+            deadline.catch_up(cx.waker(), || length.after())
         }
         _ => true,
     };
@@ -335,9 +411,8 @@ impl Race {
             State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => return self.start(cx),
             State::Waiting {
                 ref mut deadline,
-                after,
-                ..
-            } => deadline.poll(cx, Duration::from_nanos(after)),
+                length,
+            } => deadline.poll(cx, || length.after()),
             #[cfg(any(feature = "test-util", feature = "tokio"))]
             State::Controlled {
                 ref mut deadline, ..
@@ -346,8 +421,8 @@ impl Race {
             // Polled again after it let an enclosing timeout report: that
             // one did not take over (this one runs in an executor of its
             // own inside it, say), so this one ends now.
-            State::Deferred { due, after, until } => {
-                return Poll::Ready(self.expire(Duration::from_nanos(after), until, due));
+            State::Deferred { due, length } => {
+                return Poll::Ready(self.expire(length.after(), length.until(), due));
             }
             State::Invalid(_) | State::Cancelled => {
                 unreachable!("`poll` settles these before the timer")
@@ -375,19 +450,18 @@ impl Race {
 
     /// A started timer's deadline (in its clock's nanoseconds), its timeout,
     /// and whether it was given as a deadline.
+    #[inline(always)]
     fn started(&self) -> (u64, Duration, bool) {
         match self.state {
             State::Waiting {
                 ref deadline,
-                after,
-                until,
-            } => (deadline.due(), Duration::from_nanos(after), until),
+                length,
+            } => (deadline.due(), length.after(), length.until()),
             #[cfg(any(feature = "test-util", feature = "tokio"))]
             State::Controlled {
                 ref deadline,
-                after,
-                until,
-            } => (deadline.due(), Duration::from_nanos(after), until),
+                length,
+            } => (deadline.due(), length.after(), length.until()),
             _ => unreachable!("called for a started timer only"),
         }
     }
@@ -434,8 +508,7 @@ impl Race {
                 let ended = deadline.ended();
                 self.state = State::Waiting {
                     deadline,
-                    after: crate::clock::saturating_nanos(after),
-                    until,
+                    length: Length::new(after, until),
                 };
                 if let Some(outcome) = ended {
                     let due = self.due();
@@ -484,8 +557,7 @@ impl Race {
             controlled::Started::Waiting(deadline) => {
                 self.state = State::Controlled {
                     deadline,
-                    after: crate::clock::saturating_nanos(after),
-                    until,
+                    length: Length::new(after, until),
                 };
                 Poll::Pending
             }
@@ -519,8 +591,7 @@ impl Race {
         if outcome == Outcome::Elapsed && Enclosing::came_first(due) {
             self.state = State::Deferred {
                 due,
-                after: crate::clock::saturating_nanos(after),
-                until,
+                length: Length::new(after, until),
             };
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -626,13 +697,13 @@ impl<F> fmt::Debug for Timeout<F> {
             State::Invalid(bad) => bad,
             State::ArmedDefault => &"default",
             State::ArmedUntil(at) => at,
-            State::Waiting { after, .. } | State::Deferred { after, .. } => {
-                waiting = Duration::from_nanos(*after);
+            State::Waiting { length, .. } | State::Deferred { length, .. } => {
+                waiting = length.after();
                 &waiting
             }
             #[cfg(any(feature = "test-util", feature = "tokio"))]
-            State::Controlled { after, .. } => {
-                waiting = Duration::from_nanos(*after);
+            State::Controlled { length, .. } => {
+                waiting = length.after();
                 &waiting
             }
             State::Unbounded => &"none",
@@ -811,5 +882,63 @@ mod tests {
         });
         assert!(out.is_err(), "the drop's panic comes through");
         assert_eq!(drops.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn a_length_keeps_its_value_and_whether_it_was_a_deadline() {
+        for after in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_micros(2_400),
+            Duration::from_secs(30),
+            Duration::from_secs(86_400),
+            Duration::new(Length::EXACT_SECS - 1, 999_999_999),
+        ] {
+            for until in [false, true] {
+                let length = Length::new(after, until);
+                assert_eq!((length.after(), length.until()), (after, until));
+            }
+        }
+    }
+
+    #[test]
+    fn a_length_past_78_hours_is_kept_to_the_millisecond_then_the_second() {
+        let year = Duration::from_secs(365 * 86_400);
+        let cases = [
+            (
+                Duration::new(Length::EXACT_SECS, 1),
+                Duration::from_millis(1),
+            ),
+            (
+                year + Duration::from_nanos(999_999),
+                Duration::from_millis(1),
+            ),
+            (year * 8_900, Duration::from_millis(1)),
+            (year * 9_000, Duration::from_secs(1)),
+            (year * 146_000_000, Duration::from_secs(1)),
+            (year * 285_000_000, Duration::from_secs(1)),
+        ];
+        for (after, within) in cases {
+            for until in [false, true] {
+                let length = Length::new(after, until);
+                assert_eq!(length.until(), until);
+                let kept = length.after();
+                assert!(
+                    kept <= after && after - kept < within,
+                    "{after:?} kept as {kept:?}"
+                );
+            }
+        }
+        // Past 285 million years (no timeout that long starts), held there.
+        let held = Length::new(Duration::MAX, true);
+        assert_eq!(held.after(), Duration::from_secs(Length::MAX_SECS));
+        assert!(held.until());
+    }
+
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_started_timeout_around_a_small_future_fits_in_a_cache_line() {
+        assert_eq!(std::mem::size_of::<State>(), 40);
+        assert_eq!(std::mem::size_of::<Timeout<std::future::Ready<u32>>>(), 56);
     }
 }

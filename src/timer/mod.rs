@@ -1176,17 +1176,22 @@ impl Deadline {
 
     /// Ready once the tick has finished; otherwise keeps `cx`'s waker
     /// registered. A wait whose staging tick came moves on to its deadline's
-    /// own tick, of the width for a timeout of length `after`.
+    /// own tick, of the width for a timeout of length `after()` (asked for
+    /// only then).
     ///
     /// Inlined, so that a fired timeout's poll ends without a call; only a
     /// new waker's registration, the rare case, stays out of line
     /// (`scripts/scale_callgrind.sh fire` counts the difference).
     #[inline]
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>, after: Duration) -> Poll<Outcome> {
+    pub(crate) fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        after: impl FnOnce() -> Duration,
+    ) -> Poll<Outcome> {
         let state = self.tick.list.state();
         if state != OPEN {
             if state == FIRED && self.moves_on() {
-                return self.settle(cx.waker(), after);
+                return self.settle(cx.waker(), after());
             }
             return Poll::Ready(outcome(state));
         }
@@ -1221,12 +1226,12 @@ impl Deadline {
     /// [`Deadline::has_fired`]), which the timeouts inside learn; one read
     /// of the tick's state serves both.
     #[inline]
-    pub(crate) fn catch_up(&mut self, waker: &Waker, after: Duration) -> bool {
+    pub(crate) fn catch_up(&mut self, waker: &Waker, after: impl FnOnce() -> Duration) -> bool {
         if self.tick.list.state() != FIRED {
             return false;
         }
         if self.moves_on() {
-            let _ = self.settle(waker, after);
+            let _ = self.settle(waker, after());
             return self.has_fired();
         }
         true

@@ -57,7 +57,7 @@ fn wait_within(d: &mut Deadline, waker: &Waker, within: Duration) -> Option<Outc
     let mut cx = Context::from_waker(waker);
     let start = Instant::now();
     while start.elapsed() < within {
-        if let Poll::Ready(out) = d.poll(&mut cx, Duration::ZERO) {
+        if let Poll::Ready(out) = d.poll(&mut cx, || Duration::ZERO) {
             return Some(out);
         }
         std::thread::sleep(Duration::from_micros(100));
@@ -89,7 +89,7 @@ fn waiting(after: Duration, waker: &Waker) -> Deadline {
 fn wait(d: &mut Deadline, waker: &Waker) -> Outcome {
     let mut cx = Context::from_waker(waker);
     loop {
-        if let Poll::Ready(out) = d.poll(&mut cx, Duration::ZERO) {
+        if let Poll::Ready(out) = d.poll(&mut cx, || Duration::ZERO) {
             return out;
         }
         std::thread::sleep(Duration::from_micros(100));
@@ -135,7 +135,8 @@ fn settled(mut d: Deadline, after: Duration, waker: &Waker) -> Deadline {
     assert!(d.is_staged(), "{after:?}: no staging tick");
     d.tick.finish(FIRED);
     assert!(
-        d.poll(&mut Context::from_waker(waker), after).is_pending(),
+        d.poll(&mut Context::from_waker(waker), || after)
+            .is_pending(),
         "{after:?}: ended at its staging tick"
     );
     assert!(!d.is_staged(), "{after:?}: still staged");
@@ -276,15 +277,15 @@ fn when_its_staging_tick_comes_a_wait_moves_to_its_own_tick_and_ends_there() {
     assert!(d.has_ended(), "a poll must look");
     assert!(!d.has_fired() && d.ended().is_none());
     let mut cx = Context::from_waker(&waker);
-    assert!(d.poll(&mut cx, after).is_pending());
+    assert!(d.poll(&mut cx, || after).is_pending());
     assert!(!d.is_staged());
     assert_eq!(d.due(), due, "the deadline moved");
     assert!(d.tick.at >= staging.at + LEAD, "its own tick");
     assert!(freed(&staging), "the staging tick is still held");
-    assert!(d.poll(&mut cx, after).is_pending());
+    assert!(d.poll(&mut cx, || after).is_pending());
     d.tick.finish(FIRED);
     assert_eq!(count.0.load(Ordering::SeqCst), 2, "woken at its own tick");
-    assert_eq!(d.poll(&mut cx, after), Poll::Ready(Outcome::Elapsed));
+    assert_eq!(d.poll(&mut cx, || after), Poll::Ready(Outcome::Elapsed));
 }
 
 /// A tick `at` of the private lane, in its map, fired already: as another
@@ -310,7 +311,7 @@ fn a_wait_whose_own_tick_came_before_it_moved_there_ends_at_once() {
     let (at, _) = ticks(Duration::from_nanos(due), width(after)).unwrap();
     let own = fired_tick(at);
     d.tick.finish(FIRED);
-    let polled = d.poll(&mut Context::from_waker(&waker), after);
+    let polled = d.poll(&mut Context::from_waker(&waker), || after);
     own.retire();
     assert_eq!(polled, Poll::Ready(Outcome::Elapsed));
     assert_eq!(d.due(), due, "not its exact deadline");
@@ -384,7 +385,7 @@ fn a_wait_whose_staging_tick_came_after_its_deadline_ends_at_once() {
     assert!(!d.has_fired() && d.ended().is_none(), "ended before a poll");
     let mut cx = Context::from_waker(&waker);
     assert_eq!(
-        d.poll(&mut cx, Duration::from_secs(30)),
+        d.poll(&mut cx, || Duration::from_secs(30)),
         Poll::Ready(Outcome::Elapsed)
     );
     assert!(Arc::ptr_eq(&d.tick, &staging), "moved to a tick of its own");
@@ -392,7 +393,7 @@ fn a_wait_whose_staging_tick_came_after_its_deadline_ends_at_once() {
     assert_eq!(d.due(), due, "not its exact deadline");
     assert!(d.has_fired() && d.ended() == Some(Outcome::Elapsed));
     assert_eq!(
-        d.poll(&mut cx, Duration::from_secs(30)),
+        d.poll(&mut cx, || Duration::from_secs(30)),
         Poll::Ready(Outcome::Elapsed)
     );
 }
