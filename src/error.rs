@@ -139,7 +139,10 @@ impl TimeoutError {
     }
 
     /// The timeout that elapsed (or could not be kept), or for a deadline
-    /// form how long the future had; `None` for an invalid timeout.
+    /// form how long the future had; `None` for an invalid timeout. Exact to
+    /// the nanosecond under 78 hours; a longer one is kept to the
+    /// millisecond (to the second past 8 900 years), to keep a started
+    /// timeout small.
     pub fn duration(&self) -> Option<Duration> {
         match self.inner.kind {
             Kind::Elapsed(d) | Kind::Deadline(d) | Kind::NoTimer(d, _) => Some(d),
