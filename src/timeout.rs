@@ -229,6 +229,56 @@ impl<F: Future> Timeout<F> {
     }
 }
 
+impl<F> Timeout<F> {
+    /// The inner future, or `None` once the timer has won: the inner future
+    /// is dropped then, before the error is yielded (as it is when the
+    /// timeout was invalid). A future that finished in time is still here.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let fut = opguard::timeout_async!(5, std::future::ready(7));
+    /// assert_eq!(fut.get_ref().map(|_| "still here"), Some("still here"));
+    /// # });
+    /// ```
+    pub fn get_ref(&self) -> Option<&F> {
+        match &self.inner {
+            Inner::Running { fut } => Some(fut),
+            Inner::Gone => None,
+        }
+    }
+
+    /// The inner future, mutably, or `None` once the timer has won (see
+    /// [`get_ref`](Self::get_ref)). Changing it does not move the deadline.
+    pub fn get_mut(&mut self) -> Option<&mut F> {
+        match &mut self.inner {
+            Inner::Running { fut } => Some(fut),
+            Inner::Gone => None,
+        }
+    }
+
+    /// Takes the inner future out, without its timeout, or `None` once the
+    /// timer has won (see [`get_ref`](Self::get_ref)). A started timer is
+    /// let go first: it wakes nothing at its deadline, and the inner future
+    /// runs on with no deadline.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let fut = opguard::timeout_async!(5, std::future::ready(7));
+    /// let bare = fut.into_inner().expect("the timer has not won");
+    /// assert_eq!(bare.await, 7);
+    /// # });
+    /// ```
+    pub fn into_inner(self) -> Option<F> {
+        let Timeout { inner, race } = self;
+        // Out of the timer before the future is handed over.
+        drop(race);
+        match inner {
+            Inner::Running { fut } => Some(fut),
+            Inner::Gone => None,
+        }
+    }
+}
+
 impl<F: Future> Future for Timeout<F> {
     type Output = Result<F::Output, TimeoutError>;
 
@@ -882,6 +932,66 @@ mod tests {
         });
         assert!(out.is_err(), "the drop's panic comes through");
         assert_eq!(drops.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn the_inner_future_is_reachable_until_the_timer_wins() {
+        let (p, polls, drops) = probe(true);
+        let mut t = timeout(&SITE, 3600, p);
+        assert!(t.get_ref().is_some_and(|p| p.pend));
+        // The future reached is the one polled: made ready through
+        // `get_mut`, it finishes.
+        t.get_mut().expect("not started").pend = false;
+        assert!(matches!(poll_once(Pin::new(&mut t)), Poll::Ready(Ok(7))));
+        assert_eq!(polls.load(SeqCst), 1);
+        assert!(t.get_ref().is_some(), "a finished future is kept");
+        let inner = t.into_inner().expect("the timer did not win");
+        assert_eq!(drops.load(SeqCst), 0, "dropped on the way out");
+        drop(inner);
+        assert_eq!(drops.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn the_inner_future_is_gone_once_the_timer_won() {
+        let (p, _, drops) = probe(true);
+        let mut t = timeout(&SITE, Duration::ZERO, p);
+        assert!(matches!(poll_once(Pin::new(&mut t)), Poll::Ready(Err(e)) if e.is_elapsed()));
+        assert!(t.get_ref().is_none());
+        assert!(t.get_mut().is_none());
+        assert!(t.into_inner().is_none());
+        assert_eq!(drops.load(SeqCst), 1);
+        // An invalid timeout drops its future at its first poll, too.
+        let (p, polls, drops) = probe(false);
+        let mut t = timeout(&SITE, -1, p);
+        assert!(t.get_ref().is_some(), "not dropped before its first poll");
+        assert!(matches!(poll_once(Pin::new(&mut t)), Poll::Ready(Err(e)) if e.is_invalid()));
+        assert!(t.get_ref().is_none());
+        assert_eq!((polls.load(SeqCst), drops.load(SeqCst)), (0, 1));
+    }
+
+    #[test]
+    fn taking_the_inner_future_out_lets_its_started_timer_go() {
+        struct Task;
+        impl std::task::Wake for Task {
+            fn wake(self: Arc<Self>) {}
+        }
+        let task = Arc::new(Task);
+        let waker = Waker::from(Arc::clone(&task));
+        let mut cx = Context::from_waker(&waker);
+        let (p, polls, drops) = probe(true);
+        let mut t = timeout(&SITE, 3600, p);
+        assert!(Pin::new(&mut t).poll(&mut cx).is_pending());
+        assert_eq!(Arc::strong_count(&task), 3, "its tick holds a clone");
+        let mut inner = t.into_inner().expect("the timer did not win");
+        assert_eq!(
+            Arc::strong_count(&task),
+            2,
+            "the timer still holds the waker"
+        );
+        // The same future, on with no deadline.
+        inner.pend = false;
+        assert_eq!(Pin::new(&mut inner).poll(&mut cx), Poll::Ready(7));
+        assert_eq!((polls.load(SeqCst), drops.load(SeqCst)), (2, 0));
     }
 
     #[test]
