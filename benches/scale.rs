@@ -1576,6 +1576,20 @@ impl Split {
     }
 }
 
+/// The process's minor page faults so far (Linux's `/proc/self/stat`), if
+/// it can be read.
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // After the command's name, in parentheses: state, ppid, ..., minflt (the
+    // 8th field after it).
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(7)?
+        .parse()
+        .ok()
+}
+
 fn main() {
     // Counting only while the heap is measured: the timed rounds pay no counter.
     COUNTING.store(false, Relaxed);
@@ -1583,13 +1597,21 @@ fn main() {
     // `OPGUARD_SCALE_ONE=opguard,finish,20000,2` (timer, work: finish, fire,
     // paced, or innerK for finish in time with K more bytes of inner state,
     // N, rounds; then, optionally, the executor's key as in the CSV, tokio's
-    // current-thread runtime unless told).
+    // current-thread runtime unless told). Timers joined by `+`
+    // (`bare+opguard+tokio`) take turns in one process, round by round, as
+    // in the full bench; each round then prints its wall time and the page
+    // faults it took (`scripts/scale_turns.sh` counts each round's work).
     if let Ok(one) = std::env::var("OPGUARD_SCALE_ONE") {
         let args: Vec<&str> = one.split(',').collect();
-        let timer = [Timer::Bare, Timer::Opguard, Timer::Tokio]
-            .into_iter()
-            .find(|t| t.name() == args[0])
-            .expect("bare, opguard or tokio");
+        let turns: Vec<Timer> = args[0]
+            .split('+')
+            .map(|name| {
+                [Timer::Bare, Timer::Opguard, Timer::Tokio]
+                    .into_iter()
+                    .find(|t| t.name() == name)
+                    .expect("bare, opguard or tokio, or some joined by `+`")
+            })
+            .collect();
         let (n, rounds) = (args[2].parse().unwrap(), args[3].parse().unwrap());
         // A second thread, idle, unless `OPGUARD_SCALE_THREADED=0`: in the
         // full bench futures-timer's thread runs from the first opguard
@@ -1608,15 +1630,26 @@ fn main() {
         });
         let rt = runtime(exec);
         for _ in 0..rounds {
-            let _ = match args[1] {
-                "paced" => paced_round(&rt, timer, n),
-                "fire" => round(&rt, exec, timer, Work::Fire, n)[0],
-                inner if inner.starts_with("inner") => {
-                    let k = inner["inner".len()..].parse().expect("innerK: K a number");
-                    inner_round(&rt, exec, timer, n, k)
+            for &timer in &turns {
+                let faults = minor_faults();
+                let wall = match args[1] {
+                    "paced" => paced_round(&rt, timer, n),
+                    "fire" => round(&rt, exec, timer, Work::Fire, n)[0],
+                    inner if inner.starts_with("inner") => {
+                        let k = inner["inner".len()..].parse().expect("innerK: K a number");
+                        inner_round(&rt, exec, timer, n, k)
+                    }
+                    _ => round(&rt, exec, timer, Work::Finish, n)[0],
+                };
+                if turns.len() > 1 {
+                    eprintln!(
+                        "{:8} {:8.1} ms {:7} page faults",
+                        timer.name(),
+                        wall.as_secs_f64() * 1e3,
+                        minor_faults().zip(faults).map_or(0, |(b, a)| b - a),
+                    );
                 }
-                _ => round(&rt, exec, timer, Work::Finish, n)[0],
-            };
+            }
         }
         return;
     }
