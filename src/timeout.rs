@@ -826,6 +826,18 @@ mod tests {
         (p, polls, drops)
     }
 
+    /// A waker whose task's `Arc` counts the clones alive (the task and the
+    /// waker hold two).
+    fn counted_waker() -> (Arc<impl std::task::Wake>, Waker) {
+        struct Task;
+        impl std::task::Wake for Task {
+            fn wake(self: Arc<Self>) {}
+        }
+        let task = Arc::new(Task);
+        let waker = Waker::from(Arc::clone(&task));
+        (task, waker)
+    }
+
     fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut Context::from_waker(Waker::noop()))
     }
@@ -850,12 +862,7 @@ mod tests {
 
     #[test]
     fn a_finished_timeout_lets_its_timer_go_while_it_is_kept() {
-        struct Task;
-        impl std::task::Wake for Task {
-            fn wake(self: Arc<Self>) {}
-        }
-        let task = Arc::new(Task);
-        let waker = Waker::from(Arc::clone(&task));
+        let (task, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
         let mut pended = false;
         let inner = std::future::poll_fn(move |_| {
@@ -971,12 +978,7 @@ mod tests {
 
     #[test]
     fn taking_the_inner_future_out_lets_its_started_timer_go() {
-        struct Task;
-        impl std::task::Wake for Task {
-            fn wake(self: Arc<Self>) {}
-        }
-        let task = Arc::new(Task);
-        let waker = Waker::from(Arc::clone(&task));
+        let (task, waker) = counted_waker();
         let mut cx = Context::from_waker(&waker);
         let (p, polls, drops) = probe(true);
         let mut t = timeout(&SITE, 3600, p);
