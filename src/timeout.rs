@@ -237,7 +237,7 @@ impl<F> Timeout<F> {
     /// ```
     /// # futures::executor::block_on(async {
     /// let fut = opguard::timeout_async!(5, std::future::ready(7));
-    /// assert_eq!(fut.get_ref().map(|_| "still here"), Some("still here"));
+    /// assert!(fut.get_ref().is_some());
     /// # });
     /// ```
     pub fn get_ref(&self) -> Option<&F> {
