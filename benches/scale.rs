@@ -492,20 +492,35 @@ fn runtime(exec: Exec) -> Rt {
     }
 }
 
-/// CPU time used so far by every thread of the process (the executor's,
-/// futures-timer's and tokio's), user and system.
+/// The process's resource usage so far, every thread's (the executor's,
+/// futures-timer's and tokio's).
+#[cfg(target_os = "linux")]
+fn usage() -> libc::rusage {
+    // SAFETY: `getrusage` fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage
+}
+
+/// CPU time used so far by every thread of the process, user and system.
 fn cpu() -> Duration {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: `getrusage` fills the struct it is given.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; RUSAGE_SELF is always valid.
-        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        let usage = usage();
         let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
         tv(usage.ru_utime) + tv(usage.ru_stime)
     }
     #[cfg(not(target_os = "linux"))]
     Duration::ZERO
+}
+
+/// The process's minor page faults so far; 0 where they are not counted.
+fn minor_faults() -> u64 {
+    #[cfg(target_os = "linux")]
+    return usage().ru_minflt as u64;
+    #[cfg(not(target_os = "linux"))]
+    0
 }
 
 /// One round: `n` tasks spawned at once, all awaited; its wall and CPU time.
@@ -1576,20 +1591,6 @@ impl Split {
     }
 }
 
-/// The process's minor page faults so far (Linux's `/proc/self/stat`), if
-/// it can be read.
-fn minor_faults() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // After the command's name, in parentheses: state, ppid, ..., minflt (the
-    // 8th field after it).
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(7)?
-        .parse()
-        .ok()
-}
-
 fn main() {
     // Counting only while the heap is measured: the timed rounds pay no counter.
     COUNTING.store(false, Relaxed);
@@ -1646,7 +1647,7 @@ fn main() {
                         "{:8} {:8.1} ms {:7} page faults",
                         timer.name(),
                         wall.as_secs_f64() * 1e3,
-                        minor_faults().zip(faults).map_or(0, |(b, a)| b - a),
+                        minor_faults() - faults,
                     );
                 }
             }
