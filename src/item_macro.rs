@@ -146,3 +146,98 @@ macro_rules! __opguard_split_fn {
         }
     };
 }
+
+/// The item forms of both macros: gathers `#[timeout(..)]` and
+/// `#[safe_mps(..)]` among the function's attributes, keeps the others, has
+/// `__opguard_split_fn!` take the function apart, then wraps its body in
+/// each, the first listed outermost (as with attribute macros, or Python's
+/// decorators). `$own` is the macro the item was given to: without its own
+/// attribute, it wraps the whole with its defaults.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __opguard_item {
+    (@attrs $own:ident [$($kept:tt)*] [$($w:tt)*] # [timeout $(( $($args:tt)* ))?] $($rest:tt)*) => {
+        $crate::__opguard_item! { @attrs $own [$($kept)*] [$($w)* (timeout [$($($args)*)?])] $($rest)* }
+    };
+    (@attrs $own:ident [$($kept:tt)*] [$($w:tt)*] # [safe_mps $(( $($args:tt)* ))?] $($rest:tt)*) => {
+        $crate::__opguard_item! { @attrs $own [$($kept)*] [$($w)* (safe_mps [$($($args)*)?])] $($rest)* }
+    };
+    // Doc comment lines four at a time: each step is one of macro recursion,
+    // whose depth is limited, and a long doc comment is many lines.
+    (@attrs $own:ident [$($kept:tt)*] $w:tt # [doc = $d1:literal] # [doc = $d2:literal] # [doc = $d3:literal] # [doc = $d4:literal] $($rest:tt)*) => {
+        $crate::__opguard_item! { @attrs $own [$($kept)* #[doc = $d1] #[doc = $d2] #[doc = $d3] #[doc = $d4]] $w $($rest)* }
+    };
+    (@attrs $own:ident [$($kept:tt)*] $w:tt # $attr:tt $($rest:tt)*) => {
+        $crate::__opguard_item! { @attrs $own [$($kept)* # $attr] $w $($rest)* }
+    };
+    // The attributes are done: the macro's own wrapper, outermost, if its
+    // attribute was not there.
+    (@attrs timeout $kept:tt [$((safe_mps $args:tt))?] $($rest:tt)*) => {
+        $crate::__opguard_split_fn! { __opguard_item [(timeout []) $((safe_mps $args))?] $kept $($rest)* }
+    };
+    (@attrs safe_mps $kept:tt [$((timeout $args:tt))?] $($rest:tt)*) => {
+        $crate::__opguard_split_fn! { __opguard_item [(safe_mps []) $((timeout $args))?] $kept $($rest)* }
+    };
+    (@attrs $own:ident $kept:tt $w:tt $($rest:tt)*) => {
+        $crate::__opguard_split_fn! { __opguard_item $w $kept $($rest)* }
+    };
+
+    // One wrapper: the macro's own item form.
+    (@emit [(timeout $args:tt)] $($f:tt)*) => {
+        $crate::__opguard_timeout_fn! { @emit $args $($f)* }
+    };
+    (@emit [(safe_mps $args:tt)] $($f:tt)*) => {
+        $crate::__opguard_with_tch! { $crate::__opguard_safe_mps! { @emit $args $($f)* } }
+    };
+    // A timeout around MPS work: one deadline for the attempt on MPS and
+    // the retry on CPU together.
+    (@emit [(timeout $t:tt) (safe_mps [$($s:tt)*])] $head:tt [async] $name:ident $gen:tt $params:tt [$ret:ty] $w:tt $body:block) => {
+        $crate::__opguard_with_tch! {
+            $crate::__opguard_timeout_fn! { @emit $t $head [async] $name $gen $params [$ret] $w {
+                $crate::__opguard_safe_mps! { @item [async] [$ret] $body [] [] $($s)* }
+            } }
+        }
+    };
+    // MPS work around a timeout: each attempt has the whole timeout. A
+    // timeout's error is no MPS error: it does not fall back, it is returned.
+    (@emit [(safe_mps [$($s:tt)*]) (timeout [$($t:tt)*])] [$($head:tt)*] [async] $name:ident [$($gen:tt)*] ( $($params:tt)* ) [$ret:ty] [$($w:tt)*] $body:block) => {
+        $crate::__opguard_with_tch! {
+            $($head)* async fn $name $($gen)* ( $($params)* )
+                -> $crate::__private::Result<$ret, $crate::TimeoutError>
+            $($w)*
+            {
+                $crate::__private::Timed::into_inner($crate::__opguard_safe_mps! { @item [async]
+                    [$crate::__private::Timed<$ret>]
+                    {
+                        // Not `async move`: the body may run twice, so it
+                        // borrows the parameters rather than taking them.
+                        $crate::__private::Timed($crate::__opguard_timeout_fn!(@call [$($t)*]
+                            $crate::__private::returning::<$ret, _>(async {
+                                let __opguard_out: $ret = $body;
+                                __opguard_out
+                            })
+                        ).await)
+                    }
+                    [] [] $($s)*
+                })
+            }
+        }
+    };
+    (@emit [(timeout $t:tt) (safe_mps $s:tt)] $head:tt [] $($rest:tt)*) => {
+        $crate::__opguard_item! { @not_async }
+    };
+    (@emit [(safe_mps $s:tt) (timeout $t:tt)] $head:tt [] $($rest:tt)*) => {
+        $crate::__opguard_item! { @not_async }
+    };
+    (@not_async) => {
+        ::core::compile_error! {
+            "`#[timeout(..)]` wraps an `async fn`: `#[timeout(60)] #[safe_mps([xs])] async fn name(xs: Tensor) -> T { .. }`"
+        }
+    };
+    (@emit $w:tt $($rest:tt)*) => {
+        ::core::compile_error! {
+            "an item form takes at most one `#[timeout(..)]` and one `#[safe_mps(..)]`, the first listed outermost: \
+            `timeout_async! { #[timeout(60)] #[safe_mps([xs])] async fn name(xs: Tensor) -> T { .. } }`"
+        }
+    };
+}

@@ -176,7 +176,7 @@ pub mod __private {
     pub use crate::mps::site::MpsSite;
     #[cfg(feature = "tch")]
     pub use crate::safe_mps_macro::MoveNamed;
-    pub use crate::safe_mps_macro::{Classify, ErrorOfOther, ErrorOfResult};
+    pub use crate::safe_mps_macro::{Classify, ErrorOfOther, ErrorOfResult, Timed};
     #[cfg(feature = "tch")]
     pub use tch::Device;
 }

@@ -29,7 +29,9 @@
 /// says that the work is MPS work even when they are on CPU (the body moves
 /// them, say). Its return type is written where the body's value is typed,
 /// so it cannot hold `impl Trait` (a compile error says so): put the
-/// expression form inside such a function instead.
+/// expression form inside such a function instead. An `async fn` may carry
+/// `#[timeout(..)]` too, before or after `#[safe_mps(..)]`: see
+/// [`timeout_async!`](crate::timeout_async)'s item form.
 ///
 /// Each named value implements [`MoveToCpu`](crate::mps::MoveToCpu) (tensors,
 /// containers of them, a model's [`VarStore`](tch::nn::VarStore), your own
@@ -171,9 +173,10 @@
 #[cfg(feature = "tch")]
 #[macro_export]
 macro_rules! safe_mps {
-    // safe_mps! { #[safe_mps(..)] fn f(..) -> T { .. } }, attributes in any order
+    // safe_mps! { #[safe_mps(..)] fn f(..) -> T { .. } }, attributes in any
+    // order, `#[timeout(..)]` among them
     (# $($item:tt)*) => {
-        $crate::__opguard_safe_mps! { @attrs [] # $($item)* }
+        $crate::__opguard_item! { @attrs safe_mps [] [] # $($item)* }
     };
     // safe_mps! { pub fn f(..) -> T { .. } }
     ($vis:vis fn $($item:tt)*) => {
@@ -201,6 +204,28 @@ macro_rules! safe_mps {
         ::core::compile_error! {
             "safe_mps! needs the `tch` feature of opguard: opguard = { version = \"..\", features = [\"tch\"] }"
         }
+    };
+}
+
+/// Its tokens with the `tch` feature; without it, the error `safe_mps!`
+/// gives, for a `#[safe_mps(..)]` in `timeout_async!`'s item form.
+#[cfg(feature = "tch")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __opguard_with_tch {
+    ($($tokens:tt)*) => {
+        $($tokens)*
+    };
+}
+
+/// Its tokens with the `tch` feature; without it, the error `safe_mps!`
+/// gives, for a `#[safe_mps(..)]` in `timeout_async!`'s item form.
+#[cfg(not(feature = "tch"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __opguard_with_tch {
+    ($($tokens:tt)*) => {
+        $crate::safe_mps! {}
     };
 }
 
@@ -323,20 +348,7 @@ macro_rules! __opguard_safe_mps {
     (@device) => { $crate::__private::None::<$crate::__private::Device> };
     (@device $device:expr) => { $crate::__private::Some::<$crate::__private::Device>($device) };
 
-    // Item form: take out `#[safe_mps]` or `#[safe_mps(ARGS)]`, keep the other attributes.
-    (@attrs [$($kept:tt)*] # [safe_mps $(( $($args:tt)* ))?] $($rest:tt)*) => {
-        $crate::__opguard_split_fn! { __opguard_safe_mps [$($($args)*)?] [$($kept)*] $($rest)* }
-    };
-    // Doc comment lines four at a time (see `__opguard_timeout_fn!`).
-    (@attrs [$($kept:tt)*] # [doc = $d1:literal] # [doc = $d2:literal] # [doc = $d3:literal] # [doc = $d4:literal] $($rest:tt)*) => {
-        $crate::__opguard_safe_mps! { @attrs [$($kept)* #[doc = $d1] #[doc = $d2] #[doc = $d3] #[doc = $d4]] $($rest)* }
-    };
-    (@attrs [$($kept:tt)*] # $attr:tt $($rest:tt)*) => {
-        $crate::__opguard_safe_mps! { @attrs [$($kept)* # $attr] $($rest)* }
-    };
-    (@attrs [$($kept:tt)*] $($rest:tt)*) => {
-        $crate::__opguard_split_fn! { __opguard_safe_mps [] [$($kept)*] $($rest)* }
-    };
+    // Item form: the function that `__opguard_item!` took apart.
     (@emit [$($args:tt)*] [$($head:tt)*] [$($async:tt)?] $name:ident [$($gen:tt)*] ( $($params:tt)* ) [$ret:ty] [$($w:tt)*] $body:block) => {
         $($head)* $($async)? fn $name $($gen)* ( $($params)* ) -> $ret $($w)* {
             $crate::__opguard_safe_mps! { @item [$($async)?] [$ret] $body [] [] $($args)* }
@@ -399,6 +411,30 @@ impl<T, E: std::fmt::Display> ErrorOfResult for Classify<'_, Result<T, E>> {
     #[inline]
     fn error_message(&self) -> Option<String> {
         self.0.as_ref().err().map(ToString::to_string)
+    }
+}
+
+/// The value of MPS work with a timeout inside it (`#[safe_mps(..)]` listed
+/// before `#[timeout(..)]`): a timeout's error is no MPS error, and the
+/// work's own error, when it finished in time, is looked at as usual.
+#[derive(Debug)]
+pub struct Timed<T>(pub Result<T, crate::TimeoutError>);
+
+impl<T> Timed<T> {
+    /// The timeout's result.
+    #[inline]
+    pub fn into_inner(self) -> Result<T, crate::TimeoutError> {
+        self.0
+    }
+}
+
+impl<T, E: std::fmt::Display> ErrorOfResult for Classify<'_, Timed<Result<T, E>>> {
+    #[inline]
+    fn error_message(&self) -> Option<String> {
+        match &(self.0).0 {
+            Ok(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
     }
 }
 

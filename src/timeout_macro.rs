@@ -39,6 +39,14 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 /// For the same reason `T` cannot hold `impl Trait` (a compile error says
 /// so): put the expression form inside such a function instead.
 ///
+/// With the `tch` feature the item form takes `#[safe_mps(..)]` too (and
+/// [`safe_mps!`](crate::safe_mps)'s item form `#[timeout(..)]`): the first
+/// attribute listed wraps the other, as stacked decorators do. Under
+/// `#[timeout]` first, one deadline covers the attempt on MPS and the retry
+/// on CPU; under `#[safe_mps]` first, each attempt has the whole timeout,
+/// and a timeout is the result, not an MPS error to fall back from. Either
+/// way the function returns `Result<T, TimeoutError>`.
+///
 /// A trailing comma is accepted. `FUT` is anything that implements
 /// [`IntoFuture`]; `SECS` anything that implements
 /// [`IntoTimeout`](crate::IntoTimeout); `INSTANT` a [`std::time::Instant`]
@@ -173,9 +181,10 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 /// ```
 #[macro_export]
 macro_rules! timeout_async {
-    // timeout_async! { #[timeout(..)] async fn f(..) -> T { .. } }, attributes in any order
+    // timeout_async! { #[timeout(..)] async fn f(..) -> T { .. } }, attributes
+    // in any order, `#[safe_mps(..)]` among them
     (# $($item:tt)*) => {
-        $crate::__opguard_timeout_fn! { @attrs [] # $($item)* }
+        $crate::__opguard_item! { @attrs timeout [] [] # $($item)* }
     };
     // timeout_async! { pub async fn f(..) -> T { .. } }
     ($vis:vis async fn $($item:tt)*) => {
@@ -306,27 +315,11 @@ macro_rules! __opguard_site {
     };
 }
 
-/// The item form of `timeout_async!`: takes out `#[timeout(..)]`, then has
-/// `__opguard_split_fn!` take the `async fn` apart and calls back `@emit`.
+/// The item form of `timeout_async!`: `@emit` writes the function that
+/// `__opguard_item!` took apart, its body under the timeout.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __opguard_timeout_fn {
-    // Attributes: take out `#[timeout]` or `#[timeout(ARGS)]`, keep the others.
-    (@attrs [$($kept:tt)*] # [timeout $(( $($args:tt)* ))?] $($rest:tt)*) => {
-        $crate::__opguard_split_fn! { __opguard_timeout_fn [$($($args)*)?] [$($kept)*] $($rest)* }
-    };
-    // Doc comment lines four at a time: each step is one of macro recursion,
-    // whose depth is limited, and a long doc comment is many lines.
-    (@attrs [$($kept:tt)*] # [doc = $d1:literal] # [doc = $d2:literal] # [doc = $d3:literal] # [doc = $d4:literal] $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! { @attrs [$($kept)* #[doc = $d1] #[doc = $d2] #[doc = $d3] #[doc = $d4]] $($rest)* }
-    };
-    (@attrs [$($kept:tt)*] # $attr:tt $($rest:tt)*) => {
-        $crate::__opguard_timeout_fn! { @attrs [$($kept)* # $attr] $($rest)* }
-    };
-    (@attrs [$($kept:tt)*] $($rest:tt)*) => {
-        $crate::__opguard_split_fn! { __opguard_timeout_fn [] [$($kept)*] $($rest)* }
-    };
-
     (@emit [$($args:tt)*] [$($head:tt)*] [async] $name:ident [$($gen:tt)*] ( $($params:tt)* ) [$ret:ty] [$($w:tt)*] $body:block) => {
         $($head)* async fn $name $($gen)* ( $($params)* )
             -> $crate::__private::Result<$ret, $crate::TimeoutError>

@@ -579,3 +579,175 @@ fn async_work_that_names_its_tensors_is_send_and_spawns_on_a_multi_thread_runtim
     assert_eq!(xs_device, Device::Cpu);
     assert_eq!(mps::stats().site("spawned").unwrap().fallbacks, 1);
 }
+
+/// Stacked item forms, timed on a test clock: each attempt takes 150 ms of
+/// it (a timeout used as a sleep, which the clock jumps over), the first on
+/// MPS (PyTorch's real error, through `?`), the retry on CPU.
+#[cfg(feature = "test-util")]
+mod stacked {
+    use super::*;
+    use opguard::test_clock::TestClock;
+    use opguard::{TimeoutError, timeout_async};
+
+    async fn slow_attempt(xs: &Tensor, attempts: &Cell<u32>) -> Result<Tensor, TchError> {
+        attempts.set(attempts.get() + 1);
+        let slept = timeout_async!(Duration::from_millis(150), std::future::pending::<()>()).await;
+        assert!(slept.is_err());
+        let dev = if attempts.get() == 1 {
+            Device::Mps
+        } else {
+            Device::Cpu
+        };
+        xs.f_to_device(dev)?.f_mul_scalar(2.0)
+    }
+
+    timeout_async! {
+        /// The timeout first: one deadline for both attempts.
+        #[timeout(label = "stacked_outer", Duration::from_millis(250))]
+        #[safe_mps(label = "stacked_inner", device = Device::Mps)]
+        async fn one_deadline(xs: &Tensor, attempts: &Cell<u32>) -> Result<Tensor, TchError> {
+            slow_attempt(xs, attempts).await
+        }
+    }
+
+    safe_mps! {
+        /// `safe_mps` first: each attempt has the whole timeout.
+        #[safe_mps(label = "stacked_outer_mps", device = Device::Mps)]
+        #[timeout(label = "per_attempt", Duration::from_millis(250))]
+        async fn a_deadline_per_attempt(
+            xs: &Tensor,
+            attempts: &Cell<u32>,
+        ) -> Result<Tensor, TchError> {
+            slow_attempt(xs, attempts).await
+        }
+    }
+
+    safe_mps! {
+        /// `safe_mps` first, and the attempt on MPS hangs: its timeout is the
+        /// result, with no retry (a timeout is no MPS error).
+        #[safe_mps(device = Device::Mps)]
+        #[timeout(label = "hung_on_mps", Duration::from_millis(250))]
+        async fn hangs_on_mps(attempts: &Cell<u32>) -> u32 {
+            attempts.set(attempts.get() + 1);
+            std::future::pending().await
+        }
+    }
+
+    timeout_async! {
+        /// The macro's own attribute left out: its defaults, outermost
+        /// (`timeout_async!`'s 30 s around the MPS work).
+        #[safe_mps([xs])]
+        async fn default_timeout_around(xs: Tensor) -> Tensor {
+            &xs * 3
+        }
+    }
+
+    impl Net {
+        timeout_async! {
+            #[timeout(label = "timed_forward", 5)]
+            #[safe_mps([self])]
+            async fn timed_forward(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
+                xs.f_to_device(self.on)?.f_mul(&self.w)
+            }
+        }
+
+        safe_mps! {
+            #[safe_mps([self])]
+            #[timeout(label = "forward_timed", 5)]
+            async fn forward_timed(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
+                futures_timer::Delay::new(Duration::from_millis(1)).await;
+                xs.f_to_device(self.on)?.f_mul(&self.w)
+            }
+        }
+    }
+
+    #[test]
+    fn stacked_methods_move_self_before_the_retry_in_either_order() {
+        let _g = fresh();
+        let xs = Tensor::ones([3], (Kind::Float, Device::Cpu));
+        let mut net = Net {
+            w: Tensor::full([3], 2.0, (Kind::Float, Device::Cpu)),
+            on: Device::Mps,
+            moves: 0,
+        };
+        let out = block_on(net.timed_forward(&xs)).unwrap().unwrap();
+        assert_eq!(out.sum(Kind::Float).double_value(&[]), 6.0);
+        assert_eq!((net.moves, net.on), (1, Device::Cpu));
+
+        net.on = Device::Mps;
+        let out = block_on(net.forward_timed(&xs)).unwrap().unwrap();
+        assert_eq!(out.sum(Kind::Float).double_value(&[]), 6.0);
+        assert_eq!((net.moves, net.on), (2, Device::Cpu));
+        assert_eq!(mps::stats().fallbacks, 2);
+    }
+
+    #[test]
+    fn a_timeout_listed_first_has_one_deadline_for_both_attempts() {
+        let _g = fresh();
+        let clock = TestClock::auto_advancing();
+        let xs = Tensor::ones([3], (Kind::Float, Device::Cpu));
+        let attempts = Cell::new(0);
+        let out: Result<Result<Tensor, TchError>, TimeoutError> =
+            block_on(clock.bind(one_deadline(&xs, &attempts)));
+        // Each attempt alone fits in 250 ms; the two together do not.
+        let e = out.unwrap_err();
+        assert!(e.is_elapsed());
+        assert_eq!(e.label(), Some("stacked_outer"));
+        assert_eq!(clock.elapsed(), Duration::from_millis(250));
+        assert_eq!(attempts.get(), 2);
+        // The retry was cancelled: neither a fallback that worked nor one that failed.
+        let s = mps::stats();
+        assert_eq!((s.mps_errors, s.fallbacks, s.failed_fallbacks), (1, 0, 0));
+        assert_eq!(logs_containing("'stacked_inner': MPS error at").len(), 1);
+    }
+
+    #[test]
+    fn safe_mps_listed_first_times_each_attempt_and_falls_back_from_an_error_inside() {
+        let _g = fresh();
+        let clock = TestClock::auto_advancing();
+        let xs = Tensor::ones([3], (Kind::Float, Device::Cpu));
+        let attempts = Cell::new(0);
+        let out = block_on(clock.bind(a_deadline_per_attempt(&xs, &attempts)));
+        let t = out
+            .expect("each attempt is in time")
+            .expect("the CPU retry works");
+        assert_eq!(t.device(), Device::Cpu);
+        assert_eq!(t.sum(Kind::Float).double_value(&[]), 6.0);
+        assert_eq!(clock.elapsed(), Duration::from_millis(300));
+        assert_eq!(attempts.get(), 2);
+        let s = mps::stats();
+        assert_eq!((s.mps_errors, s.fallbacks), (1, 1));
+        assert_eq!(
+            logs_containing("'stacked_outer_mps': MPS error at").len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_timeout_inside_mps_work_is_its_result_and_no_fallback() {
+        let _g = fresh();
+        let clock = TestClock::auto_advancing();
+        let attempts = Cell::new(0);
+        let e = block_on(clock.bind(hangs_on_mps(&attempts))).unwrap_err();
+        assert!(e.is_elapsed());
+        assert_eq!(e.label(), Some("hung_on_mps"));
+        assert_eq!(clock.elapsed(), Duration::from_millis(250));
+        assert_eq!(attempts.get(), 1);
+        let s = mps::stats();
+        assert_eq!((s.mps_errors, s.fallbacks), (0, 0));
+    }
+
+    #[test]
+    fn the_macros_own_wrapper_goes_around_when_its_attribute_is_left_out() {
+        let _g = fresh();
+        testing::inject_mps_failures(1);
+        let xs = Tensor::ones([2], (Kind::Float, Device::Cpu));
+        // Named owned tensors are held by `&mut`: the future can be spawned.
+        fn spawnable<F: std::future::Future + Send>(f: F) -> F {
+            f
+        }
+        let out: Result<Tensor, TimeoutError> = block_on(spawnable(default_timeout_around(xs)));
+        assert_eq!(out.unwrap().sum(Kind::Float).double_value(&[]), 6.0);
+        assert_eq!(mps::stats().fallbacks, 1);
+    }
+}
