@@ -1,5 +1,6 @@
 //! A training loop: `main_training_loop` under `timeout_async!(300, ..)`,
-//! with `safe_mps!` around each step's tensor work.
+//! with `safe_mps!` around each step's tensor work, then an evaluation under
+//! both (the item forms, stacked).
 //!
 //!     bash scripts/demo.sh          # sets up libtorch, then runs this
 //!
@@ -27,7 +28,7 @@ const TRAINING_TIMEOUT: u64 = 300;
 // `pub` items: tests/faults.rs drives this code with injected failures.
 pub struct Trainer {
     pub vs: nn::VarStore,
-    net: nn::Sequential,
+    pub net: nn::Sequential,
     opt: nn::Optimizer,
 }
 
@@ -92,6 +93,24 @@ pub async fn main_training_loop(
     Ok(losses)
 }
 
+timeout_async! {
+    /// The model's mean squared error on fresh data, wherever the model is,
+    /// within 10 s: both guards on one function, the timeout outermost, so
+    /// that one deadline covers the attempt and a CPU retry. If the model is
+    /// on MPS and the work fails there, the store moves to CPU and the work
+    /// runs again.
+    #[timeout(label = "evaluate", 10)]
+    #[safe_mps(label = "evaluate_mps", [vs])]
+    pub async fn evaluate(vs: &mut nn::VarStore, net: &nn::Sequential) -> Result<f64, TchError> {
+        let dev = vs.device();
+        let (xs, ys) = batch(256);
+        let _no_grad = tch::no_grad_guard();
+        let pred = net.forward(&xs.f_to_device(dev)?);
+        pred.f_mse_loss(&ys.f_to_device(dev)?, tch::Reduction::Mean)?
+            .f_double_value(&[])
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -113,6 +132,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         trainer.vs.device()
     );
     assert!(last < first / 10.0, "training did not converge");
+    let Trainer { vs, net, .. } = &mut trainer;
+    let held_out = evaluate(vs, net).await??;
+    println!("mean squared error on fresh data: {held_out:.5}");
 
     // A budget too small for the whole run: the timeout stops it between batches.
     let mut rushed = Trainer::new()?;

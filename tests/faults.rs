@@ -76,6 +76,21 @@ fn the_training_loop_under_timeout_async_stops_between_batches() {
 }
 
 #[test]
+fn the_examples_stacked_evaluation_falls_back_under_its_timeout() {
+    let _g = fresh();
+    let mut trainer = training_loop::Trainer::new().unwrap();
+    testing::inject_mps_failures(1);
+    let training_loop::Trainer { vs, net, .. } = &mut trainer;
+    let mse = block_on(training_loop::evaluate(vs, net))
+        .expect("in time")
+        .expect("the CPU retry works");
+    assert!(mse.is_finite() && mse > 0.0, "{mse}");
+    let stats = mps::stats();
+    let site = stats.site("evaluate_mps").unwrap();
+    assert_eq!((site.mps_errors(), site.fallbacks), (1, 1));
+}
+
+#[test]
 fn injected_mps_errors_during_the_a3c_example_updates() {
     let _g = fresh();
     tch::manual_seed(1);
