@@ -256,6 +256,25 @@ impl<F> Timeout<F> {
         }
     }
 
+    /// The pinned inner future, or `None` once the timer has won (see
+    /// [`get_ref`](Self::get_ref)): for a future that is not `Unpin` and
+    /// is changed through `Pin<&mut Self>` (a timer's `reset`, say).
+    /// Changing it does not move the deadline.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let mut fut = std::pin::pin!(opguard::timeout_async!(5, async { 7 }));
+    /// assert!(fut.as_mut().get_pin_mut().is_some());
+    /// assert_eq!(fut.await, Ok(7));
+    /// # });
+    /// ```
+    pub fn get_pin_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
+        match self.project().inner.project() {
+            InnerProj::Running { fut } => Some(fut),
+            InnerProj::Gone => None,
+        }
+    }
+
     /// Takes the inner future out, without its timeout, or `None` once the
     /// timer has won (see [`get_ref`](Self::get_ref)). A started timer is
     /// let go first: it wakes nothing at its deadline, and the inner future
@@ -974,6 +993,48 @@ mod tests {
         assert!(matches!(poll_once(Pin::new(&mut t)), Poll::Ready(Err(e)) if e.is_invalid()));
         assert!(t.get_ref().is_none());
         assert_eq!((polls.load(SeqCst), drops.load(SeqCst)), (0, 1));
+    }
+
+    pin_project! {
+        /// Pends until opened, which takes it pinned; not `Unpin`.
+        struct Gate {
+            open: bool,
+            #[pin]
+            pinned: std::marker::PhantomPinned,
+        }
+    }
+
+    impl Gate {
+        fn open(self: Pin<&mut Self>) {
+            *self.project().open = true;
+        }
+    }
+
+    impl Future for Gate {
+        type Output = u8;
+        fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<u8> {
+            if self.open {
+                Poll::Ready(9)
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    #[test]
+    fn a_pinned_inner_future_is_reachable_pinned_until_the_timer_wins() {
+        let gate = || Gate {
+            open: false,
+            pinned: std::marker::PhantomPinned,
+        };
+        let mut t = pin!(timeout(&SITE, 3600, gate()));
+        assert!(poll_once(t.as_mut()).is_pending());
+        t.as_mut().get_pin_mut().expect("not won").open();
+        assert!(matches!(poll_once(t.as_mut()), Poll::Ready(Ok(9))));
+
+        let mut t = pin!(timeout(&SITE, Duration::ZERO, gate()));
+        assert!(matches!(poll_once(t.as_mut()), Poll::Ready(Err(e)) if e.is_elapsed()));
+        assert!(t.as_mut().get_pin_mut().is_none());
     }
 
     #[test]
