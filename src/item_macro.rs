@@ -231,7 +231,7 @@ macro_rules! __opguard_item {
     };
     (@not_async) => {
         ::core::compile_error! {
-            "`#[timeout(..)]` wraps an `async fn`: `#[timeout(60)] #[safe_mps([xs])] async fn name(xs: Tensor) -> T { .. }`"
+            "`#[timeout(..)]`, like `timeout_async! { .. }`, wraps an `async fn`: `#[timeout(60)] #[safe_mps([xs])] async fn name(xs: Tensor) -> T { .. }`"
         }
     };
     (@emit $w:tt $($rest:tt)*) => {

@@ -681,6 +681,30 @@ mod stacked {
         assert_eq!(mps::stats().fallbacks, 2);
     }
 
+    timeout_async! {
+        /// Generics and a where clause pass through both.
+        #[safe_mps(label = "generic_stacked", [xs])]
+        #[timeout(Duration::from_secs(5))]
+        pub(crate) async fn scaled_by<'a, T>(xs: &'a mut Tensor, by: T) -> Tensor
+        where
+            T: Into<f64> + Copy + Send,
+        {
+            futures_timer::Delay::new(Duration::from_millis(1)).await;
+            &*xs * by.into()
+        }
+    }
+
+    #[test]
+    fn stacked_item_forms_keep_generics_and_where_clauses() {
+        let _g = fresh();
+        testing::inject_mps_failures(1);
+        let mut xs = Tensor::ones([2], (Kind::Float, Device::Cpu));
+        // `timeout_async!` with `#[safe_mps]` listed first: MPS work around the timeout.
+        let t = block_on(scaled_by(&mut xs, 4u8)).expect("in time");
+        assert_eq!(t.sum(Kind::Float).double_value(&[]), 8.0);
+        assert_eq!(mps::stats().site("generic_stacked").unwrap().fallbacks, 1);
+    }
+
     #[test]
     fn a_timeout_listed_first_has_one_deadline_for_both_attempts() {
         let _g = fresh();
