@@ -454,10 +454,24 @@ impl mps::MoveToCpu for Net {
 }
 
 impl Net {
+    /// Weights of 2 on MPS, so far as it says (they are on CPU).
+    fn on_mps() -> Self {
+        Net {
+            w: Tensor::full([3], 2.0, (Kind::Float, Device::Cpu)),
+            on: Device::Mps,
+            moves: 0,
+        }
+    }
+
+    /// The work: on its device, times its weights.
+    fn weigh(&self, xs: &Tensor) -> Result<Tensor, TchError> {
+        xs.f_to_device(self.on)?.f_mul(&self.w)
+    }
+
     safe_mps! {
         #[safe_mps(label = "net_forward", [self])]
         fn forward(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
-            xs.f_to_device(self.on)?.f_mul(&self.w)
+            self.weigh(xs)
         }
     }
 
@@ -465,7 +479,7 @@ impl Net {
         #[safe_mps([self])]
         async fn forward_async(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
             futures_timer::Delay::new(Duration::from_millis(1)).await;
-            xs.f_to_device(self.on)?.f_mul(&self.w)
+            self.weigh(xs)
         }
     }
 }
@@ -474,11 +488,7 @@ impl Net {
 fn item_form_methods_name_self_and_it_moves_before_the_retry() {
     let _g = fresh();
     let xs = Tensor::ones([3], (Kind::Float, Device::Cpu));
-    let mut net = Net {
-        w: Tensor::full([3], 2.0, (Kind::Float, Device::Cpu)),
-        on: Device::Mps,
-        moves: 0,
-    };
+    let mut net = Net::on_mps();
     // PyTorch's real MPS error on the first attempt; `self` moved; the retry on CPU.
     let out = net.forward(&xs).unwrap();
     assert_eq!(out.sum(Kind::Float).double_value(&[]), 6.0);
@@ -647,7 +657,7 @@ mod stacked {
             #[timeout(label = "timed_forward", 5)]
             #[safe_mps([self])]
             async fn timed_forward(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
-                xs.f_to_device(self.on)?.f_mul(&self.w)
+                self.weigh(xs)
             }
         }
 
@@ -656,7 +666,7 @@ mod stacked {
             #[timeout(label = "forward_timed", 5)]
             async fn forward_timed(&mut self, xs: &Tensor) -> Result<Tensor, TchError> {
                 futures_timer::Delay::new(Duration::from_millis(1)).await;
-                xs.f_to_device(self.on)?.f_mul(&self.w)
+                self.weigh(xs)
             }
         }
     }
@@ -665,11 +675,7 @@ mod stacked {
     fn stacked_methods_move_self_before_the_retry_in_either_order() {
         let _g = fresh();
         let xs = Tensor::ones([3], (Kind::Float, Device::Cpu));
-        let mut net = Net {
-            w: Tensor::full([3], 2.0, (Kind::Float, Device::Cpu)),
-            on: Device::Mps,
-            moves: 0,
-        };
+        let mut net = Net::on_mps();
         let out = block_on(net.timed_forward(&xs)).unwrap().unwrap();
         assert_eq!(out.sum(Kind::Float).double_value(&[]), 6.0);
         assert_eq!((net.moves, net.on), (1, Device::Cpu));
