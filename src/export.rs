@@ -8,7 +8,7 @@
 //! - `opguard_mps_errors_total`: MPS attempts that failed, with `kind` = `op`
 //!   or `device`.
 //! - `opguard_mps_fallbacks_total`: CPU retries after an MPS error, with
-//!   `outcome` = `ok` or `failed`.
+//!   `outcome` = `ok`, `failed`, or `abandoned` (dropped before they ended).
 //! - `opguard_mps_site_pinned` (gauge): 1 while op-level MPS errors keep the
 //!   call site on CPU, 0 once it uses MPS again.
 
@@ -72,7 +72,14 @@ pub(crate) fn mps_error(site: &'static MpsSite, kind: MpsErrorKind) {
 }
 
 pub(crate) fn fallback(site: &'static MpsSite, ok: bool) {
-    let outcome = if ok { "ok" } else { "failed" };
+    fallback_outcome(site, if ok { "ok" } else { "failed" });
+}
+
+pub(crate) fn fallback_abandoned(site: &'static MpsSite) {
+    fallback_outcome(site, "abandoned");
+}
+
+fn fallback_outcome(site: &'static MpsSite, outcome: &'static str) {
     metrics::counter!(
         "opguard_mps_fallbacks_total",
         "label" => site.label().unwrap_or(""),

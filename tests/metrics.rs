@@ -127,6 +127,62 @@ fn mps_events_are_recorded_per_site_and_kind() {
     );
 }
 
+/// A CPU retry dropped before it ends (a timeout around the work, say) is
+/// recorded as abandoned.
+#[cfg(feature = "tch")]
+#[test]
+fn an_abandoned_cpu_retry_is_recorded_as_such() {
+    use opguard::safe_mps;
+    use std::future::Future;
+    use std::task::Context;
+    use tch::{Device, Kind, TchError, Tensor};
+
+    opguard::mps::set_failure_threshold(100);
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let mut cut = Box::pin(safe_mps!(
+            label = "cut_short",
+            device = Device::Mps,
+            async |dev| {
+                // PyTorch's real error on MPS; on CPU, a retry that never ends.
+                let t = Tensor::f_ones([2], (Kind::Float, dev))?;
+                std::future::pending::<()>().await;
+                Ok::<_, TchError>(t)
+            }
+        ));
+        let waker = futures::task::noop_waker();
+        assert!(
+            cut.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        drop(cut);
+    });
+    let recorded: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| {
+            let labels: Vec<_> = key.key().labels().map(|l| (l.key(), l.value())).collect();
+            key.key().name() == "opguard_mps_fallbacks_total"
+                && labels.contains(&("label", "cut_short"))
+        })
+        .map(|(key, _, _, value)| {
+            let outcome = key
+                .key()
+                .labels()
+                .find(|l| l.key() == "outcome")
+                .map(|l| l.value().to_string());
+            (outcome, value)
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [(Some("abandoned".to_string()), DebugValue::Counter(1))]
+    );
+}
+
 /// Each call asks for the recorder in force: a call site's attempts reach
 /// a recorder that came after its first calls, and one that is gone no more.
 #[cfg(feature = "tch")]

@@ -725,9 +725,17 @@ mod stacked {
         assert_eq!(e.label(), Some("stacked_outer"));
         assert_eq!(clock.elapsed(), Duration::from_millis(250));
         assert_eq!(attempts.get(), 2);
-        // The retry was cancelled: neither a fallback that worked nor one that failed.
+        // The retry was cut short: abandoned, neither a fallback that worked nor one that failed.
         let s = mps::stats();
-        assert_eq!((s.mps_errors, s.fallbacks, s.failed_fallbacks), (1, 0, 0));
+        assert_eq!(
+            (
+                s.mps_errors,
+                s.fallbacks,
+                s.failed_fallbacks,
+                s.abandoned_fallbacks
+            ),
+            (1, 0, 0, 1)
+        );
         assert_eq!(logs_containing("'stacked_inner': MPS error at").len(), 1);
     }
 

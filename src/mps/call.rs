@@ -156,14 +156,25 @@ impl<D: Dev> Driver<D> {
     /// than "go ahead": trials, a pinned site, MPS disabled, injection.
     #[inline(never)]
     fn admitting(site: &'static MpsSite, device: D, named: bool) -> Self {
+        // Straight to CPU, the usual answer here, builds the driver whole,
+        // in the caller's place for it (see `new`).
+        let Some(admission) = registry::admit(site) else {
+            return Driver {
+                site,
+                stage: Self::on_cpu(named),
+                device: D::cpu(),
+                admission: None,
+                named,
+            };
+        };
         let mut driver = Driver {
             site,
-            stage: Stage::Once,
+            stage: Stage::First,
             device,
-            admission: None,
+            admission: Some(admission),
             named,
         };
-        driver.admit();
+        driver.admitted();
         driver
     }
 
@@ -192,11 +203,16 @@ impl<D: Dev> Driver<D> {
             return;
         };
         self.admission = Some(admission);
+        self.stage = Stage::First;
+        self.admitted();
+    }
+
+    /// Admitted to MPS: the first attempt comes, unless an injected failure
+    /// stands for it.
+    #[inline]
+    fn admitted(&mut self) {
         if registry::take_injected() {
-            // An injected failure stands for the first attempt.
             self.failed(MpsErrorKind::Device, registry::INJECTED_MESSAGE);
-        } else {
-            self.stage = Stage::First;
         }
     }
 
@@ -365,10 +381,23 @@ impl<D: Dev> Driver<D> {
 impl<D> Drop for Driver<D> {
     #[inline]
     fn drop(&mut self) {
-        // The first attempt was dropped (its future cancelled) before its
-        // outcome was known.
+        if self.stage != Stage::Done {
+            self.dropped_early();
+        }
+    }
+}
+
+impl<D> Driver<D> {
+    /// Dropped before the call ended: its future cancelled, or a panic on
+    /// the way (in moving the named values, say).
+    #[cold]
+    fn dropped_early(&mut self) {
+        // The first attempt, before its outcome was known.
         if let Some(admission) = self.admission.take() {
             registry::abandoned(self.site, admission);
+        }
+        if matches!(self.stage, Stage::MoveThenRetry | Stage::Retry) {
+            registry::fallback_abandoned(self.site);
         }
     }
 }
@@ -978,5 +1007,67 @@ mod tests {
         assert_eq!(site.pin.state(), MpsState::Disabled, "abandoned");
         let (_, steps) = call(site, Some(Mps), &on(Cpu), |_| Out::Value(0));
         assert_eq!(steps, [Step::MoveToCpu, Step::Run(Cpu)], "pinned again");
+    }
+
+    #[test]
+    fn a_cpu_retry_dropped_before_it_ends_counts_as_abandoned() {
+        let _g = fresh();
+        let site = site!();
+        // The attempt on MPS fails; the retry on CPU pends for ever, and is dropped.
+        let mut fut = Box::pin(async {
+            crate::__opguard_drive!(
+                Driver::new(site, Some(Mps), false),
+                probe: false,
+                move_to_cpu: {},
+                run: |driver, dev| {
+                    attempt_async(driver.mode(), async move {
+                        match dev {
+                            Mps => body_value(Out::Error(DEVICE)),
+                            Cpu => std::future::pending::<Value>().await,
+                        }
+                    })
+                    .await
+                },
+            )
+        });
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(stats(site).abandoned_fallbacks, 0, "still running");
+        drop(fut);
+        let s = stats(site);
+        assert_eq!(
+            (
+                s.device_errors,
+                s.fallbacks,
+                s.failed_fallbacks,
+                s.abandoned_fallbacks
+            ),
+            (1, 0, 0, 1)
+        );
+        assert_eq!(mps::stats().abandoned_fallbacks, 1);
+    }
+
+    #[test]
+    fn a_panic_moving_the_named_values_abandons_the_retry() {
+        let _g = fresh();
+        let site = site!();
+        let moving = || -> () { panic_any("the move") };
+        let out = catch_unwind(|| {
+            crate::__opguard_drive!(
+                Driver::new(site, Some(Mps), true),
+                probe: true,
+                move_to_cpu: { moving() },
+                run: |driver, _dev| driver.attempt(|| body_value(Out::Error(DEVICE))),
+            )
+        });
+        assert_eq!(payload_text(out), "the move");
+        let s = stats(site);
+        assert_eq!((s.device_errors, s.abandoned_fallbacks), (1, 1));
+        // A call that ends, however it ends, is not abandoned.
+        let _ = call(site, Some(Mps), &on(Cpu), |_| Out::Panic(OTHER));
+        let _ = call(site, Some(Mps), &on(Cpu), |_| Out::Error(DEVICE));
+        let _ = call(site, Some(Mps), &on(Cpu), |_| Out::Value(1));
+        assert_eq!(stats(site).abandoned_fallbacks, 1);
     }
 }

@@ -95,6 +95,10 @@ pub struct MpsStats {
     pub fallbacks: u64,
     /// CPU retries that failed as well.
     pub failed_fallbacks: u64,
+    /// CPU retries abandoned before they ended: their future dropped (by a
+    /// timeout around the work, say), or a panic while the named values
+    /// moved to CPU.
+    pub abandoned_fallbacks: u64,
     /// Calls sent straight to CPU because their call site was pinned or MPS was disabled.
     pub skipped: u64,
     /// How often MPS has been disabled for the whole process.
@@ -142,6 +146,7 @@ pub fn stats() -> MpsStats {
         device_errors: sum(|s| s.device_errors),
         fallbacks: sum(|s| s.fallbacks),
         failed_fallbacks: sum(|s| s.failed_fallbacks),
+        abandoned_fallbacks: sum(|s| s.abandoned_fallbacks),
         skipped: sum(|s| s.skipped),
         times_disabled: TIMES_DISABLED.load(Ordering::Relaxed),
         pinned_sites: sites.iter().filter(|s| s.pinned).count(),
@@ -313,6 +318,12 @@ pub(crate) fn failed(
 #[cold]
 pub(crate) fn fell_back(site: &'static MpsSite, ok: bool) {
     report::mps::fallback(site, ok);
+}
+
+/// The CPU retry was abandoned before it ended.
+#[cold]
+pub(crate) fn fallback_abandoned(site: &'static MpsSite) {
+    report::mps::fallback_abandoned(site);
 }
 
 /// The admitted attempt was dropped before its outcome was known.

@@ -35,9 +35,11 @@ pub(crate) enum Event {
     Skipped,
     /// The site was pinned to CPU.
     Pinned,
+    /// A CPU retry abandoned before it ended.
+    AbandonedFallback,
 }
 
-const EVENTS: usize = 7;
+const EVENTS: usize = 8;
 
 /// The events counted per thread ([`tally`]): one of them comes with nearly
 /// every call, an attempt while MPS works, a skip while it does not.
@@ -194,6 +196,7 @@ impl MpsSite {
             device_errors: self.get(Event::DeviceError),
             fallbacks: self.get(Event::Fallback),
             failed_fallbacks: self.get(Event::FailedFallback),
+            abandoned_fallbacks: self.get(Event::AbandonedFallback),
             skipped: self.get(Event::Skipped),
             pinned: self.pinned(),
             times_pinned: self.get(Event::Pinned),
@@ -240,6 +243,10 @@ pub struct MpsSiteStats {
     pub fallbacks: u64,
     /// CPU retries that failed as well.
     pub failed_fallbacks: u64,
+    /// CPU retries abandoned before they ended: their future dropped (by a
+    /// timeout around the work, say), or a panic while the named values
+    /// moved to CPU.
+    pub abandoned_fallbacks: u64,
     /// Calls sent straight to CPU: this site pinned, or MPS disabled.
     pub skipped: u64,
     /// Whether an op-level MPS error keeps this site on CPU now.
@@ -267,6 +274,7 @@ mod tests {
             Event::DeviceError,
             Event::Fallback,
             Event::FailedFallback,
+            Event::AbandonedFallback,
             Event::Skipped,
             Event::Pinned,
         ];

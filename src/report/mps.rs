@@ -248,6 +248,16 @@ pub(crate) fn fallback(site: &'static MpsSite, ok: bool) {
     );
 }
 
+/// A CPU retry abandoned before it ended: counted, and no more (whatever
+/// cut it short, a timeout say, reports itself). This runs where the call is
+/// dropped, maybe while a panic unwinds, so the recorder's own panic stops
+/// here (its hook has printed it).
+pub(crate) fn fallback_abandoned(site: &'static MpsSite) {
+    site.count(Event::AbandonedFallback);
+    #[cfg(feature = "metrics")]
+    crate::contain::contain(|| crate::export::fallback_abandoned(site));
+}
+
 /// `'label': ` when the site has a label, else nothing.
 struct Labelled(Option<&'static str>);
 
