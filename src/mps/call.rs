@@ -618,6 +618,26 @@ mod tests {
         (out, steps.into_inner())
     }
 
+    /// A call of the device form, MPS forced, through the async loop with
+    /// `body` as its work, polled once: it must pend. Handed back to be dropped.
+    fn pending_call<F: Future<Output = Value>>(
+        site: &'static MpsSite,
+        body: impl Fn(Fake) -> F,
+    ) -> std::pin::Pin<Box<impl Future<Output = Value>>> {
+        let mut fut = Box::pin(async move {
+            crate::__opguard_drive!(
+                Driver::new(site, Some(Mps), false),
+                probe: false,
+                move_to_cpu: {},
+                run: |driver, dev| attempt_async(driver.mode(), body(dev)).await,
+            )
+        });
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        fut
+    }
+
     async fn yield_once() {
         let mut yielded = false;
         poll_fn(|cx| {
@@ -987,19 +1007,7 @@ mod tests {
         let _ = call(site, Some(Mps), &on(Cpu), |_| Out::Error(OP));
         mps::set_cooldown(0).unwrap();
         // The trial starts, pends for ever, and is dropped.
-        let mut fut = Box::pin(async {
-            crate::__opguard_drive!(
-                Driver::new(site, Some(Mps), false),
-                probe: false,
-                move_to_cpu: {},
-                run: |driver, _dev| {
-                    attempt_async(driver.mode(), std::future::pending::<Value>()).await
-                },
-            )
-        });
-        let waker = futures::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        let fut = pending_call(site, |_| std::future::pending());
         assert_eq!(stats(site).mps_attempts, 2, "the trial ran");
         assert_eq!(site.pin.state(), MpsState::Probing);
         mps::set_cooldown(Duration::from_secs(3600)).unwrap();
@@ -1014,25 +1022,12 @@ mod tests {
         let _g = fresh();
         let site = site!();
         // The attempt on MPS fails; the retry on CPU pends for ever, and is dropped.
-        let mut fut = Box::pin(async {
-            crate::__opguard_drive!(
-                Driver::new(site, Some(Mps), false),
-                probe: false,
-                move_to_cpu: {},
-                run: |driver, dev| {
-                    attempt_async(driver.mode(), async move {
-                        match dev {
-                            Mps => body_value(Out::Error(DEVICE)),
-                            Cpu => std::future::pending::<Value>().await,
-                        }
-                    })
-                    .await
-                },
-            )
+        let fut = pending_call(site, |dev| async move {
+            match dev {
+                Mps => body_value(Out::Error(DEVICE)),
+                Cpu => std::future::pending().await,
+            }
         });
-        let waker = futures::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        assert!(fut.as_mut().poll(&mut cx).is_pending());
         assert_eq!(stats(site).abandoned_fallbacks, 0, "still running");
         drop(fut);
         let s = stats(site);
