@@ -2,7 +2,9 @@
 //! clock entered where a timeout starts (feature `test-util`), or the paused
 //! clock of the tokio runtime it starts in (feature `tokio`).
 
-use std::panic::{AssertUnwindSafe, RefUnwindSafe, UnwindSafe};
+#[cfg(feature = "tokio")]
+use std::panic::AssertUnwindSafe;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
