@@ -49,7 +49,12 @@
 //! itself, to the next deadline, once every timeout waiting on it is idle:
 //! none is being polled, and none has been started, polled or dropped for
 //! [`settle`](TestClock::set_settle) of real time (1 ms unless set). So a test
-//! that awaits a 30 s timeout finishes at once. The clock cannot see tasks
+//! that awaits a 30 s timeout finishes at once. A deadline it reaches holds
+//! it there until the woken timeout is polled or dropped, however long its
+//! task waits for its turn, so that what the task does next (start the next
+//! timeout, say) counts from that deadline; should the timeout not be
+//! polled within a second of real time (or `settle`, if longer), the clock
+//! moves on without it and logs a warning. The clock cannot see tasks
 //! that hold no timeout of its own: a task that wakes a timed future after
 //! more real time than `settle` (real I/O, a thread, a timer of another
 //! kind) may find it timed out; use a longer settle, or a clock that moves
@@ -63,7 +68,7 @@
 //! timeout on a test clock takes the clock's lock on each poll.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -121,6 +126,10 @@ struct State {
     horizon: Duration,
     /// Waiting deadlines, by (due, order of start): the waker to wake.
     waiting: BTreeMap<(Duration, u64), Option<Waker>>,
+    /// Deadlines that fired and whose timeouts have not been polled or
+    /// dropped since: their tasks are still to run, so the auto-advance
+    /// waits for them (up to [`patience`]).
+    unseen: BTreeSet<(Duration, u64)>,
     next_order: u64,
     /// Auto-advance after this much quiet real time; `None`: only when told.
     settle: Option<Duration>,
@@ -154,6 +163,7 @@ impl TestClock {
                 elapsed: Duration::ZERO,
                 horizon: horizon(start),
                 waiting: BTreeMap::new(),
+                unseen: BTreeSet::new(),
                 next_order: 0,
                 settle: None,
                 driven: false,
@@ -450,9 +460,10 @@ impl Shared {
             if entry.key().0 > to {
                 break;
             }
-            let (due, _) = *entry.key();
+            let key = *entry.key();
             woken.extend(entry.remove());
-            s.elapsed = s.elapsed.max(due);
+            s.unseen.insert(key);
+            s.elapsed = s.elapsed.max(key.0);
         }
         s.elapsed = s.elapsed.max(to);
         drop(s);
@@ -554,7 +565,12 @@ impl TestDeadline {
             }
             match s.waiting.get_mut(&self.key) {
                 Some(slot) => slot.replace(waker),
-                None => return Poll::Ready(Outcome::Elapsed),
+                None => {
+                    s.unseen.remove(&self.key);
+                    drop(s);
+                    drop(waker);
+                    return Poll::Ready(Outcome::Elapsed);
+                }
             }
         };
         drop(old);
@@ -565,9 +581,16 @@ impl TestDeadline {
         &self.clock
     }
 
-    /// Whether the clock has reached the deadline.
+    /// Whether the clock has reached the deadline. Asked as its timeout is
+    /// polled, so a deadline found fired counts as seen from here on: the
+    /// auto-advance no longer waits for its task.
     pub(crate) fn has_fired(&self) -> bool {
-        !self.clock.lock().waiting.contains_key(&self.key)
+        let mut s = self.clock.lock();
+        if s.waiting.contains_key(&self.key) {
+            return false;
+        }
+        s.unseen.remove(&self.key);
+        true
     }
 
     /// The deadline, in nanoseconds of the clock's own time.
@@ -578,7 +601,11 @@ impl TestDeadline {
 
 impl Drop for TestDeadline {
     fn drop(&mut self) {
-        let waker = self.clock.lock().waiting.remove(&self.key);
+        let waker = {
+            let mut s = self.clock.lock();
+            s.unseen.remove(&self.key);
+            s.waiting.remove(&self.key)
+        };
         drop(waker);
         self.clock.touch();
     }
@@ -589,27 +616,61 @@ impl Drop for TestDeadline {
 /// may outlive its clock.
 const IDLE_NAP: Duration = Duration::from_millis(10);
 
+/// How long, in real time, an auto-advancing clock that is otherwise quiet
+/// waits for the tasks of deadlines it fired to poll (or drop) their
+/// timeouts before it moves on without them: `settle`, and at least a
+/// second, far longer than a woken task waits for its turn even on a loaded
+/// machine. A timeout kept past its deadline and never polled again then
+/// slows the clock once, not at every step.
+fn patience(settle: Duration) -> Duration {
+    settle.max(Duration::from_secs(1))
+}
+
 /// The auto-advance thread of one clock: runs while the clock lives and
 /// auto-advances.
 fn drive(weak: Weak<Shared>) {
     let mut seen = u64::MAX;
+    // Since when the clock has been quiet but for fired deadlines whose
+    // tasks have not run yet.
+    let mut held_since: Option<Instant> = None;
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
         };
         #[cfg(test)]
         shared.looks.fetch_add(1, Ordering::Relaxed);
-        let s = shared.lock();
+        let mut s = shared.lock();
         let Some(settle) = s.settle else {
-            let mut s = s;
             s.driven = false;
             return;
         };
         let activity = shared.activity.load(Ordering::Relaxed);
         let quiet = activity == seen && shared.in_poll.load(Ordering::Acquire) == 0;
         seen = activity;
-        if quiet && !s.waiting.is_empty() {
+        if !quiet || s.unseen.is_empty() {
+            held_since = None;
+        }
+        // A task woken by a deadline runs before the clock moves on, so
+        // that the timeouts it starts then count from this reading; unless
+        // it has not for `patience`.
+        let held = !s.unseen.is_empty()
+            && held_since.get_or_insert_with(Instant::now).elapsed() < patience(settle);
+        if quiet && !s.waiting.is_empty() && !held {
+            let given_up = std::mem::take(&mut s.unseen).len();
             drop(s);
+            held_since = None;
+            if given_up > 0 {
+                // The logger is the user's: no lock held, and contained on
+                // this thread.
+                crate::contain::contain(|| {
+                    log::warn!(
+                        target: "opguard",
+                        "the test clock moved on after {:?} of real time with {given_up} \
+                         timeout(s) past their deadline and not polled since",
+                        patience(settle)
+                    );
+                });
+            }
             // Wakers run here, on this clock's own thread: contained.
             shared.advance_to_next(true);
             seen = u64::MAX;
@@ -661,5 +722,26 @@ mod tests {
             "looked {looks} times in 200 ms with nothing waiting"
         );
         clock.set_settle(None);
+    }
+
+    #[test]
+    fn a_fired_deadline_is_forgotten_once_its_timeout_is_polled_or_dropped() {
+        let clock = TestClock::new();
+        let shared = &clock.handle.shared;
+        let start = |after| match shared.start(after, std::task::Waker::noop()) {
+            Started::Waiting(deadline) => deadline,
+            _ => unreachable!("a deadline 1 s or 2 s on waits"),
+        };
+        let (mut polled, dropped) = (start(Duration::from_secs(1)), start(Duration::from_secs(2)));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(shared.lock().unseen.len(), 2, "both fired, neither seen");
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(polled.poll(&mut cx).is_ready());
+        assert_eq!(shared.lock().unseen.len(), 1);
+        drop(dropped);
+        assert!(shared.lock().unseen.is_empty());
+        drop(polled);
+        let s = shared.lock();
+        assert!(s.waiting.is_empty() && s.unseen.is_empty());
     }
 }

@@ -600,8 +600,11 @@ mod stacked {
     use opguard::{TimeoutError, timeout_async};
 
     /// A clock that jumps to the next deadline after 100 ms of real time in
-    /// which no timeout moved: long enough for the woken task to be polled
-    /// on a loaded machine before the clock goes on to a later deadline.
+    /// which no timeout moved. It waits for a woken timeout to be polled
+    /// whatever its settle; the 100 ms are for what the task does between
+    /// that and starting its next timeout (the real MPS error, a fallback's
+    /// log line, a tensor moved), which on a loaded machine can take longer
+    /// than the default 1 ms.
     fn clock() -> TestClock {
         let clock = TestClock::new();
         clock.set_settle(Some(Duration::from_millis(100)));

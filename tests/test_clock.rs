@@ -315,6 +315,92 @@ fn auto_advance_lets_a_future_that_finishes_in_time_finish() {
     assert_eq!(clock.elapsed(), Duration::ZERO);
 }
 
+/// Waits, in real time (20 s at most), until `woken` holds `name`.
+fn wait_for_wake(woken: &Mutex<Vec<&'static str>>, name: &str) {
+    let start = Instant::now();
+    while !woken.lock().unwrap().contains(&name) {
+        assert!(
+            start.elapsed() < secs(20),
+            "{name} was not woken: the clock stopped advancing"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn auto_advance_waits_for_a_woken_timeout_to_be_polled_before_moving_on() {
+    let clock = TestClock::auto_advancing();
+    // Long enough that the test thread, between polling one timeout and
+    // starting the next, does not look idle even on a loaded machine.
+    clock.set_settle(Some(Duration::from_millis(50)));
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let waker = |name| Waker::from(Arc::new(Named(name, woken.clone())));
+    let (first_waker, second_waker, third_waker) = (waker("10s"), waker("20s"), waker("+5s"));
+    let entered = clock.enter();
+    let (mut first, mut second) = (hang(10), hang(20));
+    assert!(poll_with(first.as_mut(), &first_waker).is_pending());
+    assert!(poll_with(second.as_mut(), &second_waker).is_pending());
+    drop(entered);
+
+    // The first deadline fires; its task is slow to run (ten settles of
+    // real time): the clock stays where it woke it.
+    wait_for_wake(&woken, "10s");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(*woken.lock().unwrap(), ["10s"]);
+    assert_eq!(clock.elapsed(), secs(10), "moved on before its task ran");
+
+    // The task runs: its timeout ended at its deadline, and the timeout it
+    // starts next counts from there, so it comes before the 20 s one.
+    let Poll::Ready(Err(err)) = poll_with(first.as_mut(), &first_waker) else {
+        panic!("the first timeout did not end at its deadline");
+    };
+    assert!(err.is_elapsed());
+    let entered = clock.enter();
+    let mut third = hang(5);
+    assert!(poll_with(third.as_mut(), &third_waker).is_pending());
+    drop(entered);
+    wait_for_wake(&woken, "20s");
+    assert_eq!(*woken.lock().unwrap(), ["10s", "+5s", "20s"]);
+    assert_eq!(clock.elapsed(), secs(20));
+}
+
+#[test]
+fn auto_advance_moves_on_from_timeouts_past_their_deadline_that_are_never_polled() {
+    common::capture_logs();
+    let clock = TestClock::auto_advancing();
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let entered = clock.enter();
+    // Two timeouts polled once and then kept, never polled again: the
+    // clock cannot wait for them for ever.
+    let mut kept = [hang(7), hang(7)];
+    for fut in &mut kept {
+        assert!(poll_with(fut.as_mut(), Waker::noop()).is_pending());
+    }
+    let mut later = hang(30);
+    let later_waker = Waker::from(Arc::new(Named("30s", woken.clone())));
+    assert!(poll_with(later.as_mut(), &later_waker).is_pending());
+    drop(entered);
+
+    wait_for_wake(&woken, "30s");
+    assert_eq!(clock.elapsed(), secs(30));
+    let said = common::captured_logs()
+        .into_iter()
+        .filter(|line| line.contains("test clock moved on"))
+        .collect::<Vec<_>>();
+    assert!(
+        said.iter()
+            .any(|line| line.starts_with("WARN") && line.contains("with 2 timeout(s)")),
+        "no warning naming the two: {said:?}"
+    );
+    // Polled at last, they end at their deadline all the same.
+    for fut in &mut kept {
+        let Poll::Ready(Err(err)) = poll_with(fut.as_mut(), Waker::noop()) else {
+            panic!("a kept timeout did not end");
+        };
+        assert!(err.is_elapsed());
+    }
+}
+
 #[test]
 fn a_bound_future_enters_its_clock_on_every_poll() {
     let clock = TestClock::new();
