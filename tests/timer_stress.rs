@@ -129,6 +129,11 @@ struct Kept {
     wakes: Arc<AtomicUsize>,
     act: Act,
     act_at: Instant,
+    /// What happened to it, for the message should it never be woken.
+    length: Duration,
+    polls: u32,
+    new_wakers: u32,
+    last_poll: Instant,
 }
 
 impl Kept {
@@ -160,6 +165,7 @@ impl Kept {
         let old_data = (old.data(), old.vtable());
         drop(old);
         self.flag = Flag::new(&self.wakes);
+        self.new_wakers += 1;
         self.waker = if boxed {
             boxed::new(&self.flag)
         } else {
@@ -173,6 +179,8 @@ impl Kept {
 
     /// Polls it with its current waker; `None` once it has ended.
     fn poll(mut self, tally: &Tally) -> Option<Kept> {
+        self.polls += 1;
+        self.last_poll = Instant::now();
         let out = self
             .timeout
             .as_mut()
@@ -218,6 +226,10 @@ fn start(after: Duration, rng: &mut Rng, tally: &Tally) -> Option<Kept> {
         wakes,
         act: Act::Wait,
         act_at: due,
+        length: after,
+        polls: 0,
+        new_wakers: 0,
+        last_poll: Instant::now(),
     };
     kept.draw(after, rng);
     kept.poll(tally)
@@ -274,7 +286,16 @@ fn run(n: usize, end: Instant, inbox: Receiver<Kept>, outboxes: Outboxes, tally:
                 _ if k.flag.woken.swap(false, SeqCst) => k.poll(tally),
                 _ => {
                     let past = k.due.elapsed();
-                    assert!(past < LOST_AFTER, "not woken {past:?} past its deadline");
+                    assert!(
+                        past < LOST_AFTER,
+                        "not woken {past:?} past its deadline: a timeout of {:?}, polled {} \
+                         times (the last {:?} ago), with {} new wakers, woken {} times",
+                        k.length,
+                        k.polls,
+                        k.last_poll.elapsed(),
+                        k.new_wakers,
+                        k.wakes.load(SeqCst),
+                    );
                     Some(k)
                 }
             };
