@@ -21,8 +21,10 @@ pub(crate) trait Deadline: Send + Sync + UnwindSafe + RefUnwindSafe {
     /// shut down); otherwise keeps `cx`'s waker registered.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome>;
 
-    /// Whether the clock has reached the deadline.
-    fn has_fired(&self) -> bool;
+    /// A poll of its timeout begins: whether the clock has reached the
+    /// deadline. (A test clock also learns that whatever woke the timeout
+    /// has been seen.)
+    fn begin_poll(&self) -> bool;
 
     /// The deadline, for comparing nested timeouts on the same clock.
     fn due(&self) -> u64;
@@ -30,6 +32,12 @@ pub(crate) trait Deadline: Send + Sync + UnwindSafe + RefUnwindSafe {
     /// The test clock it waits on, if it does.
     #[cfg(feature = "test-util")]
     fn test_clock(&self) -> Option<&std::sync::Arc<crate::test_clock::Shared>> {
+        None
+    }
+
+    /// The waker to poll the timed future with instead of `waker`, if the
+    /// clock needs to see its wakes (a test clock does).
+    fn tap(&mut self, _waker: &std::task::Waker) -> Option<std::task::Waker> {
         None
     }
 }
@@ -40,8 +48,8 @@ impl Deadline for crate::test_clock::TestDeadline {
         crate::test_clock::TestDeadline::poll(self, cx)
     }
 
-    fn has_fired(&self) -> bool {
-        crate::test_clock::TestDeadline::has_fired(self)
+    fn begin_poll(&self) -> bool {
+        crate::test_clock::TestDeadline::begin_poll(self)
     }
 
     fn due(&self) -> u64 {
@@ -50,6 +58,10 @@ impl Deadline for crate::test_clock::TestDeadline {
 
     fn test_clock(&self) -> Option<&std::sync::Arc<crate::test_clock::Shared>> {
         Some(self.clock())
+    }
+
+    fn tap(&mut self, waker: &std::task::Waker) -> Option<std::task::Waker> {
+        Some(crate::test_clock::TestDeadline::tap(self, waker))
     }
 }
 
@@ -87,7 +99,7 @@ impl Deadline for TokioDeadline {
         }
     }
 
-    fn has_fired(&self) -> bool {
+    fn begin_poll(&self) -> bool {
         self.sleep.is_elapsed()
     }
 

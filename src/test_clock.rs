@@ -49,12 +49,15 @@
 //! itself, to the next deadline, once every timeout waiting on it is idle:
 //! none is being polled, and none has been started, polled or dropped for
 //! [`settle`](TestClock::set_settle) of real time (1 ms unless set). So a test
-//! that awaits a 30 s timeout finishes at once. A deadline it reaches holds
-//! it there until the woken timeout is polled or dropped, however long its
-//! task waits for its turn, so that what the task does next (start the next
-//! timeout, say) counts from that deadline; should the timeout not be
-//! polled within a second of real time (or `settle`, if longer), the clock
-//! moves on without it and logs a warning. The clock cannot see tasks
+//! that awaits a 30 s timeout finishes at once. A timeout that is woken,
+//! by its deadline or by its own future waking its task (a yield, a busy
+//! loop, a message from another thread), holds the clock until it is polled
+//! or dropped, however long its task waits for its turn: what the task does
+//! next (start the next timeout, say) counts from where the clock stood.
+//! (Not on its very first poll, which is over before the timeout knows its
+//! clock.) Should such a timeout not be polled within a second of real time
+//! (or `settle`, if longer), the clock moves on without it and logs a
+//! warning. The clock cannot see tasks
 //! that hold no timeout of its own: a task that wakes a timed future after
 //! more real time than `settle` (real I/O, a thread, a timer of another
 //! kind) may find it timed out; use a longer settle, or a clock that moves
@@ -75,7 +78,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use crate::controlled::Started;
@@ -126,10 +129,10 @@ struct State {
     horizon: Duration,
     /// Waiting deadlines, by (due, order of start): the waker to wake.
     waiting: BTreeMap<(Duration, u64), Option<Waker>>,
-    /// Deadlines that fired and whose timeouts have not been polled or
-    /// dropped since: their tasks are still to run, so the auto-advance
-    /// waits for them (up to [`patience`]).
-    unseen: BTreeSet<(Duration, u64)>,
+    /// Started timeouts woken (their deadline fired, or their future woke
+    /// its task) and not polled or dropped since: their tasks are still to
+    /// run, so the auto-advance waits for them (up to [`patience`]).
+    to_poll: BTreeSet<(Duration, u64)>,
     next_order: u64,
     /// Auto-advance after this much quiet real time; `None`: only when told.
     settle: Option<Duration>,
@@ -163,7 +166,7 @@ impl TestClock {
                 elapsed: Duration::ZERO,
                 horizon: horizon(start),
                 waiting: BTreeMap::new(),
-                unseen: BTreeSet::new(),
+                to_poll: BTreeSet::new(),
                 next_order: 0,
                 settle: None,
                 driven: false,
@@ -443,6 +446,8 @@ impl Shared {
         Started::Waiting(Box::new(TestDeadline {
             clock: Arc::clone(self),
             key,
+            tap: None,
+            retired: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -462,7 +467,7 @@ impl Shared {
             }
             let key = *entry.key();
             woken.extend(entry.remove());
-            s.unseen.insert(key);
+            s.to_poll.insert(key);
             s.elapsed = s.elapsed.max(key.0);
         }
         s.elapsed = s.elapsed.max(to);
@@ -544,6 +549,11 @@ fn farthest(start: Instant, limit: Duration) -> Duration {
 pub(crate) struct TestDeadline {
     clock: Arc<Shared>,
     key: (Duration, u64),
+    /// The waker its future was last polled with, tapped ([`Tap`]).
+    tap: Option<Arc<Tap>>,
+    /// Set, under the clock's lock, when it drops: its taps then no longer
+    /// hold the clock.
+    retired: Arc<AtomicBool>,
 }
 
 impl TestDeadline {
@@ -551,7 +561,7 @@ impl TestDeadline {
     /// (every handle of a clock moved by hand dropped); otherwise keeps
     /// `cx`'s waker registered.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
-        if self.has_fired() {
+        if self.has_ended() {
             return Poll::Ready(Outcome::Elapsed);
         }
         // Cloned, and the old one dropped, outside the lock: user code.
@@ -566,7 +576,7 @@ impl TestDeadline {
             match s.waiting.get_mut(&self.key) {
                 Some(slot) => slot.replace(waker),
                 None => {
-                    s.unseen.remove(&self.key);
+                    s.to_poll.remove(&self.key);
                     drop(s);
                     drop(waker);
                     return Poll::Ready(Outcome::Elapsed);
@@ -581,16 +591,46 @@ impl TestDeadline {
         &self.clock
     }
 
-    /// Whether the clock has reached the deadline. Asked as its timeout is
-    /// polled, so a deadline found fired counts as seen from here on: the
-    /// auto-advance no longer waits for its task.
-    pub(crate) fn has_fired(&self) -> bool {
+    /// Whether the clock has reached the deadline, which ends its timeout:
+    /// nothing is left to poll then. (A wake of its future during the poll
+    /// that ends in this still holds the clock otherwise.)
+    fn has_ended(&self) -> bool {
         let mut s = self.clock.lock();
         if s.waiting.contains_key(&self.key) {
             return false;
         }
-        s.unseen.remove(&self.key);
+        s.to_poll.remove(&self.key);
         true
+    }
+
+    /// A poll of its timeout begins: whatever woke the timeout counts as
+    /// seen from here on (the auto-advance no longer waits for its task).
+    /// Whether the clock has reached the deadline.
+    pub(crate) fn begin_poll(&self) -> bool {
+        let mut s = self.clock.lock();
+        s.to_poll.remove(&self.key);
+        !s.waiting.contains_key(&self.key)
+    }
+
+    /// The waker to poll the timed future with: `waker`, tapped, so that
+    /// the clock learns when the future wakes its task (and waits for the
+    /// poll that follows). The same tap while the task's waker stays the
+    /// same.
+    pub(crate) fn tap(&mut self, waker: &Waker) -> Waker {
+        if let Some(tap) = &self.tap
+            && tap.waker.will_wake(waker)
+        {
+            return Waker::from(Arc::clone(tap));
+        }
+        let tap = Arc::new(Tap {
+            waker: waker.clone(),
+            clock: Arc::downgrade(&self.clock),
+            key: self.key,
+            retired: Arc::clone(&self.retired),
+        });
+        // The old tap, and the waker in it, go with no lock held.
+        drop(self.tap.replace(Arc::clone(&tap)));
+        Waker::from(tap)
     }
 
     /// The deadline, in nanoseconds of the clock's own time.
@@ -603,11 +643,49 @@ impl Drop for TestDeadline {
     fn drop(&mut self) {
         let waker = {
             let mut s = self.clock.lock();
-            s.unseen.remove(&self.key);
+            self.retired.store(true, Ordering::Relaxed);
+            s.to_poll.remove(&self.key);
             s.waiting.remove(&self.key)
         };
         drop(waker);
         self.clock.touch();
+        // The tap, and the task's waker in it, drop after this, with no
+        // lock held.
+    }
+}
+
+/// The waker a timed future is polled with on a test clock: the task's
+/// own, and waking it also tells the clock that the timeout is to be polled,
+/// so that a future that wakes its task (a yield, a busy loop, a channel
+/// fed from another thread) holds the clock until its task has run, however
+/// long that task waits for its turn.
+struct Tap {
+    waker: Waker,
+    /// Not kept alive by a waker that outlives it.
+    clock: Weak<Shared>,
+    key: (Duration, u64),
+    /// Its timeout's deadline dropped: nothing is to be polled.
+    retired: Arc<AtomicBool>,
+}
+
+impl Wake for Tap {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(clock) = self.clock.upgrade() {
+            let mut s = clock.lock();
+            // Read under the lock that its deadline's drop sets it under:
+            // a wake that comes after the drop marks nothing.
+            if !self.retired.load(Ordering::Relaxed) {
+                s.to_poll.insert(self.key);
+            }
+            drop(s);
+            clock.touch();
+        }
+        // The task's own waker: user code, with no lock held.
+        self.waker.wake_by_ref();
     }
 }
 
@@ -617,11 +695,11 @@ impl Drop for TestDeadline {
 const IDLE_NAP: Duration = Duration::from_millis(10);
 
 /// How long, in real time, an auto-advancing clock that is otherwise quiet
-/// waits for the tasks of deadlines it fired to poll (or drop) their
-/// timeouts before it moves on without them: `settle`, and at least a
-/// second, far longer than a woken task waits for its turn even on a loaded
-/// machine. A timeout kept past its deadline and never polled again then
-/// slows the clock once, not at every step.
+/// waits for the tasks of woken timeouts to poll (or drop) them before it
+/// moves on without them: `settle`, and at least a second, far longer than
+/// a woken task waits for its turn even on a loaded machine. A timeout
+/// woken and then never polled again slows the clock once, not at every
+/// step.
 fn patience(settle: Duration) -> Duration {
     settle.max(Duration::from_secs(1))
 }
@@ -630,7 +708,7 @@ fn patience(settle: Duration) -> Duration {
 /// auto-advances.
 fn drive(weak: Weak<Shared>) {
     let mut seen = u64::MAX;
-    // Since when the clock has been quiet but for fired deadlines whose
+    // Since when the clock has been quiet but for woken timeouts whose
     // tasks have not run yet.
     let mut held_since: Option<Instant> = None;
     loop {
@@ -647,16 +725,16 @@ fn drive(weak: Weak<Shared>) {
         let activity = shared.activity.load(Ordering::Relaxed);
         let quiet = activity == seen && shared.in_poll.load(Ordering::Acquire) == 0;
         seen = activity;
-        if !quiet || s.unseen.is_empty() {
+        if !quiet || s.to_poll.is_empty() {
             held_since = None;
         }
-        // A task woken by a deadline runs before the clock moves on, so
-        // that the timeouts it starts then count from this reading; unless
-        // it has not for `patience`.
-        let held = !s.unseen.is_empty()
+        // A task woken by a deadline or by its timed future runs before the
+        // clock moves on, so that the timeouts it starts then count from
+        // this reading; unless it has not for `patience`.
+        let held = !s.to_poll.is_empty()
             && held_since.get_or_insert_with(Instant::now).elapsed() < patience(settle);
         if quiet && !s.waiting.is_empty() && !held {
-            let given_up = std::mem::take(&mut s.unseen).len();
+            let given_up = std::mem::take(&mut s.to_poll).len();
             drop(s);
             held_since = None;
             if given_up > 0 {
@@ -666,7 +744,7 @@ fn drive(weak: Weak<Shared>) {
                     log::warn!(
                         target: "opguard",
                         "the test clock moved on after {:?} of real time with {given_up} \
-                         timeout(s) past their deadline and not polled since",
+                         timeout(s) woken and not polled since",
                         patience(settle)
                     );
                 });
@@ -734,14 +812,44 @@ mod tests {
         };
         let (mut polled, dropped) = (start(Duration::from_secs(1)), start(Duration::from_secs(2)));
         clock.advance(Duration::from_secs(2));
-        assert_eq!(shared.lock().unseen.len(), 2, "both fired, neither seen");
+        assert_eq!(shared.lock().to_poll.len(), 2, "both fired, neither seen");
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(polled.poll(&mut cx).is_ready());
-        assert_eq!(shared.lock().unseen.len(), 1);
+        assert_eq!(shared.lock().to_poll.len(), 1);
         drop(dropped);
-        assert!(shared.lock().unseen.is_empty());
+        assert!(shared.lock().to_poll.is_empty());
         drop(polled);
         let s = shared.lock();
-        assert!(s.waiting.is_empty() && s.unseen.is_empty());
+        assert!(s.waiting.is_empty() && s.to_poll.is_empty());
+    }
+
+    #[test]
+    fn a_tapped_wake_holds_the_clock_until_the_next_poll_and_not_after_the_drop() {
+        let clock = TestClock::new();
+        let shared = &clock.handle.shared;
+        let Started::Waiting(mut deadline) = shared.start(Duration::from_secs(1), Waker::noop())
+        else {
+            unreachable!("a deadline 1 s on waits");
+        };
+        struct Task;
+        impl Wake for Task {
+            fn wake(self: Arc<Self>) {}
+        }
+        let task = Waker::from(Arc::new(Task));
+        let tap = deadline.tap(&task).expect("a test clock taps");
+        tap.wake_by_ref();
+        assert_eq!(shared.lock().to_poll.len(), 1, "woken: to be polled");
+        assert!(!deadline.begin_poll());
+        assert!(shared.lock().to_poll.is_empty(), "polled: seen");
+        // The same task's waker: the same tap.
+        let again = deadline.tap(&task).expect("a test clock taps");
+        assert!(again.will_wake(&tap));
+        drop(deadline);
+        // A waker kept by the future, woken after its timeout is gone.
+        tap.wake();
+        assert!(
+            shared.lock().to_poll.is_empty(),
+            "a dropped timeout holds the clock"
+        );
     }
 }

@@ -425,12 +425,24 @@ fn poll_controlled<F: Future>(
         .test_clock()
         .cloned()
         .map(crate::test_clock::Polling::new);
-    if let State::Controlled { ref deadline, .. } = race.state
-        && deadline.has_fired()
-    {
-        return poll_past_deadline(inner, race, cx);
-    }
-    let polled = inner.as_mut().poll_fut(cx);
+    let tapped = match race.state {
+        State::Controlled {
+            ref mut deadline, ..
+        } => {
+            if deadline.begin_poll() {
+                return poll_past_deadline(inner, race, cx);
+            }
+            deadline.tap(cx.waker())
+        }
+        _ => None,
+    };
+    // The future wakes its task through the clock's tap, if it has one: a
+    // test clock waits for the poll that follows.
+    let polled = match tapped {
+        Some(ref waker) => inner.as_mut().poll_fut(&mut Context::from_waker(waker)),
+        None => inner.as_mut().poll_fut(cx),
+    };
+    drop(tapped);
     then_the_timer(inner, race, polled, cx)
 }
 
