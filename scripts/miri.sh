@@ -48,3 +48,5 @@ exact monitoring \
 run 1 --test mps_errors -- --skip megabyte
 # The test clock, moved by hand (its auto-advance thread waits in real time).
 run 10 --features test-util --test test_clock -- --skip auto_advance --skip stop_auto_advance
+# Its own unit tests (its deadlines, and the wakers it hands timed futures).
+run 3 --features test-util --lib -- test_clock::

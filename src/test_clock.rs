@@ -841,9 +841,12 @@ mod tests {
         assert_eq!(shared.lock().to_poll.len(), 1, "woken: to be polled");
         assert!(!deadline.begin_poll());
         assert!(shared.lock().to_poll.is_empty(), "polled: seen");
-        // The same task's waker: the same tap.
+        // Tapped again for the next poll (the same tap, where `will_wake`
+        // can tell): as before.
         let again = deadline.tap(&task).expect("a test clock taps");
-        assert!(again.will_wake(&tap));
+        again.wake();
+        assert_eq!(shared.lock().to_poll.len(), 1);
+        assert!(!deadline.begin_poll());
         drop(deadline);
         // A waker kept by the future, woken after its timeout is gone.
         tap.wake();
