@@ -736,7 +736,6 @@ fn drive(weak: Weak<Shared>) {
         if quiet && !s.waiting.is_empty() && !held {
             let given_up = std::mem::take(&mut s.to_poll).len();
             drop(s);
-            held_since = None;
             if given_up > 0 {
                 // The logger is the user's: no lock held, and contained on
                 // this thread.
@@ -751,6 +750,8 @@ fn drive(weak: Weak<Shared>) {
             }
             // Wakers run here, on this clock's own thread: contained.
             shared.advance_to_next(true);
+            // The next look is never quiet: it starts afresh (`held_since`
+            // too).
             seen = u64::MAX;
             continue;
         }

@@ -442,7 +442,6 @@ fn poll_controlled<F: Future>(
         Some(ref waker) => inner.as_mut().poll_fut(&mut Context::from_waker(waker)),
         None => inner.as_mut().poll_fut(cx),
     };
-    drop(tapped);
     then_the_timer(inner, race, polled, cx)
 }
 
