@@ -54,8 +54,12 @@
 //! loop, a message from another thread), holds the clock until it is polled
 //! or dropped, however long its task waits for its turn: what the task does
 //! next (start the next timeout, say) counts from where the clock stood.
-//! (Not on its very first poll, which is over before the timeout knows its
-//! clock.) Should such a timeout not be polled within a second of real time
+//! A timeout's very first poll is over before it knows its clock, so a
+//! timeout that starts on an auto-advancing clock polls its future once
+//! more at once, where the clock sees a wake: a future that yields at its
+//! first poll is not timed out while its task waits for its turn. (Like any
+//! spurious poll, one that every future must allow: it may come before the
+//! future woke its task.) Should such a timeout not be polled within a second of real time
 //! (or `settle`, if longer), the clock moves on without it and logs a
 //! warning. The clock cannot see tasks
 //! that hold no timeout of its own: a task that wakes a timed future after
@@ -417,6 +421,11 @@ impl Shared {
         // Nothing of the user's runs under this lock; a poisoned one still
         // holds consistent state.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the clock moves by itself (see [`TestClock::set_settle`]).
+    pub(crate) fn auto_advances(&self) -> bool {
+        self.lock().settle.is_some()
     }
 
     /// What the clock reads now.

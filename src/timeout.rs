@@ -314,6 +314,18 @@ impl<F: Future> Future for Timeout<F> {
         // The first poll, the one that matters for a future ready at once,
         // goes straight to the inner future.
         match race.state {
+            // Where a test clock was entered, the first poll that pends may
+            // have started the timeout on it, which then takes one more look
+            // (`first_pend_on_test_clock`); the ready path stays as it is.
+            #[cfg(feature = "test-util")]
+            State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => {
+                let polled = inner.as_mut().poll_fut(cx);
+                if polled.is_pending() && crate::test_clock::any_entered() {
+                    return first_pend_on_test_clock(inner, race, cx);
+                }
+                return then_the_timer(inner, race, polled, cx);
+            }
+            #[cfg(not(feature = "test-util"))]
             State::Armed(_) | State::ArmedDefault | State::ArmedUntil(_) => {}
             // A re-poll: past its deadline only rarely.
             State::Waiting { ref deadline, .. } => {
@@ -443,6 +455,29 @@ fn poll_controlled<F: Future>(
         None => inner.as_mut().poll_fut(cx),
     };
     then_the_timer(inner, race, polled, cx)
+}
+
+/// The first poll left the future pending where a test clock was entered:
+/// the timer starts (on that clock, if it is entered on this thread), and
+/// on a clock that auto-advances the future is polled once more at once,
+/// with the clock's tap ([`poll_controlled`]). The first poll was over before
+/// the timeout knew its clock, so a wake of its task there went unseen; the
+/// clock sees one from this poll on, and waits for the task to run, where it
+/// could otherwise move on while the task waits for its turn and time the
+/// future out (a future that yields at its first poll, say).
+#[cfg(feature = "test-util")]
+#[cold]
+#[inline(never)]
+fn first_pend_on_test_clock<F: Future>(
+    mut inner: Pin<&mut Inner<F>>,
+    race: &mut Race,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, TimeoutError>> {
+    let started = then_the_timer(inner.as_mut(), race, Poll::Pending, cx);
+    if started.is_pending() && race.test_clock().is_some_and(|clock| clock.auto_advances()) {
+        return poll_controlled(inner, race, cx);
+    }
+    started
 }
 
 /// A poll once the deadline has passed (or its timer broke): the inner

@@ -372,9 +372,10 @@ fn auto_advance_waits_for_a_future_that_woke_its_task_to_be_polled_again() {
     clock.set_settle(Some(Duration::from_millis(50)));
     let polls = Arc::new(AtomicUsize::new(0));
     let counted = polls.clone();
-    // Wakes its task at every poll, and is done at the fourth.
+    // Wakes its task at every poll, and is done at the fifth (the
+    // timeout's first poll polls it twice, see the next test).
     let busy = std::future::poll_fn(move |cx| {
-        if counted.fetch_add(1, SeqCst) == 3 {
+        if counted.fetch_add(1, SeqCst) == 4 {
             return Poll::Ready(7);
         }
         cx.waker().wake_by_ref();
@@ -382,9 +383,6 @@ fn auto_advance_waits_for_a_future_that_woke_its_task_to_be_polled_again() {
     });
     let entered = clock.enter();
     let mut fut = Box::pin(timeout_async!(30, busy));
-    // Started on the clock; the first poll is over before the timeout knows
-    // its clock, so its wake goes unseen (the clock waits at least `settle`
-    // after a timeout starts in any case).
     assert!(poll_with(fut.as_mut(), Waker::noop()).is_pending());
     drop(entered);
     assert_eq!(clock.waiting(), 1);
@@ -400,6 +398,57 @@ fn auto_advance_waits_for_a_future_that_woke_its_task_to_be_polled_again() {
         );
     }
     assert_eq!(poll_with(fut.as_mut(), Waker::noop()), Poll::Ready(Ok(7)));
+}
+
+#[test]
+fn auto_advance_waits_for_a_future_that_woke_its_task_at_its_first_poll() {
+    // The usual settle: a future that yields as it starts, in a task that
+    // then waits far longer than that for its turn.
+    let clock = TestClock::auto_advancing();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counted = polls.clone();
+    // Wakes its task at each of its first two polls; done at the third.
+    let yields = std::future::poll_fn(move |cx| {
+        if counted.fetch_add(1, SeqCst) == 2 {
+            return Poll::Ready(7);
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    });
+    let entered = clock.enter();
+    let mut fut = Box::pin(timeout_async!(30, yields));
+    assert!(poll_with(fut.as_mut(), Waker::noop()).is_pending());
+    drop(entered);
+    assert_eq!(clock.waiting(), 1);
+    // The timeout learnt its clock at that poll, and polled its future once
+    // more at once, where the clock saw the wake.
+    assert_eq!(polls.load(SeqCst), 2);
+    // Its task slow to run: five hundred settles of real time.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        clock.elapsed(),
+        Duration::ZERO,
+        "moved on while the task was to poll its future again"
+    );
+    assert_eq!(poll_with(fut.as_mut(), Waker::noop()), Poll::Ready(Ok(7)));
+}
+
+#[test]
+fn a_timeout_on_a_clock_moved_by_hand_polls_its_future_once_per_poll() {
+    let clock = TestClock::new();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counted = polls.clone();
+    let pends = std::future::poll_fn(move |_| {
+        counted.fetch_add(1, SeqCst);
+        Poll::<()>::Pending
+    });
+    let entered = clock.enter();
+    let mut fut = Box::pin(timeout_async!(30, pends));
+    assert!(poll_with(fut.as_mut(), Waker::noop()).is_pending());
+    drop(entered);
+    assert_eq!(clock.waiting(), 1);
+    // No second look: such a clock moves only when told, whatever wakes.
+    assert_eq!(polls.load(SeqCst), 1);
 }
 
 #[test]
