@@ -59,14 +59,21 @@
 //! more at once, where the clock sees a wake: a future that yields at its
 //! first poll is not timed out while its task waits for its turn. (Like any
 //! spurious poll, one that every future must allow: it may come before the
-//! future woke its task.) Should such a timeout not be polled within a second of real time
-//! (or `settle`, if longer), the clock moves on without it and logs a
-//! warning. The clock cannot see tasks
-//! that hold no timeout of its own: a task that wakes a timed future after
-//! more real time than `settle` (real I/O, a thread, a timer of another
-//! kind) may find it timed out; use a longer settle, or a clock that moves
-//! only when told. It goes on moving while timeouts wait on it, its handles
-//! dropped or not.
+//! future woke its task.)
+//!
+//! Should a woken timeout not be polled within a second of real time (or
+//! `settle`, if longer), the clock moves on without it and logs a warning. A
+//! poll of a timeout holds the clock however long it takes, unless it may be
+//! waiting for the clock itself: when a timeout started on this clock during
+//! that poll, on its thread, still waits and nothing else has happened on the
+//! clock for that second, the clock moves on and logs a warning, so a future
+//! that blocks its thread on a timeout of the same clock (a nested
+//! `block_on`) is released at that deadline rather than hang. The clock
+//! cannot see tasks that hold no timeout of its own: a task that wakes a
+//! timed future after more real time than `settle` (real I/O, a thread, a
+//! timer of another kind) may find it timed out; use a longer settle, or a
+//! clock that moves only when told. It goes on moving while timeouts wait on
+//! it, its handles dropped or not.
 //!
 //! # Cost
 //! Meant for tests (enable the feature in `[dev-dependencies]`). Where no
@@ -137,6 +144,10 @@ struct State {
     /// its task) and not polled or dropped since: their tasks are still to
     /// run, so the auto-advance waits for them (up to [`patience`]).
     to_poll: BTreeSet<(Duration, u64)>,
+    /// Timeouts started on a thread while it was polling a timeout on this
+    /// clock, for as long as that poll lasts: one still waiting while the
+    /// poll goes on may be what the poll waits for (see [`drive`]).
+    inside_polls: BTreeSet<(Duration, u64)>,
     next_order: u64,
     /// Auto-advance after this much quiet real time; `None`: only when told.
     settle: Option<Duration>,
@@ -158,6 +169,17 @@ thread_local! {
     static ENTERED: RefCell<Vec<(u64, TestClock)>> = const { RefCell::new(Vec::new()) };
     /// The number of the next guard made on this thread.
     static NEXT_GUARD: Cell<u64> = const { Cell::new(0) };
+    /// The polls of timeouts on test clocks under way on this thread,
+    /// innermost last: each with its clock and the timeouts started on that
+    /// clock during it ([`Polling`]).
+    static POLLS: RefCell<Vec<PollFrame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A poll of a timeout under way on this thread ([`POLLS`]).
+struct PollFrame {
+    clock: *const Shared,
+    /// The timeouts started on `clock` during it.
+    started: Vec<(Duration, u64)>,
 }
 
 impl TestClock {
@@ -171,6 +193,7 @@ impl TestClock {
                 horizon: horizon(start),
                 waiting: BTreeMap::new(),
                 to_poll: BTreeSet::new(),
+                inside_polls: BTreeSet::new(),
                 next_order: 0,
                 settle: None,
                 driven: false,
@@ -397,18 +420,64 @@ pub(crate) fn current() -> Option<Arc<Shared>> {
         .flatten()
 }
 
-/// Marks a timeout on this clock as being polled, until dropped.
+/// Marks a timeout on this clock as being polled, until dropped; the
+/// timeouts started on the same clock and thread meanwhile are noted
+/// (`State::inside_polls`) until then.
 pub(crate) struct Polling(Arc<Shared>);
 
 impl Polling {
     pub(crate) fn new(clock: Arc<Shared>) -> Self {
         clock.in_poll.fetch_add(1, Ordering::AcqRel);
+        // Where this thread's list is gone (a thread-local's destructor),
+        // the poll holds the clock as before, with nothing noted.
+        let _ = POLLS.try_with(|p| {
+            p.borrow_mut().push(PollFrame {
+                clock: Arc::as_ptr(&clock),
+                started: Vec::new(),
+            });
+        });
         Polling(clock)
+    }
+}
+
+/// Notes, where this thread is polling a timeout on `clock`, that the
+/// timeout `key` started during that poll.
+fn note_start_inside_poll(clock: &Shared, s: &mut State, key: (Duration, u64)) {
+    let noted = POLLS
+        .try_with(|p| {
+            let mut p = p.borrow_mut();
+            let frame = p.iter_mut().rev().find(|f| std::ptr::eq(f.clock, clock))?;
+            frame.started.push(key);
+            Some(())
+        })
+        .ok()
+        .flatten();
+    if noted.is_some() {
+        s.inside_polls.insert(key);
     }
 }
 
 impl Drop for Polling {
     fn drop(&mut self) {
+        // Its own frame, the innermost with its clock: polls on one thread
+        // nest, and end in the reverse order of their start.
+        let started = POLLS
+            .try_with(|p| {
+                let mut p = p.borrow_mut();
+                let at = p
+                    .iter()
+                    .rposition(|f| std::ptr::eq(f.clock, Arc::as_ptr(&self.0)))?;
+                Some(p.remove(at).started)
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if !started.is_empty() {
+            let mut s = self.0.lock();
+            for key in &started {
+                s.inside_polls.remove(key);
+            }
+        }
         self.0.activity.fetch_add(1, Ordering::Relaxed);
         if self.0.in_poll.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.changed.notify_all();
@@ -450,6 +519,7 @@ impl Shared {
         let key = (due, s.next_order);
         s.next_order += 1;
         s.waiting.insert(key, Some(waker));
+        note_start_inside_poll(self, &mut s, key);
         drop(s);
         self.touch();
         Started::Waiting(Box::new(TestDeadline {
@@ -720,6 +790,9 @@ fn drive(weak: Weak<Shared>) {
     // Since when the clock has been quiet but for woken timeouts whose
     // tasks have not run yet.
     let mut held_since: Option<Instant> = None;
+    // Since when a poll of a timeout on the clock has been under way with
+    // nothing else happening.
+    let mut stuck_since: Option<Instant> = None;
     loop {
         let Some(shared) = weak.upgrade() else {
             return;
@@ -732,8 +805,23 @@ fn drive(weak: Weak<Shared>) {
             return;
         };
         let activity = shared.activity.load(Ordering::Relaxed);
-        let quiet = activity == seen && shared.in_poll.load(Ordering::Acquire) == 0;
+        let idle = activity == seen;
         seen = activity;
+        // A poll under way holds the clock, however long it takes, unless
+        // a timeout it started on this clock still waits and nothing else
+        // has happened for `patience`: the poll may be blocking its thread
+        // until that timeout ends (a nested `block_on`), which it then
+        // would never do.
+        let polling = shared.in_poll.load(Ordering::Acquire) != 0;
+        let waits_inside = s.inside_polls.iter().any(|key| s.waiting.contains_key(key));
+        if !idle || !polling || !waits_inside {
+            stuck_since = None;
+        }
+        let stuck = idle
+            && polling
+            && waits_inside
+            && stuck_since.get_or_insert_with(Instant::now).elapsed() >= patience(settle);
+        let quiet = idle && (!polling || stuck);
         if !quiet || s.to_poll.is_empty() {
             held_since = None;
         }
@@ -745,9 +833,9 @@ fn drive(weak: Weak<Shared>) {
         if quiet && !s.waiting.is_empty() && !held {
             let given_up = std::mem::take(&mut s.to_poll).len();
             drop(s);
+            // The logger is the user's: no lock held, and contained on this
+            // thread.
             if given_up > 0 {
-                // The logger is the user's: no lock held, and contained on
-                // this thread.
                 crate::contain::contain(|| {
                     log::warn!(
                         target: "opguard",
@@ -757,10 +845,21 @@ fn drive(weak: Weak<Shared>) {
                     );
                 });
             }
+            if stuck {
+                crate::contain::contain(|| {
+                    log::warn!(
+                        target: "opguard",
+                        "the test clock moved on after {:?} of real time during a timeout's \
+                         poll that had not returned, with a timeout it started on the clock \
+                         waiting (does the poll block its thread on it?)",
+                        patience(settle)
+                    );
+                });
+            }
             // Wakers run here, on this clock's own thread: contained.
             shared.advance_to_next(true);
             // The next look is never quiet: it starts afresh (`held_since`
-            // too).
+            // and `stuck_since` too).
             seen = u64::MAX;
             continue;
         }

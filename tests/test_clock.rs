@@ -434,6 +434,93 @@ fn auto_advance_waits_for_a_future_that_woke_its_task_at_its_first_poll() {
 }
 
 #[test]
+fn auto_advance_waits_for_a_poll_longer_than_a_second_that_waits_on_nothing_of_its_clock() {
+    let clock = TestClock::auto_advancing();
+    let out = futures::executor::block_on(clock.bind(async {
+        // Pends once (its timeout starts), then works for 1.5 s of real
+        // time in one poll, with an inner timeout done before that work.
+        let mut started = false;
+        let slow = std::future::poll_fn(move |cx| {
+            if !std::mem::replace(&mut started, true) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut yielded = false;
+            let yields_once = std::future::poll_fn(move |cx| {
+                if std::mem::replace(&mut yielded, true) {
+                    return Poll::Ready(5);
+                }
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            });
+            let inner = park_on(timeout_async!(10, yields_once));
+            std::thread::sleep(Duration::from_millis(1_500));
+            Poll::Ready(inner)
+        });
+        timeout_async!(30, slow).await
+    }));
+    assert_eq!(out, Ok(Ok(5)));
+    assert_eq!(clock.elapsed(), Duration::ZERO);
+}
+
+/// Runs `fut` to its end on this thread, parking it while `fut` pends: a
+/// `block_on` that, unlike futures', runs inside another executor's poll.
+fn park_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut fut = pin!(fut);
+    loop {
+        if let Poll::Ready(output) = poll_with(fut.as_mut(), &waker) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn auto_advance_moves_on_from_a_poll_that_blocks_on_a_timeout_of_its_own_clock() {
+    common::capture_logs();
+    let clock = TestClock::auto_advancing();
+    // Polled again once its timeout has started (it yields first), the
+    // future then blocks its thread on a timeout of the same clock, as a
+    // nested `block_on` does: the outer timeout's poll does not return
+    // until the clock reaches the inner one's deadline.
+    let mut yielded = false;
+    let blocks = clock.bind(timeout_async!(60, async move {
+        std::future::poll_fn(|cx| {
+            if std::mem::replace(&mut yielded, true) {
+                return Poll::Ready(());
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await;
+        park_on(timeout_async!(10, pending::<()>()))
+    }));
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(futures::executor::block_on(blocks));
+    });
+    let ended = finished
+        .recv_timeout(secs(30))
+        .expect("the clock stood still while a poll blocked on it");
+    let inner = ended.expect("the outer timeout did not fire");
+    assert!(inner.unwrap_err().is_elapsed());
+    assert_eq!(clock.elapsed(), secs(10));
+    assert!(
+        common::captured_logs()
+            .iter()
+            .any(|line| line.starts_with("WARN") && line.contains("a timeout's poll")),
+        "no warning about the poll it moved on from"
+    );
+}
+
+#[test]
 fn a_timeout_on_a_clock_moved_by_hand_polls_its_future_once_per_poll() {
     let clock = TestClock::new();
     let polls = Arc::new(AtomicUsize::new(0));
