@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{PanickingWaker, poll_with};
+use common::{PanickingWaker, park_on, poll_with};
 use opguard::test_clock::TestClock;
 use opguard::{TimeoutError, timeout_async};
 
@@ -461,25 +461,6 @@ fn auto_advance_waits_for_a_poll_longer_than_a_second_that_waits_on_nothing_of_i
     }));
     assert_eq!(out, Ok(Ok(5)));
     assert_eq!(clock.elapsed(), Duration::ZERO);
-}
-
-/// Runs `fut` to its end on this thread, parking it while `fut` pends: a
-/// `block_on` that, unlike futures', runs inside another executor's poll.
-fn park_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut fut = pin!(fut);
-    loop {
-        if let Poll::Ready(output) = poll_with(fut.as_mut(), &waker) {
-            return output;
-        }
-        std::thread::park();
-    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{child_passes, poll_with};
+use common::{child_passes, park_on, poll_with};
 use futures::executor::block_on;
 use opguard::timeout_async;
 
@@ -829,25 +829,6 @@ impl Future for YieldOnce {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-}
-
-/// A `block_on` that, unlike futures', runs inside another executor (as
-/// pollster's does): polls, and parks the thread until woken.
-fn park_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(out) = poll_with(fut.as_mut(), &waker) {
-            return out;
-        }
-        std::thread::park();
     }
 }
 

@@ -176,6 +176,25 @@ pub fn poll_with<F: std::future::Future + ?Sized>(
     fut.poll(&mut std::task::Context::from_waker(waker))
 }
 
+/// A `block_on` that, unlike futures', runs inside another executor's poll
+/// (as pollster's does): polls `fut`, and parks the thread until woken.
+pub fn park_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = poll_with(fut.as_mut(), &waker) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
 /// A waker that panics when woken: `Waker::from(Arc::new(PanickingWaker))`.
 pub struct PanickingWaker;
 
