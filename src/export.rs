@@ -18,6 +18,7 @@ use metrics::{Key, Label, Level, Metadata};
 
 use crate::mps::MpsErrorKind;
 use crate::mps::site::MpsSite;
+use crate::site::Site;
 
 /// What the metrics of one `safe_mps!` call site need, made once per site:
 /// its name, and the key of its attempts counter, which nearly every call
@@ -45,14 +46,29 @@ impl SiteKeys {
     }
 }
 
-pub(crate) fn timeout(label: Option<&'static str>) {
-    metrics::counter!("opguard_timeouts_total", "label" => label.unwrap_or("")).increment(1);
+/// What `metrics::counter!` gives its recorder: this module as target.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The key of a `timeout_async!` call site's counter, made once per site
+/// ([`Site::timeouts_key`]), as [`SiteKeys`] are: a burst of timeouts that
+/// fire (an overloaded server's) then builds no key per timeout, as
+/// `metrics::counter!` would, and its labels are static, so a recorder that
+/// keeps a copy of the key copies no labels.
+pub(crate) fn timeouts_key(label: Option<&'static str>) -> Key {
+    let labels: &'static [Label] = Box::leak(Box::new([Label::from_static_parts(
+        "label",
+        label.unwrap_or(""),
+    )]));
+    Key::from_static_parts("opguard_timeouts_total", labels)
+}
+
+pub(crate) fn timeout(site: &'static Site) {
+    let key = site.timeouts_key();
+    metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
 }
 
 pub(crate) fn mps_attempt(site: &'static MpsSite) {
-    // What `metrics::counter!` gives its recorder: this module as target.
-    static METADATA: Metadata<'static> =
-        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
     let key = &site.keys().attempts;
     metrics::with_recorder(|recorder| recorder.register_counter(key, &METADATA)).increment(1);
 }

@@ -115,6 +115,9 @@ pub struct Site {
     at: Location,
     count: AtomicU64,
     link: Link<Site>,
+    /// The key of its timeouts counter, made on its first metric.
+    #[cfg(feature = "metrics")]
+    timeouts_key: std::sync::OnceLock<metrics::Key>,
 }
 
 static SITES: StaticList<Site> = StaticList::new();
@@ -142,6 +145,8 @@ impl Site {
             },
             count: AtomicU64::new(0),
             link: Link::new(),
+            #[cfg(feature = "metrics")]
+            timeouts_key: std::sync::OnceLock::new(),
         }
     }
 
@@ -151,6 +156,15 @@ impl Site {
 
     pub(crate) fn file(&self) -> &'static str {
         self.at.file
+    }
+
+    /// The key of the counter its timeouts are recorded in, made once per
+    /// call site (a bounded number).
+    #[cfg(feature = "metrics")]
+    #[inline]
+    pub(crate) fn timeouts_key(&self) -> &metrics::Key {
+        self.timeouts_key
+            .get_or_init(|| crate::export::timeouts_key(self.label()))
     }
 
     pub(crate) fn line(&self) -> u32 {

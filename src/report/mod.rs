@@ -33,7 +33,7 @@ pub(crate) fn timed_out(site: &'static Site, err: &TimeoutError, due: u64) {
     user_then(
         || {
             #[cfg(feature = "metrics")]
-            crate::export::timeout(site.label());
+            crate::export::timeout(site);
             log::warn!(target: "opguard", "{err}");
         },
         // Counted at its deadline, which has just passed: no clock read.
