@@ -4,13 +4,14 @@
 //! this test binary's alone and no other test's logger allocates here.
 #![cfg(feature = "metrics")]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::future::pending;
 
 use futures::executor::block_on;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use metrics_util::{CompositeKey, MetricKind};
 
 thread_local! {
     /// Allocations on this thread while counting, or `None` when not.
@@ -76,14 +77,8 @@ fn recording_a_fired_timeouts_metric_allocates_nothing_once_its_site_has() {
         unrecorded[1..],
         "allocations per timeout, recorded: {recorded:?}, not: {unrecorded:?}"
     );
-    let key = CompositeKey::new(
-        MetricKind::Counter,
-        metrics::Key::from_parts(
-            "opguard_timeouts_total",
-            vec![metrics::Label::new("label", "fires")],
-        ),
+    assert_eq!(
+        common::timeouts_total(&snapshotter, "fires"),
+        DebugValue::Counter(3)
     );
-    let snapshot = snapshotter.snapshot().into_hashmap();
-    let (_, _, value) = snapshot.get(&key).expect("the counter was recorded");
-    assert_eq!(value, &DebugValue::Counter(3));
 }

@@ -327,6 +327,23 @@ fn wait_for_wake(woken: &Mutex<Vec<&'static str>>, name: &str) {
     }
 }
 
+/// A future that wakes its task and pends at each of its first `pends`
+/// polls (a yield, a busy loop), then is ready with `value`; and a count of
+/// its polls.
+fn wakes_then_ready<T>(pends: usize, value: T) -> (impl Future<Output = T>, Arc<AtomicUsize>) {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let counted = polls.clone();
+    let mut value = Some(value);
+    let fut = std::future::poll_fn(move |cx| {
+        if counted.fetch_add(1, SeqCst) == pends {
+            return Poll::Ready(value.take().expect("polled after it was ready"));
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    });
+    (fut, polls)
+}
+
 #[test]
 fn auto_advance_waits_for_a_woken_timeout_to_be_polled_before_moving_on() {
     let clock = TestClock::auto_advancing();
@@ -370,17 +387,9 @@ fn auto_advance_waits_for_a_future_that_woke_its_task_to_be_polled_again() {
     // Long enough that the clock does not move between the first poll and
     // the next, which it cannot see (below), even on a loaded machine.
     clock.set_settle(Some(Duration::from_millis(50)));
-    let polls = Arc::new(AtomicUsize::new(0));
-    let counted = polls.clone();
     // Wakes its task at every poll, and is done at the fifth (the
     // timeout's first poll polls it twice, see the next test).
-    let busy = std::future::poll_fn(move |cx| {
-        if counted.fetch_add(1, SeqCst) == 4 {
-            return Poll::Ready(7);
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    });
+    let (busy, polls) = wakes_then_ready(4, 7);
     let entered = clock.enter();
     let mut fut = Box::pin(timeout_async!(30, busy));
     assert!(poll_with(fut.as_mut(), Waker::noop()).is_pending());
@@ -405,16 +414,8 @@ fn auto_advance_waits_for_a_future_that_woke_its_task_at_its_first_poll() {
     // The usual settle: a future that yields as it starts, in a task that
     // then waits far longer than that for its turn.
     let clock = TestClock::auto_advancing();
-    let polls = Arc::new(AtomicUsize::new(0));
-    let counted = polls.clone();
     // Wakes its task at each of its first two polls; done at the third.
-    let yields = std::future::poll_fn(move |cx| {
-        if counted.fetch_add(1, SeqCst) == 2 {
-            return Poll::Ready(7);
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    });
+    let (yields, polls) = wakes_then_ready(2, 7);
     let entered = clock.enter();
     let mut fut = Box::pin(timeout_async!(30, yields));
     assert!(poll_with(fut.as_mut(), Waker::noop()).is_pending());
@@ -445,14 +446,7 @@ fn auto_advance_waits_for_a_poll_longer_than_a_second_that_waits_on_nothing_of_i
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let mut yielded = false;
-            let yields_once = std::future::poll_fn(move |cx| {
-                if std::mem::replace(&mut yielded, true) {
-                    return Poll::Ready(5);
-                }
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            });
+            let (yields_once, _) = wakes_then_ready(1, 5);
             let inner = park_on(timeout_async!(10, yields_once));
             std::thread::sleep(Duration::from_millis(1_500));
             Poll::Ready(inner)
@@ -471,16 +465,9 @@ fn auto_advance_moves_on_from_a_poll_that_blocks_on_a_timeout_of_its_own_clock()
     // future then blocks its thread on a timeout of the same clock, as a
     // nested `block_on` does: the outer timeout's poll does not return
     // until the clock reaches the inner one's deadline.
-    let mut yielded = false;
+    let (yields_once, _) = wakes_then_ready(1, ());
     let blocks = clock.bind(timeout_async!(60, async move {
-        std::future::poll_fn(|cx| {
-            if std::mem::replace(&mut yielded, true) {
-                return Poll::Ready(());
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-        .await;
+        yields_once.await;
         park_on(timeout_async!(10, pending::<()>()))
     }));
     let (done, finished) = std::sync::mpsc::channel();

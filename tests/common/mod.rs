@@ -195,6 +195,25 @@ pub fn park_on<F: std::future::Future>(fut: F) -> F::Output {
     }
 }
 
+/// What the debugging recorder holds for `opguard_timeouts_total` with
+/// this `label`.
+#[cfg(feature = "metrics")]
+pub fn timeouts_total(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+    label: &'static str,
+) -> metrics_util::debugging::DebugValue {
+    let key = metrics_util::CompositeKey::new(
+        metrics_util::MetricKind::Counter,
+        metrics::Key::from_parts(
+            "opguard_timeouts_total",
+            vec![metrics::Label::new("label", label)],
+        ),
+    );
+    let mut snapshot = snapshotter.snapshot().into_hashmap();
+    let (_, _, value) = snapshot.remove(&key).expect("the counter was recorded");
+    value
+}
+
 /// A waker that panics when woken: `Waker::from(Arc::new(PanickingWaker))`.
 pub struct PanickingWaker;
 
