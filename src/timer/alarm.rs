@@ -14,7 +14,13 @@
 //! The bell is set with no lock of ours held (futures-timer may call the
 //! lane's waker from inside the `Delay`'s poll). While a thread has it out,
 //! an earlier time asked of it is noted, and that thread sets it again
-//! before putting it back.
+//! before putting it back. So is a ring meanwhile: a `Delay` rings once per
+//! setting, and the time just set may come, and ring, before the thread
+//! puts the bell back; the ring fires what is due and asks for the next
+//! tick, which the thread setting the bell then sets it for. (Put back as
+//! it was, a bell that had rung would stay silent: the lane's later ticks,
+//! asking for times after the one noted, would wait for a ring that never
+//! comes.)
 
 #[cfg(opguard_loom)]
 use loom::sync::{Mutex, MutexGuard};
@@ -40,6 +46,14 @@ pub(super) enum Set {
     Failed,
 }
 
+#[cfg(all(test, not(opguard_loom)))]
+thread_local! {
+    /// Run by this thread's next [`Alarm::ask`] once it has set the bell,
+    /// before it puts it back: a test's hold on the bell.
+    pub(super) static AFTER_SET: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
+        const { std::cell::Cell::new(None) };
+}
+
 pub(super) struct Alarm<B> {
     state: Mutex<State<B>>,
 }
@@ -52,6 +66,9 @@ struct State<B> {
     at: u64,
     /// A thread has the bell out, setting it.
     setting: bool,
+    /// The bell rang while a thread had it out: what that thread set it for
+    /// may have rung already (see the module's docs).
+    rang_out: bool,
 }
 
 impl<B> Alarm<B> {
@@ -62,6 +79,7 @@ impl<B> Alarm<B> {
                 bell: None,
                 at: UNSET,
                 setting: false,
+                rang_out: false,
             }),
         }
     }
@@ -73,6 +91,7 @@ impl<B> Alarm<B> {
                 bell: None,
                 at: UNSET,
                 setting: false,
+                rang_out: false,
             }),
         }
     }
@@ -97,10 +116,17 @@ impl<B> Alarm<B> {
             let target = state.at;
             drop(state);
             let set = set(&mut bell, target);
+            #[cfg(all(test, not(opguard_loom)))]
+            if let Some(hold) = AFTER_SET.take() {
+                hold();
+            }
             state = lock(&self.state);
+            let rang = std::mem::replace(&mut state.rang_out, false);
             match set {
-                // Asked for an earlier tick meanwhile: set it again.
-                Set::Pending if state.at < target => continue,
+                // Asked for an earlier tick meanwhile, or it rang meanwhile
+                // (for the time just set, perhaps) and the ring asked for
+                // the next tick: set it again.
+                Set::Pending if state.at < target || (rang && state.at != UNSET) => continue,
                 Set::Pending | Set::Rang => state.bell = bell,
                 Set::Failed => {
                     state.at = UNSET;
@@ -119,7 +145,10 @@ impl<B> Alarm<B> {
     /// The bell rang: nothing is asked of it until the ringer, having fired
     /// the lane's due ticks, asks for the next.
     pub(super) fn rang(&self) {
-        lock(&self.state).at = UNSET;
+        let mut state = lock(&self.state);
+        state.at = UNSET;
+        // A thread setting the bell sets it again for what is asked next.
+        state.rang_out |= state.setting;
     }
 
     /// What is asked of it: the tick it rings at or before, or [`UNSET`].
@@ -140,28 +169,38 @@ mod loom_tests {
     use std::collections::BTreeSet;
 
     /// A lane as the wheel keeps one: its ticks, and its alarm, whose bell
-    /// is the tick it is set for.
+    /// is the tick it is set for; `armed`, the tick a futures-timer `Delay`
+    /// would ring at, [`UNSET`] once it rang (a bell rings once per set).
     struct Lane {
         ticks: Mutex<BTreeSet<u64>>,
         alarm: Alarm<u64>,
+        armed: Mutex<u64>,
     }
 
-    fn set(bell: &mut Option<u64>, at: u64) -> Set {
-        *bell = Some(at);
-        Set::Pending
+    impl Lane {
+        fn set(&self, bell: &mut Option<u64>, at: u64) -> Set {
+            *bell = Some(at);
+            *lock(&self.armed) = at;
+            Set::Pending
+        }
+
+        fn ask(&self, at: u64) -> Set {
+            self.alarm.ask(at, |bell, at| self.set(bell, at))
+        }
     }
 
     /// A new tick joins the lane and asks the alarm for it, as a timeout's
     /// start does.
     fn add(lane: &Lane, at: u64) {
         lock(&lane.ticks).insert(at);
-        assert_eq!(lane.alarm.ask(at, set), Set::Pending);
+        assert_eq!(lane.ask(at), Set::Pending);
     }
 
     fn empty_lane() -> Arc<Lane> {
         Arc::new(Lane {
             ticks: Mutex::new(BTreeSet::new()),
             alarm: Alarm::new(),
+            armed: Mutex::new(UNSET),
         })
     }
 
@@ -171,9 +210,16 @@ mod loom_tests {
         thread::spawn(move || add(&lane, at))
     }
 
-    /// The bell rings at `now`: the due ticks fire (leave), and the alarm is
-    /// asked for the next one.
+    /// It is `now`: a bell armed for then or before rings, once. The due
+    /// ticks fire (leave), and the alarm is asked for the next one.
     fn ring(lane: &Lane, now: u64) {
+        {
+            let mut armed = lock(&lane.armed);
+            if *armed > now {
+                return;
+            }
+            *armed = UNSET;
+        }
         lane.alarm.rang();
         let next = {
             let mut ticks = lock(&lane.ticks);
@@ -181,23 +227,41 @@ mod loom_tests {
             ticks.first().copied()
         };
         if let Some(next) = next {
-            assert_eq!(lane.alarm.ask(next, set), Set::Pending);
+            assert_eq!(lane.ask(next), Set::Pending);
         }
     }
 
     /// Whatever the interleaving, every tick left is covered: the bell is
-    /// set at or before it, and nothing is left asked but unset.
+    /// armed at or before it (not spent), and nothing is left asked but
+    /// unset.
     fn covered(lane: &Lane) {
         let state = lock(&lane.alarm.state);
         assert!(!state.setting);
         if let Some(&first) = lock(&lane.ticks).first() {
             let bell = state.bell.expect("ticks wait, and no bell is set");
+            let armed = *lock(&lane.armed);
             assert!(
-                bell <= first,
-                "the bell rings at {bell}, after tick {first}"
+                armed <= first,
+                "the bell rings at {armed} ({UNSET}: it rang already), after tick {first}"
             );
             assert!(bell <= state.at || state.at == UNSET);
         }
+    }
+
+    /// The bell is set for a new earliest tick, and rings for it before the
+    /// thread that set it has put it back; the ring asks for the next tick
+    /// meanwhile. The bell rang and is spent: the thread that set it sets
+    /// it again, for the next tick.
+    #[test]
+    fn loom_a_bell_that_rings_while_it_is_out_is_set_again() {
+        loom::model(|| {
+            let lane = empty_lane();
+            add(&lane, 30);
+            let earlier = adding(&lane, 20);
+            ring(&lane, 20);
+            earlier.join().unwrap();
+            covered(&lane);
+        });
     }
 
     /// Two threads add ticks, an earlier one second, while the bell rings
@@ -227,6 +291,7 @@ mod loom_tests {
             other.join().unwrap();
             covered(&lane);
             assert_eq!(lock(&lane.alarm.state).bell, Some(10));
+            assert_eq!(*lock(&lane.armed), 10);
         });
     }
 }

@@ -148,7 +148,9 @@
 //! has a lock of its own, held with no other and never while a `Delay` is
 //! set: a new tick joins the map before it asks the alarm, and a ring
 //! clears what was asked before it looks at the map, so a tick is either
-//! seen by the ring or asks for itself (loom: [`alarm`]). The tick's state
+//! seen by the ring or asks for itself; a ring while a thread is setting
+//! the bell (for a time that came before it put the bell back) has that
+//! thread set it again for what the ring asked (loom: [`alarm`]). The tick's state
 //! is set with `AcqRel` before its list is drained under the list's mutex,
 //! and read with `Acquire`; a waiter joins under the mutex unless the list
 //! is closed. So a wake-up is never lost: a waiter either joined before the

@@ -1009,6 +1009,38 @@ fn a_bell_that_rings_for_a_tick_that_left_sets_itself_for_the_next() {
 }
 
 #[test]
+fn a_bell_that_rings_before_its_setter_puts_it_back_is_set_again_for_the_next_tick() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    let start = Instant::now();
+    // The lane's first tick sets the bell for itself.
+    let mut later = waiting(Duration::from_millis(60), &waker);
+    // An earlier tick sets it again, and holds it out until it has rung
+    // for that tick (on futures-timer's thread), whose ring asks for the
+    // later tick meanwhile: a bell rings once per setting, so the thread
+    // holding it must set it again, for the later tick.
+    let (earlier_woken, earlier_waker) = counter();
+    let rung = earlier_woken.clone();
+    alarm::AFTER_SET.set(Some(Box::new(move || {
+        let held = Instant::now();
+        while rung.0.load(Ordering::SeqCst) == 0 && held.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    })));
+    let earlier = waiting(Duration::from_millis(1), &earlier_waker);
+    assert!(earlier.tick.at < later.tick.at);
+    assert_eq!(
+        earlier_woken.0.load(Ordering::SeqCst),
+        1,
+        "the bell did not ring for the earlier tick while it was out"
+    );
+    let out = wait_within(&mut later, &waker, Duration::from_secs(10));
+    let took = start.elapsed();
+    assert_eq!(out, Some(Outcome::Elapsed), "the bell never rang again");
+    assert!(took >= Duration::from_millis(60), "{took:?}");
+}
+
+#[test]
 #[cfg_attr(miri, ignore)] // Hundreds of threads and real time: too slow there.
 fn threads_sharing_lanes_with_ticks_asked_out_of_order_all_fire_in_their_window() {
     // Twice as many threads as lanes, so that lanes are shared, each
