@@ -46,10 +46,11 @@ pub(super) enum Set {
     Failed,
 }
 
-#[cfg(all(test, not(opguard_loom)))]
+#[cfg(test)]
 thread_local! {
     /// Run by this thread's next [`Alarm::ask`] once it has set the bell,
-    /// before it puts it back: a test's hold on the bell.
+    /// before it puts it back: a test's hold on the bell (not under loom,
+    /// whose models hold it their own way).
     pub(super) static AFTER_SET: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
         const { std::cell::Cell::new(None) };
 }
