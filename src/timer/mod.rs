@@ -146,23 +146,23 @@
 //! waiters only. A lane's lock may be held while a tick's list is locked
 //! (joining through the wheel), never the other way round. A lane's alarm
 //! has a lock of its own, held with no other and never while a `Delay` is
-//! set: a new tick joins the map before it asks the alarm, and a ring
-//! clears what was asked before it looks at the map, so a tick is either
-//! seen by the ring or asks for itself; a ring while a thread is setting
-//! the bell (for a time that came before it put the bell back) has that
-//! thread set it again for what the ring asked (loom: [`alarm`]). The tick's state
-//! is set with `AcqRel` before its list is drained under the list's mutex,
-//! and read with `Acquire`; a waiter joins under the mutex unless the list
-//! is closed. So a wake-up is never lost: a waiter either joined before the
-//! drain (and is woken) or finds the list closed and reads the state (loom:
+//! set: a new tick joins the map before it asks the alarm, and a ring clears
+//! what was asked before it looks at the map, so a tick is either seen by
+//! the ring or asks for itself; a ring while a thread is setting the bell
+//! (for a time that came before it put the bell back) has that thread set it
+//! again for what the ring asked (loom: [`alarm`]). The tick's state is set
+//! with `AcqRel` before its list is drained under the list's mutex, and read
+//! with `Acquire`; a waiter joins under the mutex unless the list is closed.
+//! So a wake-up is never lost: a waiter either joined before the drain (and
+//! is woken) or finds the list closed and reads the state (loom:
 //! [`waitlist`]). A tick fires no earlier than its time, which is at or
 //! after the deadline of every waiter that joins it, so a timeout that finds
 //! its tick fired has timed out, correctly and at once. Mutex poisoning is
 //! ignored: no code here panics while holding one. A lane's earliest time is
 //! a hint, stored and read `Relaxed` (see [`Lane::next`]). A kept tick is
-//! made a new one in place only under its lane's lock, once it is out of
-//! the map and this thread's cache, and only through `Arc::get_mut`, which
-//! fails while anything else holds it (a waiter, a ring, a relay's weak
+//! made a new one in place only under its lane's lock, once it is out of the
+//! map and this thread's cache, and only through `Arc::get_mut`, which fails
+//! while anything else holds it (a waiter, a ring, a relay's weak
 //! reference): no one can see a tick change its time under them.
 
 mod alarm;
