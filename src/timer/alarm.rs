@@ -72,28 +72,30 @@ struct State<B> {
     rang_out: bool,
 }
 
+impl<B> State<B> {
+    /// No bell yet, nothing asked of it.
+    const fn idle() -> Self {
+        State {
+            bell: None,
+            at: UNSET,
+            setting: false,
+            rang_out: false,
+        }
+    }
+}
+
 impl<B> Alarm<B> {
     #[cfg(not(opguard_loom))]
     pub(super) const fn new() -> Self {
         Alarm {
-            state: Mutex::new(State {
-                bell: None,
-                at: UNSET,
-                setting: false,
-                rang_out: false,
-            }),
+            state: Mutex::new(State::idle()),
         }
     }
 
     #[cfg(opguard_loom)]
     pub(super) fn new() -> Self {
         Alarm {
-            state: Mutex::new(State {
-                bell: None,
-                at: UNSET,
-                setting: false,
-                rang_out: false,
-            }),
+            state: Mutex::new(State::idle()),
         }
     }
 
