@@ -924,7 +924,7 @@ mod loom_tests {
             let (_, first) = counter();
             let list = Arc::new(Waitlist::with_first(first));
             let (count, waker) = counter();
-            let firing = on_a_thread(&list, |list| fire(list));
+            let firing = on_a_thread(&list, fire);
             let joined = list.join(waker.clone()).map_err(|(_, state)| state);
             let mut old = None;
             let ready = match joined {
@@ -953,7 +953,7 @@ mod loom_tests {
             let (c1, w1) = counter();
             let list = Arc::new(Waitlist::with_first(w1));
             let (c2, w2) = counter();
-            let firing = on_a_thread(&list, |list| fire(list));
+            let firing = on_a_thread(&list, fire);
             let mut old = None;
             let ready = list.poll(0, w2.clone(), &mut old).is_ready();
             drop(old);
@@ -975,7 +975,7 @@ mod loom_tests {
         loom::model(|| {
             let (count, w) = counter();
             let list = Arc::new(Waitlist::with_first(w));
-            let firing = on_a_thread(&list, |list| fire(list));
+            let firing = on_a_thread(&list, fire);
             let left = list.leave(0);
             firing.join().unwrap();
             let woken = count.0.load(SeqCst);
