@@ -689,7 +689,7 @@ fn a_timeout_polled_again_after_its_new_wakers_clone_panicked_wakes_that_waker()
     // the counter its data points to (one per try below).
     static PANICKED: AtomicBool = AtomicBool::new(false);
     static WOKEN: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
-    fn woken(p: *const ()) {
+    fn count_wake(p: *const ()) {
         // SAFETY: the data is always one of the `WOKEN` statics.
         unsafe { &*p.cast::<AtomicUsize>() }.fetch_add(1, SeqCst);
     }
@@ -700,8 +700,8 @@ fn a_timeout_polled_again_after_its_new_wakers_clone_panicked_wakes_that_waker()
             }
             RawWaker::new(p, &VTABLE)
         },
-        woken,
-        woken,
+        count_wake,
+        count_wake,
         |_| {},
     );
     // Long enough that the panic's report is over well before it; should
