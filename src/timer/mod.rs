@@ -18,17 +18,22 @@
 //! makes at most a tick per request and touches futures-timer's thread
 //! about once per timeout length, not twice per request; in all, the
 //! process holds at most one `Delay` per lane, whatever the number of
-//! timeouts. When the alarm rings, the lane's due ticks fire: each wakes
-//! its earliest waiter, and that one, when its task is polled, wakes the
-//! rest (see "Relayed wake-ups"); then the tick leaves the wheel. So a
+//! timeouts. A tick fires once the deadlines of all its waiters have
+//! passed, to the microsecond, and at its boundary at the latest (see "When
+//! a tick fires"). When the alarm rings, the lane's due ticks fire: each
+//! wakes its earliest waiter, and that one, when its task is polled, wakes
+//! the rest (see "Relayed wake-ups"); then the tick leaves the wheel. So a
 //! timeout:
 //!
-//! - never fires before its deadline (the tick is at or after it);
+//! - never fires before its deadline (its tick fires once every deadline in
+//!   it has passed);
 //! - fires at most one tick after it (250 µs, or from a second up at most a
-//!   thousandth of its length), plus the helper thread's wake-up (and for
-//!   all but a tick's first waiter, the first one's scheduling, or 31 ms
-//!   more at most should it not be scheduled), or sooner when its own
-//!   thread keeps starting timeouts (see "Firing from the thread");
+//!   thousandth of its length), and less than a microsecond after it when
+//!   it is the last deadline of its tick (as a timeout alone in its tick
+//!   is), plus the helper thread's wake-up (and for all but a tick's first
+//!   waiter, the first one's scheduling, or 31 ms more at most should it
+//!   not be scheduled), or sooner when its own thread keeps starting
+//!   timeouts (see "Firing from the thread");
 //! - gives its memory back when dropped early: its waker at once, and the
 //!   tick itself when its last waiter leaves, whatever the deadline (but for
 //!   the one tick each thread keeps, below), so memory follows the timeouts
@@ -38,6 +43,27 @@
 //!
 //! No executor is involved: the timer needs nothing from the runtime it runs
 //! on.
+//!
+//! # When a tick fires
+//! A tick waits for the latest deadline among its waiters, not for its
+//! boundary: a timeout alone in its tick, the common case where timeouts
+//! start apart, fires at its own deadline rather than up to 250 µs after
+//! it. Each tick notes how long before its boundary all its deadlines
+//! have passed (its slack, in whole microseconds, rounded down: at most a
+//! fine tick, 250 µs), lowered as waiters join; the lane's alarm is asked
+//! for the boundary less that slack. A waiter that joins later lowers it,
+//! and the alarm, when it rings for the earlier time, finds the tick not
+//! due yet and asks again. Before its boundary a tick fires only under its
+//! list's lock, which joiners take too: the list is checked and closed at
+//! once, so a waiter either joined before (and its deadline counts) or is
+//! turned away, and makes a tick of its own for the same boundary. A
+//! thread that finds the tick it keeps fired does not take its own
+//! deadline for passed (the tick may have fired before it): it goes to its
+//! lane, where a tick is no longer found once it has fired. With a slack
+//! of at most a fine tick, and boundaries a fine tick apart at least, a
+//! lane's first tick by boundary is the first to fire. A staging tick's
+//! waiters give it no slack limit: they move on when it comes, whenever
+//! that is before their deadlines.
 //!
 //! # Staging
 //! A tick costs memory while it waits (about 115 bytes with its place in
@@ -100,17 +126,17 @@
 //! # Firing from the thread
 //! A thread that starts a timeout reads the clock anyway. When that timeout
 //! does not fall in the tick the thread keeps (the thread moves on to a new
-//! tick, as happens once a tick boundary has passed, which is when a tick
-//! can have come), it also fires those of its lane's ticks whose time has
-//! come (one relaxed load when none has: each lane notes its earliest
-//! tick), waking their waiters from where their tasks run. On a busy server
-//! that saves each timeout the wait for futures-timer's thread to be
-//! scheduled, and then for the runtime's, which under load is where most
-//! of a timeout's lateness came from; it also spares futures-timer's thread
-//! the work. A thread that starts no more timeouts leaves its ticks to
-//! futures-timer's thread, as before. Whichever comes first fires a tick,
-//! and never before its time: a tick is fired here only once the reading
-//! is at or past it.
+//! tick, as happens once a tick boundary has passed, which is about when a
+//! tick can have come), it also fires those of its lane's ticks whose time
+//! has come (one relaxed load when none has: each lane notes when its
+//! first tick fires), waking their waiters from where their tasks run. On
+//! a busy server that saves each timeout the wait for futures-timer's
+//! thread to be scheduled, and then for the runtime's, which under load is
+//! where most of a timeout's lateness came from; it also spares
+//! futures-timer's thread the work. A thread that starts no more timeouts
+//! leaves its ticks to futures-timer's thread, as before. Whichever comes
+//! first fires a tick, and never before its time: a tick is fired here
+//! only once the reading is at or past it.
 //!
 //! # User code and locks
 //! Wakers are user code: cloning, waking or dropping one may start or drop a
@@ -155,9 +181,12 @@
 //! with `Acquire`; a waiter joins under the mutex unless the list is closed.
 //! So a wake-up is never lost: a waiter either joined before the drain (and
 //! is woken) or finds the list closed and reads the state (loom:
-//! [`waitlist`]). A tick fires no earlier than its time, which is at or
-//! after the deadline of every waiter that joins it, so a timeout that finds
-//! its tick fired has timed out, correctly and at once. Mutex poisoning is
+//! [`waitlist`]). A tick fires before its boundary only once its list is
+//! closed, under the list's mutex, with the slack that joiners lower under
+//! it (loom: [`waitlist`] again), so no waiter's deadline is after it. A
+//! tick found in its lane's map fired has fired at its boundary, at or
+//! after the deadline of every waiter that would join it, so a timeout that
+//! finds it so has timed out, correctly and at once. Mutex poisoning is
 //! ignored: no code here panics while holding one. A lane's earliest time is
 //! a hint, stored and read `Relaxed` (see [`Lane::next`]). A kept tick is
 //! made a new one in place only under its lane's lock, once it is out of the
@@ -180,7 +209,7 @@ use std::time::{Duration, Instant};
 use futures_timer::Delay;
 
 use self::alarm::{Alarm, Set, UNSET};
-use self::waitlist::{BROKEN, FIRED, OPEN, Waitlist};
+use self::waitlist::{BROKEN, FIRED, MAX_SLACK, OPEN, Waitlist};
 use crate::clock;
 use crate::contain::{contain, drop_payload};
 use crate::error::Missing;
@@ -196,6 +225,20 @@ const _: () = assert!(
     FINE.as_secs() == 0 && 1_000_000_000_u32.is_multiple_of(FINE_NANOS),
     "a fine tick divides a second"
 );
+const _: () = assert!(
+    FINE.as_micros() == MAX_SLACK as u128,
+    "a tick fires at most a fine tick before its boundary, so a lane's first tick fires first"
+);
+
+/// How long before its tick's boundary a deadline `early` ns before it is,
+/// in whole microseconds rounded down, at most [`MAX_SLACK`]: how much
+/// earlier than its boundary its tick may fire for it (see "When a tick
+/// fires").
+#[inline]
+fn slack(early: u32) -> u8 {
+    // Below `MAX_SLACK` (a u8) once capped: no truncation.
+    (early / 1_000).min(u32::from(MAX_SLACK)) as u8
+}
 
 /// About how far past the epoch a deadline can be and still come: past
 /// this (about 146 million years), a tick count no longer holds it, and a
@@ -307,9 +350,10 @@ type Key = (u64, u32);
 struct Lane {
     /// Its ticks, by time (the lane is this one).
     ticks: Mutex<BTreeMap<u64, Arc<Tick>>>,
-    /// The time of its earliest tick (`u64::MAX`: none), kept up to date
-    /// under `ticks`' lock and read without it: a stale reading only makes
-    /// [`fire_due`] look once in vain, or leave a tick to futures-timer.
+    /// When its earliest tick fires ([`Tick::fires_at`], `u64::MAX`:
+    /// none), kept up to date under `ticks`' lock and read without it: a
+    /// stale reading only makes [`fire_due`] look once in vain, or leave a
+    /// tick to futures-timer.
     next: AtomicU64,
     /// Fired ticks whose relay may not come, by when the alarm steps in for
     /// them, then by the tick's address: see [`Tick::fall_back`]. A tick
@@ -324,9 +368,12 @@ struct Lane {
 }
 
 impl Lane {
-    /// Notes the earliest tick after `ticks` changed (with its lock held).
+    /// Notes when the earliest tick fires after `ticks` changed (with its
+    /// lock held).
     fn note_next(&self, ticks: &BTreeMap<u64, Arc<Tick>>) {
-        let next = ticks.first_key_value().map_or(u64::MAX, |(&at, _)| at);
+        let next = ticks
+            .first_key_value()
+            .map_or(UNSET, |(_, tick)| tick.fires_at());
         self.next.store(next, Ordering::Relaxed);
     }
 
@@ -450,6 +497,25 @@ impl Tick {
         u32::from(self.list.extra.lane)
     }
 
+    /// Its boundary, in nanoseconds since the epoch (saturating).
+    #[inline]
+    fn boundary(&self) -> u64 {
+        self.at.saturating_mul(u64::from(FINE_NANOS))
+    }
+
+    /// When it fires, in nanoseconds since the epoch: once the latest
+    /// deadline of its waiters has passed, to the microsecond, and at its
+    /// boundary at the latest (see "When a tick fires"); [`UNSET`] past what
+    /// a `u64` of nanoseconds holds (some 584 years), which never comes.
+    /// Read without its list's lock, a hint that can be early, not late.
+    #[inline]
+    fn fires_at(&self) -> u64 {
+        match self.boundary() {
+            UNSET => UNSET,
+            boundary => boundary.saturating_sub(u64::from(self.list.slack()) * 1_000),
+        }
+    }
+
     /// Wakes its waiters with `outcome`, once, and leaves the wheel: all of
     /// them from here, or, should futures-timer's thread have fired it
     /// first, those it left to relay.
@@ -556,21 +622,23 @@ impl Tick {
     /// Has its lane's alarm ring for it; breaks it when futures-timer
     /// cannot run.
     fn start(self: &Arc<Self>) {
-        // A tick past what `Instant` can hold never comes: nothing rings.
-        if tick_instant(self.at).is_none() {
+        let at = self.fires_at();
+        // A tick past what the clock counts never comes: nothing rings.
+        if at == UNSET {
             return;
         }
         if failed_recently() {
             return self.finish(BROKEN);
         }
-        if ask(self.lane(), self.at) == Set::Rang {
+        if ask(self.lane(), at) == Set::Rang {
             ring(self.lane());
         }
     }
 }
 
-/// Has lane `index`'s alarm ring at or before tick `at`: only a tick
-/// earlier than every other of the lane sets its bell (see [`alarm`]).
+/// Has lane `index`'s alarm ring at or before `at` (nanoseconds since the
+/// epoch): only a tick earlier than every other of the lane sets its bell
+/// (see [`alarm`]).
 /// Breaks the lane when the bell cannot be set; on [`Set::Rang`] the caller
 /// rings it.
 fn ask(index: u32, at: u64) -> Set {
@@ -582,10 +650,10 @@ fn ask(index: u32, at: u64) -> Set {
     set
 }
 
-/// Sets a lane's bell for tick `at` (a `Delay`, made if there is none),
-/// woken through the lane's waker.
+/// Sets a lane's bell for `at` (nanoseconds since the epoch; a `Delay`,
+/// made if there is none), woken through the lane's waker.
 fn set_bell(bell: &mut Option<Delay>, at: u64, index: u32) -> Set {
-    let Some(when) = tick_instant(at) else {
+    let Some(when) = clock::epoch().checked_add(Duration::from_nanos(at)) else {
         // It never comes: nothing to ring for.
         return Set::Pending;
     };
@@ -655,7 +723,8 @@ fn ring(index: u32) {
     }
     loop {
         lane.alarm.rang();
-        let now = ticks_passed(Instant::now().saturating_duration_since(clock::epoch()));
+        let since = Instant::now().saturating_duration_since(clock::epoch());
+        let now = clock::saturating_nanos(since);
         let next_tick = loop {
             match take_due(lane, now) {
                 Ok(tick) => tick.fire(),
@@ -663,14 +732,16 @@ fn ring(index: u32) {
             }
         };
         // After the ticks: those just fired note their relays to come.
+        let now_ticks = ticks_passed(since);
         let next_relay = loop {
-            match take_relay(lane, now) {
+            match take_relay(lane, now_ticks) {
                 Ok(Some(tick)) => tick.fall_back(),
                 Ok(None) => {}
                 Err(next) => break next,
             }
         };
-        let next = next_tick.min(next_relay);
+        // (`UNSET` stays `UNSET`.)
+        let next = next_tick.min(next_relay.saturating_mul(u64::from(FINE_NANOS)));
         if next == UNSET {
             return;
         }
@@ -695,11 +766,13 @@ fn break_lane(lane: &Lane) {
 }
 
 /// How long after the epoch the tick `at` comes.
+#[cfg(test)]
 fn tick_offset(at: u64) -> Duration {
     Duration::new(at / FINE_PER_SEC, (at % FINE_PER_SEC) as u32 * FINE_NANOS)
 }
 
 /// When the tick `at` comes, if `Instant` can hold it.
+#[cfg(test)]
 fn tick_instant(at: u64) -> Option<Instant> {
     clock::epoch().checked_add(tick_offset(at))
 }
@@ -862,11 +935,18 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
             None => return Start::Never,
         },
     };
+    // A staging tick may fire whenever it likes before the deadline: its
+    // waiter only moves on when it comes.
+    let slack = if staged != 0 {
+        MAX_SLACK
+    } else {
+        slack(offset)
+    };
     // Cloned before anything is locked or borrowed: it is user code.
     let waker = waker.clone();
     // The identity of the clone the tick keeps (see `Deadline::poll`).
     let id = WakerId::of(&waker);
-    match join(at, since, waker) {
+    match join(at, slack, since, waker) {
         Ok((tick, key)) => Start::Waiting(Deadline {
             tick,
             key: key | staged,
@@ -906,7 +986,7 @@ fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: Wak
     let Some((at, early)) = ticks(due, width(after)) else {
         return Start::Never;
     };
-    match join(at, since, waker) {
+    match join(at, slack(early), since, waker) {
         Ok((tick, key)) => Start::Waiting(Deadline {
             tick,
             key,
@@ -920,11 +1000,12 @@ fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: Wak
     }
 }
 
-/// Adds `waker` to this thread's tick `at`, made if it is not there, with
-/// its key there; hands `waker` back if that tick has fired. `since` is the
-/// clock's reading, since the epoch.
+/// Adds `waker`, whose deadline is `slack` µs before the tick's boundary
+/// (see [`slack`]), to this thread's tick `at`, made if it is not there,
+/// with its key there; hands `waker` back if that tick has fired at or
+/// after its boundary. `since` is the clock's reading, since the epoch.
 #[inline(always)]
-fn join(at: u64, since: Duration, mut waker: Waker) -> Result<(Arc<Tick>, u32), Waker> {
+fn join(at: u64, slack: u8, since: Duration, mut waker: Waker) -> Result<(Arc<Tick>, u32), Waker> {
     let (cached, lane) = LOCAL
         .try_with(|local| {
             let cached = match &*local.last.borrow() {
@@ -936,9 +1017,12 @@ fn join(at: u64, since: Duration, mut waker: Waker) -> Result<(Arc<Tick>, u32), 
         // The thread is exiting: no cache, a lane of its own kind.
         .unwrap_or((None, LANES));
     if let Some(tick) = cached {
-        match tick.list.join(waker) {
+        match tick.list.join(waker, slack) {
             Ok(key) => return Ok((tick, key)),
-            Err((back, FIRED)) => return Err(back),
+            // Fired, emptied or broken. Having fired does not mean that
+            // this deadline has passed: a tick fires once the deadlines of
+            // those in it have, which can be before this one. On to the
+            // lane, where a tick that fired is no longer found.
             Err((back, _)) => waker = back,
         }
     }
@@ -955,11 +1039,17 @@ fn join(at: u64, since: Duration, mut waker: Waker) -> Result<(Arc<Tick>, u32), 
         let lane = self::lane(lane);
         let mut map = lock(&lane.ticks);
         let joined = match map.get(&at) {
-            Some(tick) => tick.list.join(waker).map(|index| (Arc::clone(tick), index)),
+            Some(tick) => tick
+                .list
+                .join(waker, slack)
+                .map(|index| (Arc::clone(tick), index)),
             None => Err((waker, OPEN)),
         };
         match joined {
             Ok((tick, index)) => (tick, index, false),
+            // A tick leaves its lane before it fires, or closes early
+            // ([`take_due`]) under the lane's lock: one found fired has
+            // come at its boundary, at or after this deadline.
             Err((back, FIRED)) => {
                 drop(map);
                 return Err(back);
@@ -967,11 +1057,11 @@ fn join(at: u64, since: Duration, mut waker: Waker) -> Result<(Arc<Tick>, u32), 
             // None there, or one that was emptied or broken: a fresh tick,
             // in the memory of the one this thread keeps if it can.
             Err((back, _)) => {
-                let tick = match renew_kept(&mut map, key, back) {
+                let tick = match renew_kept(&mut map, key, slack, back) {
                     Ok(tick) => tick,
                     Err(back) => Arc::new(Tick {
                         at,
-                        list: Waitlist::pinned_with_first(back, TickInfo::new(key.1)),
+                        list: Waitlist::pinned_with_first(back, slack, TickInfo::new(key.1)),
                     }),
                 };
                 old = map.insert(at, Arc::clone(&tick));
@@ -997,6 +1087,7 @@ fn join(at: u64, since: Duration, mut waker: Waker) -> Result<(Arc<Tick>, u32), 
 fn renew_kept(
     map: &mut BTreeMap<u64, Arc<Tick>>,
     key: Key,
+    slack: u8,
     waker: Waker,
 ) -> Result<Arc<Tick>, Waker> {
     let taken = LOCAL.try_with(|local| {
@@ -1030,7 +1121,7 @@ fn renew_kept(
         Some(tick) => {
             tick.at = key.0;
             tick.list.extra = TickInfo::new(key.1);
-            tick.list.renew(waker);
+            tick.list.renew(waker, slack);
             Ok(kept)
         }
         None => {
@@ -1049,7 +1140,7 @@ fn renew_kept(
 #[inline]
 fn fire_due(lane: u32, since: Duration) {
     let lane = self::lane(lane);
-    let now = ticks_passed(since);
+    let now = clock::saturating_nanos(since);
     if lane.next.load(Ordering::Relaxed) > now {
         return;
     }
@@ -1074,10 +1165,28 @@ fn take_relay(lane: &Lane, now: u64) -> Result<Option<Arc<Tick>>, u64> {
 }
 
 /// Takes the lane's earliest tick out if its time has come by `now` (in
-/// ticks); otherwise gives the earliest's time ([`UNSET`]: none).
+/// nanoseconds since the epoch): its boundary, or before it the latest
+/// deadline of its waiters, when the tick closes early under its list's
+/// lock (see "When a tick fires"). Otherwise gives when it fires
+/// ([`UNSET`]: no tick). The lane's first tick is the first to fire: a tick
+/// fires at most a fine tick before its boundary, and every other boundary
+/// is a fine tick later or more.
 fn take_due(lane: &Lane, now: u64) -> Result<Arc<Tick>, u64> {
     let mut map = lock(&lane.ticks);
-    let tick = pop_due(&mut map, now, |&at| at)?;
+    let Some(first) = map.first_entry() else {
+        return Err(UNSET);
+    };
+    let tick = first.get();
+    let boundary = tick.boundary();
+    // Before its boundary, it fires only if no one joined with a later
+    // deadline meanwhile: checked, and closed, under its list's lock.
+    if boundary > now && !tick.list.close_within((boundary - now).div_ceil(1_000)) {
+        let next = tick.fires_at();
+        // A hint made stale by the waiters that joined since.
+        lane.next.store(next, Ordering::Relaxed);
+        return Err(next);
+    }
+    let tick = first.remove();
     lane.note_next(&map);
     Ok(tick)
 }

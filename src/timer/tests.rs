@@ -137,6 +137,86 @@ fn never_fires_before_the_deadline() {
     }
 }
 
+/// A timeout of `after` alone in a new tick of this thread's private lane,
+/// its deadline at least `room` ns before the tick's boundary.
+fn alone_in_a_tick(after: Duration, room: u64, waker: &Waker) -> Deadline {
+    (0..200)
+        .find_map(|_| {
+            // The next fine tick: not the one this thread keeps, whose
+            // waiters' deadlines (gone since) count still.
+            std::thread::sleep(FINE);
+            let d = waiting(after, waker);
+            (d.tick.boundary() - d.due() >= room).then_some(d)
+        })
+        .expect("a deadline that much before its tick's boundary, in 200 tries")
+}
+
+#[test]
+fn a_tick_fires_at_its_latest_waiters_deadline_to_the_microsecond_not_at_its_boundary() {
+    let _lane = private_lane();
+    let lane = lane(private());
+    let (_, waker) = counter();
+    let after = Duration::from_millis(50);
+    let first = alone_in_a_tick(after, 100_000, &waker);
+    let tick = Arc::clone(&first.tick);
+    let fires = tick.fires_at();
+    assert!(
+        fires >= first.due() && fires < first.due() + 1_000,
+        "alone in its tick, it fires at {fires}, its deadline {}",
+        first.due()
+    );
+    assert_eq!(lane.alarm.asked(), fires, "the bell is not set for it");
+    // A deadline 50 µs later joins: the tick fires then, not before.
+    let since = Duration::from_nanos(first.due() + 50_000) - after;
+    let Start::Waiting(later) = start(clock::epoch() + since, after, &waker) else {
+        panic!("not waiting");
+    };
+    assert!(Arc::ptr_eq(&later.tick, &tick), "another tick");
+    let fires = tick.fires_at();
+    assert!(
+        fires >= later.due() && fires < later.due() + 1_000,
+        "it fires at {fires}, its latest deadline {}",
+        later.due()
+    );
+    assert!(fires < tick.boundary());
+    // The lane's bell, set for the first deadline, finds it not due then;
+    // a nanosecond before its time it still is not; at its time it is,
+    // before its boundary.
+    assert_eq!(take_due(lane, first.due() + 1_000).err(), Some(fires));
+    assert_eq!(take_due(lane, fires - 1).err(), Some(fires));
+    let due = take_due(lane, fires).expect("not due at its latest deadline");
+    assert!(Arc::ptr_eq(&due, &tick) && !in_wheel(&tick));
+    due.fire();
+    assert!(first.has_fired() && later.has_fired());
+}
+
+/// A tick that fired at its waiters' deadlines, before its boundary, turns
+/// away a later deadline of the same tick: it waits in a tick of its own,
+/// rather than being taken for one that has passed.
+#[test]
+fn a_later_deadline_whose_tick_fired_early_waits_in_a_tick_of_its_own() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    let after = Duration::from_millis(50);
+    let first = alone_in_a_tick(after, 100_000, &waker);
+    let tick = Arc::clone(&first.tick);
+    assert!(is_kept(&tick));
+    let fired = take_due(lane(private()), tick.fires_at()).expect("not due at its deadline");
+    fired.fire();
+    assert!(first.has_fired());
+    // From the thread that keeps the fired tick, 50 µs after the first.
+    let since = Duration::from_nanos(first.due() + 50_000) - after;
+    let later = match start(clock::epoch() + since, after, &waker) {
+        Start::Waiting(later) => later,
+        Start::Due(_) => panic!("taken for due, 50 µs before its deadline"),
+        Start::Never => panic!("never"),
+    };
+    assert_eq!(later.tick.at, tick.at, "not the same boundary");
+    assert!(!Arc::ptr_eq(&later.tick, &tick), "in the fired tick");
+    assert!(!later.has_ended());
+    assert!(later.tick.fires_at() >= later.due());
+}
+
 /// Moves a wait in its staging tick on to its deadline's own tick, as when
 /// the staging tick comes: fired here, ahead of its time (on a lane of the
 /// test's own, where no other test's timeouts wait).
@@ -302,7 +382,7 @@ fn when_its_staging_tick_comes_a_wait_moves_to_its_own_tick_and_ends_there() {
 fn fired_tick(at: u64) -> Arc<Tick> {
     let tick = Arc::new(Tick {
         at,
-        list: Waitlist::pinned_with_first(Waker::noop().clone(), TickInfo::new(private())),
+        list: Waitlist::pinned_with_first(Waker::noop().clone(), 0, TickInfo::new(private())),
     });
     assert!(tick.list.finish(FIRED).is_some());
     lock(&lane(private()).ticks).insert(at, Arc::clone(&tick));
@@ -381,7 +461,7 @@ fn a_wait_whose_staging_tick_came_after_its_deadline_ends_at_once() {
     // test may be the first to read it, and start its epoch).
     let staging = Arc::new(Tick {
         at: 1,
-        list: Waitlist::pinned_with_first(waker.clone(), TickInfo::new(private())),
+        list: Waitlist::pinned_with_first(waker.clone(), 0, TickInfo::new(private())),
     });
     let mut d = Deadline {
         tick: Arc::clone(&staging),
@@ -711,12 +791,12 @@ fn fired_with_two_to_relay(at: u64) -> (Arc<Tick>, Vec<Arc<Count>>) {
     let (first, waker) = counter();
     let tick = Arc::new(Tick {
         at,
-        list: Waitlist::pinned_with_first(waker, TickInfo::new(private())),
+        list: Waitlist::pinned_with_first(waker, 0, TickInfo::new(private())),
     });
     let mut counts = vec![first];
     for _ in 0..2 {
         let (count, waker) = counter();
-        assert!(tick.list.join(waker).is_ok());
+        assert!(tick.list.join(waker, 0).is_ok());
         counts.push(count);
     }
     tick.fire();
@@ -1013,8 +1093,9 @@ fn only_a_tick_earlier_than_the_lanes_others_sets_its_bell() {
     let set = bells_set();
     let first = waiting(Duration::from_secs(3600), &waker);
     let first_at = first.tick.at;
+    let first_fires = first.tick.fires_at();
     assert_eq!(bells_set(), set + 1, "the lane's first tick set no bell");
-    assert_eq!(alarm.asked(), first_at);
+    assert_eq!(alarm.asked(), first_fires);
     let later = waiting(Duration::from_secs(5400), &waker);
     assert!(later.tick.at > first_at);
     drop(first);
@@ -1026,10 +1107,10 @@ fn only_a_tick_earlier_than_the_lanes_others_sets_its_bell() {
     );
     // It rings for the tick that left, finds nothing due and sets itself
     // for the next (see the next test).
-    assert_eq!(alarm.asked(), first_at);
+    assert_eq!(alarm.asked(), first_fires);
     let earlier = waiting(Duration::from_secs(1800), &waker);
     assert_eq!(bells_set(), set + 2, "an earlier tick set no bell");
-    assert_eq!(alarm.asked(), earlier.tick.at);
+    assert_eq!(alarm.asked(), earlier.tick.fires_at());
 }
 
 #[test]

@@ -27,6 +27,10 @@ pub(super) const FIRED: u8 = 1;
 /// The tick can never come: its timer could not start or went away.
 pub(super) const BROKEN: u8 = 2;
 
+/// The most a list's slack can be, in microseconds ([`Waitlist::slack`]):
+/// a fine tick (250 µs). Joiners with more slack than this give this.
+pub(super) const MAX_SLACK: u8 = 250;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -361,6 +365,15 @@ pub(super) struct Waitlist<T = ()> {
     /// leaves now has nothing to take out, and needs no lock to know it.
     /// Set under the lock, as the waiters go.
     drained: AtomicBool,
+    /// How long before the tick's boundary every waiter's deadline has
+    /// passed, in whole microseconds rounded down, at most [`MAX_SLACK`]:
+    /// the least a joiner gave. Lowered as waiters join, under the lock;
+    /// [`Waitlist::close_within`] closes the list that long before the
+    /// boundary at the earliest, under the lock too, so a waiter either
+    /// joined before (and lowered it) or is turned away. Read without the
+    /// lock only as a hint, which can be too early, never too late: it
+    /// only goes down while the list is open.
+    slack: AtomicU8,
     /// The owner's fields (a tick's lane and its count of fallbacks, a few
     /// bytes): here they take the room that the flags above leave before
     /// the lock, where in the tick itself they would take 8 bytes more.
@@ -370,26 +383,28 @@ pub(super) struct Waitlist<T = ()> {
 
 #[cfg(opguard_loom)]
 impl Waitlist {
-    /// A list with one waiter, whose key is 0 (for the loom models; the
-    /// timer's ticks are made pinned).
-    pub(super) fn with_first(waker: Waker) -> Self {
-        Self::first_of(waker, false, ())
+    /// A list with one waiter, whose key is 0 and slack `slack` (for the
+    /// loom models; the timer's ticks are made pinned).
+    pub(super) fn with_first(waker: Waker, slack: u8) -> Self {
+        Self::first_of(waker, slack, false, ())
     }
 }
 
 impl<T> Waitlist<T> {
-    /// A list with one waiter, whose key is 0, pinned (see
-    /// [`Waitlist::pin`]): a new tick, which its thread keeps. Pinned as it
-    /// is made, it needs no lock for that.
-    pub(super) fn pinned_with_first(waker: Waker, extra: T) -> Self {
-        Self::first_of(waker, true, extra)
+    /// A list with one waiter, whose key is 0 and whose deadline is
+    /// `slack` µs before the tick's boundary (see [`Waitlist::join`]),
+    /// pinned (see [`Waitlist::pin`]): a new tick, which its thread keeps.
+    /// Pinned as it is made, it needs no lock for that.
+    pub(super) fn pinned_with_first(waker: Waker, slack: u8, extra: T) -> Self {
+        Self::first_of(waker, slack, true, extra)
     }
 
-    fn first_of(waker: Waker, pinned: bool, extra: T) -> Self {
+    fn first_of(waker: Waker, slack: u8, pinned: bool, extra: T) -> Self {
         Waitlist {
             state: AtomicU8::new(OPEN),
             relaying: AtomicBool::new(false),
             drained: AtomicBool::new(false),
+            slack: AtomicU8::new(slack.min(MAX_SLACK)),
             extra,
             waiters: Mutex::new({
                 let mut w = Waiters::default();
@@ -404,11 +419,12 @@ impl<T> Waitlist<T> {
     /// first waiter (key 0), as [`Waitlist::pinned_with_first`] would make
     /// it, but in the memory it has: its chunk is kept. Nothing else holds
     /// the list (`&mut`): no lock is taken.
-    pub(super) fn renew(&mut self, waker: Waker) {
+    pub(super) fn renew(&mut self, waker: Waker, slack: u8) {
         debug_assert_eq!(self.state(), OPEN);
         self.state = AtomicU8::new(OPEN);
         self.relaying = AtomicBool::new(false);
         self.drained = AtomicBool::new(false);
+        self.slack = AtomicU8::new(slack.min(MAX_SLACK));
         let w = self
             .waiters
             .get_mut()
@@ -427,10 +443,12 @@ impl<T> Waitlist<T> {
         self.state.load(Ordering::Acquire)
     }
 
-    /// Adds a waiter; a closed list gives the waker back with its state
-    /// (still [`OPEN`] when its last waiter left it).
+    /// Adds a waiter whose deadline is `slack` µs (rounded down) before
+    /// the tick's boundary, or more; a closed list gives the waker back
+    /// with its state (still [`OPEN`] when its last waiter left it, or
+    /// when it closed early and is about to fire).
     #[inline]
-    pub(super) fn join(&self, waker: Waker) -> Result<u32, (Waker, u8)> {
+    pub(super) fn join(&self, waker: Waker, slack: u8) -> Result<u32, (Waker, u8)> {
         let mut w = lock(&self.waiters);
         // A list that handed out every key it has turns joiners away too:
         // they make a fresh tick.
@@ -438,7 +456,35 @@ impl<T> Waitlist<T> {
             drop(w);
             return Err((waker, self.state()));
         }
+        // Under the lock, as `close_within` reads it.
+        if slack < self.slack.load(Ordering::Relaxed) {
+            self.slack.store(slack, Ordering::Relaxed);
+        }
         Ok(w.insert(waker))
+    }
+
+    /// How long before the tick's boundary every waiter's deadline has
+    /// passed, in µs: a hint, read without the lock (see the field).
+    #[inline]
+    pub(super) fn slack(&self) -> u8 {
+        self.slack.load(Ordering::Relaxed)
+    }
+
+    /// Closes the list, `before` µs ahead of its tick's boundary, if every
+    /// waiter's deadline has passed by then (its slack is at least
+    /// `before`): from then on no one may join, and the tick is fired next
+    /// ([`Waitlist::fire`] or [`Waitlist::finish`]), its state still
+    /// [`OPEN`] until then. Returns whether it closed.
+    pub(super) fn close_within(&self, before: u64) -> bool {
+        if before > u64::from(MAX_SLACK) {
+            return false;
+        }
+        let mut w = lock(&self.waiters);
+        if before > u64::from(self.slack.load(Ordering::Relaxed)) {
+            return false;
+        }
+        w.close();
+        true
     }
 
     /// Takes a waiter out. A waiter whose tick finished is already out.
@@ -707,8 +753,10 @@ mod tests {
         // Every waker is out of the list once it fired and relayed: the
         // waiters' leaves (each fired timeout's drop) have nothing to take
         // out, and must not wait for its lock, held here all along.
-        let list = std::sync::Arc::new(Waitlist::first_of(noop(), false, ()));
-        let keys: Vec<u32> = (0..3).map(|_| list.join(noop()).unwrap()).collect();
+        let list = std::sync::Arc::new(Waitlist::first_of(noop(), MAX_SLACK, false, ()));
+        let keys: Vec<u32> = (0..3)
+            .map(|_| list.join(noop(), MAX_SLACK).unwrap())
+            .collect();
         assert!(list.fire().unwrap().more);
         assert_eq!(list.relay().map(|rest| rest.len()), Some(3));
         let held = lock(&list.waiters);
@@ -748,9 +796,9 @@ mod tests {
         }
         // A full list turns joiners away as still open: they make a fresh
         // tick, and it keeps its waiter and its flags.
-        let list = Waitlist::first_of(noop(), true, ());
+        let list = Waitlist::first_of(noop(), MAX_SLACK, true, ());
         lock(&list.waiters).next = FULL | PINNED;
-        let Err((_, state)) = list.join(noop()) else {
+        let Err((_, state)) = list.join(noop(), MAX_SLACK) else {
             panic!("a full list took a waiter");
         };
         assert_eq!(state, OPEN, "turned away, not closed");
@@ -763,12 +811,15 @@ mod tests {
         // Fired with a waiter left to relay to, in a tick its thread keeps:
         // that waiter's leave empties it, and it must stay closed (a joiner
         // would never be woken).
-        let list = Waitlist::first_of(noop(), true, ());
-        let key = list.join(noop()).unwrap();
+        let list = Waitlist::first_of(noop(), MAX_SLACK, true, ());
+        let key = list.join(noop(), MAX_SLACK).unwrap();
         assert!(list.fire().unwrap().more);
         let left = list.leave(key);
         assert!(left.waker.is_some() && !left.emptied);
-        assert!(list.join(noop()).is_err(), "a fired list took a waiter");
+        assert!(
+            list.join(noop(), MAX_SLACK).is_err(),
+            "a fired list took a waiter"
+        );
         assert!(lock(&list.waiters).is_pinned());
     }
 
@@ -843,9 +894,9 @@ mod loom_tests {
     /// Never neither, never twice, and nothing is left to relay.
     fn two_waiters_fire_racing(other: fn(&Waitlist)) -> Arc<Waitlist> {
         let (c0, w0) = counter();
-        let list = Arc::new(Waitlist::with_first(w0));
+        let list = Arc::new(Waitlist::with_first(w0, MAX_SLACK));
         let (c1, w1) = counter();
-        let Ok(key) = list.join(w1) else {
+        let Ok(key) = list.join(w1, MAX_SLACK) else {
             panic!("an open list takes a waiter");
         };
         let timer = on_a_thread(&list, fire);
@@ -871,10 +922,10 @@ mod loom_tests {
     fn loom_another_waiter_woken_racing_the_relay_wakes_each_once() {
         loom::model(|| {
             let (c0, w0) = counter();
-            let list = Arc::new(Waitlist::with_first(w0));
+            let list = Arc::new(Waitlist::with_first(w0, MAX_SLACK));
             let (c1, w1) = counter();
             let (c2, w2) = counter();
-            assert!(list.join(w1).is_ok() && list.join(w2).is_ok());
+            assert!(list.join(w1, MAX_SLACK).is_ok() && list.join(w2, MAX_SLACK).is_ok());
             let Some(fired) = list.fire() else {
                 panic!("an open tick fires");
             };
@@ -922,10 +973,12 @@ mod loom_tests {
     fn loom_a_join_racing_the_fire_is_never_lost() {
         loom::model(|| {
             let (_, first) = counter();
-            let list = Arc::new(Waitlist::with_first(first));
+            let list = Arc::new(Waitlist::with_first(first, MAX_SLACK));
             let (count, waker) = counter();
             let firing = on_a_thread(&list, fire);
-            let joined = list.join(waker.clone()).map_err(|(_, state)| state);
+            let joined = list
+                .join(waker.clone(), MAX_SLACK)
+                .map_err(|(_, state)| state);
             let mut old = None;
             let ready = match joined {
                 Ok(key) => list.poll(key, waker.clone(), &mut old).is_ready(),
@@ -951,7 +1004,7 @@ mod loom_tests {
     fn loom_a_new_waker_racing_the_fire_is_never_lost() {
         loom::model(|| {
             let (c1, w1) = counter();
-            let list = Arc::new(Waitlist::with_first(w1));
+            let list = Arc::new(Waitlist::with_first(w1, MAX_SLACK));
             let (c2, w2) = counter();
             let firing = on_a_thread(&list, fire);
             let mut old = None;
@@ -974,7 +1027,7 @@ mod loom_tests {
     fn loom_the_last_leave_racing_the_fire_closes_once() {
         loom::model(|| {
             let (count, w) = counter();
-            let list = Arc::new(Waitlist::with_first(w));
+            let list = Arc::new(Waitlist::with_first(w, MAX_SLACK));
             let firing = on_a_thread(&list, fire);
             let left = list.leave(0);
             firing.join().unwrap();
@@ -984,7 +1037,7 @@ mod loom_tests {
             assert_eq!(left.waker.is_some(), woken == 0);
             assert_eq!(left.emptied, woken == 0);
             let (_, late) = counter();
-            assert!(list.join(late).is_err());
+            assert!(list.join(late, MAX_SLACK).is_err());
         });
     }
 
@@ -995,14 +1048,65 @@ mod loom_tests {
     fn loom_the_last_leave_racing_an_unpin_closes_once() {
         loom::model(|| {
             let (_, w) = counter();
-            let list = Arc::new(Waitlist::with_first(w));
+            let list = Arc::new(Waitlist::with_first(w, MAX_SLACK));
             list.pin();
             let unpinning = on_a_thread(&list, Waitlist::unpin);
             let left = list.leave(0);
             let unpinned = unpinning.join().unwrap();
             assert!(left.emptied != unpinned, "closed twice, or never");
             let (_, late) = counter();
-            assert!(list.join(late).is_err());
+            assert!(list.join(late, MAX_SLACK).is_err());
+        });
+    }
+
+    /// A waiter whose deadline is still to come joins while the list is
+    /// closed early, once the deadlines of those in it have passed: either
+    /// it joined first, and the list stays open, or the list closed first,
+    /// and it is turned away (to make a tick of its own). It is never in a
+    /// list that fires before its deadline.
+    #[test]
+    fn loom_a_join_racing_an_early_close_is_never_fired_before_its_deadline() {
+        loom::model(|| {
+            let (_, first) = counter();
+            // The first waiter's deadline is 200 µs before the tick's
+            // boundary; the close is tried 150 µs before it.
+            let list = Arc::new(Waitlist::with_first(first, 200));
+            let closing = on_a_thread(&list, |list| {
+                let closed = list.close_within(150);
+                if closed {
+                    fire(list);
+                }
+                closed
+            });
+            let (count, waker) = counter();
+            // Its deadline is 100 µs before the boundary: not passed yet.
+            let joined = list.join(waker, 100).is_ok();
+            let closed = closing.join().unwrap();
+            assert!(joined != closed, "joined: {joined}, closed: {closed}");
+            assert_eq!(count.0.load(SeqCst), 0, "woken before its deadline");
+            if joined {
+                assert_eq!((list.slack(), list.state()), (100, OPEN));
+            }
+        });
+    }
+
+    /// A waiter whose deadline has passed joins while the list is closed
+    /// early: it is woken once by the fire, or turned away; never left
+    /// asleep in a fired list.
+    #[test]
+    fn loom_a_due_join_racing_an_early_close_is_woken_or_turned_away() {
+        loom::model(|| {
+            let (_, first) = counter();
+            let list = Arc::new(Waitlist::with_first(first, 200));
+            let closing = on_a_thread(&list, |list| {
+                assert!(list.close_within(150), "every deadline has passed");
+                fire(list);
+            });
+            let (count, waker) = counter();
+            let joined = list.join(waker, 180).is_ok();
+            closing.join().unwrap();
+            assert_eq!(count.0.load(SeqCst), usize::from(joined));
+            assert_eq!(list.state(), FIRED);
         });
     }
 
@@ -1012,13 +1116,13 @@ mod loom_tests {
     fn loom_joins_and_leaves_racing_the_fire() {
         loom::model(|| {
             let (_, w0) = counter();
-            let list = Arc::new(Waitlist::with_first(w0));
+            let list = Arc::new(Waitlist::with_first(w0, MAX_SLACK));
             let threads: Vec<_> = (0..2)
                 .map(|_| {
                     let list = list.clone();
                     thread::spawn(move || {
                         let (count, w) = counter();
-                        if let Ok(key) = list.join(w) {
+                        if let Ok(key) = list.join(w, MAX_SLACK) {
                             list.leave(key);
                         }
                         count.0.load(SeqCst)
