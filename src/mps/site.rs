@@ -4,7 +4,7 @@
 //! Each `safe_mps!` expands to a `static MpsSite`, so the per-site state is
 //! found without a lookup: a call reads its own site's breaker (one load when
 //! the site is not pinned) and counts its attempt, or its skip, in its
-//! thread's block ([`tally`](super::tally): no write to memory that other
+//! thread's block ([`tally`]: no write to memory that other
 //! threads share).
 //!
 //! # Atomic orderings

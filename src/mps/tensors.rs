@@ -309,7 +309,7 @@ tuples! {
     (A.0, B.1, C.2, D.3, E.4, F.5, G.6, H.7)
 }
 
-/// Whether a tch error is an MPS error (see [`is_mps_error`](crate::mps::is_mps_error)).
+/// Whether a tch error is an MPS error (see [`is_mps_error`]).
 pub fn is_mps_tch_error(err: &TchError) -> bool {
     is_mps_error(&err.to_string())
 }
