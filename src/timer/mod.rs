@@ -235,7 +235,7 @@ const _: () = assert!(
 /// earlier than its boundary its tick may fire for it (see "When a tick
 /// fires").
 #[inline]
-fn slack(early: u32) -> u8 {
+fn slack_of(early: u32) -> u8 {
     // Below `MAX_SLACK` (a u8) once capped: no truncation.
     (early / 1_000).min(u32::from(MAX_SLACK)) as u8
 }
@@ -765,18 +765,6 @@ fn break_lane(lane: &Lane) {
     }
 }
 
-/// How long after the epoch the tick `at` comes.
-#[cfg(test)]
-fn tick_offset(at: u64) -> Duration {
-    Duration::new(at / FINE_PER_SEC, (at % FINE_PER_SEC) as u32 * FINE_NANOS)
-}
-
-/// When the tick `at` comes, if `Instant` can hold it.
-#[cfg(test)]
-fn tick_instant(at: u64) -> Option<Instant> {
-    clock::epoch().checked_add(tick_offset(at))
-}
-
 /// The tick of a deadline `due` after the epoch, in fine ticks, for a tick
 /// `width` fine ticks wide (a power of two): rounded up to a multiple of
 /// it; and how long before that tick the deadline is, in nanoseconds.
@@ -940,7 +928,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     let slack = if staged != 0 {
         MAX_SLACK
     } else {
-        slack(offset)
+        slack_of(offset)
     };
     // Cloned before anything is locked or borrowed: it is user code.
     let waker = waker.clone();
@@ -986,7 +974,7 @@ fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: Wak
     let Some((at, early)) = ticks(due, width(after)) else {
         return Start::Never;
     };
-    match join(at, slack(early), since, waker) {
+    match join(at, slack_of(early), since, waker) {
         Ok((tick, key)) => Start::Waiting(Deadline {
             tick,
             key,
@@ -1001,7 +989,7 @@ fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: Wak
 }
 
 /// Adds `waker`, whose deadline is `slack` µs before the tick's boundary
-/// (see [`slack`]), to this thread's tick `at`, made if it is not there,
+/// (see [`slack_of`]), to this thread's tick `at`, made if it is not there,
 /// with its key there; hands `waker` back if that tick has fired at or
 /// after its boundary. `since` is the clock's reading, since the epoch.
 #[inline(always)]
@@ -1161,7 +1149,14 @@ fn fire_due_slow(lane: &Lane, now: u64) {
 /// ticks), with its tick if that is still there; otherwise gives the
 /// earliest's time ([`UNSET`]: none).
 fn take_relay(lane: &Lane, now: u64) -> Result<Option<Arc<Tick>>, u64> {
-    pop_due(&mut lock(&lane.relays), now, |&(at, _)| at).map(|tick| tick.upgrade())
+    let mut relays = lock(&lane.relays);
+    let Some(first) = relays.first_entry() else {
+        return Err(UNSET);
+    };
+    match first.key().0 {
+        at if at > now => Err(at),
+        _ => Ok(first.remove().upgrade()),
+    }
 }
 
 /// Takes the lane's earliest tick out if its time has come by `now` (in
@@ -1189,18 +1184,6 @@ fn take_due(lane: &Lane, now: u64) -> Result<Arc<Tick>, u64> {
     let tick = first.remove();
     lane.note_next(&map);
     Ok(tick)
-}
-
-/// Takes the first entry of `map` out if its time (`at` of its key) has
-/// come by `now`; otherwise gives that time ([`UNSET`]: no entry).
-fn pop_due<K: Ord, V>(map: &mut BTreeMap<K, V>, now: u64, at: fn(&K) -> u64) -> Result<V, u64> {
-    let Some(entry) = map.first_entry() else {
-        return Err(UNSET);
-    };
-    match at(entry.key()) {
-        due if due > now => Err(due),
-        _ => Ok(entry.remove()),
-    }
 }
 
 /// Whole ticks in `since`, rounded down: every tick up to this one has come.

@@ -18,6 +18,16 @@ impl Tick {
     }
 }
 
+/// How long after the epoch the tick `at` comes.
+fn tick_offset(at: u64) -> Duration {
+    Duration::new(at / FINE_PER_SEC, (at % FINE_PER_SEC) as u32 * FINE_NANOS)
+}
+
+/// When the tick `at` comes, if `Instant` can hold it.
+fn tick_instant(at: u64) -> Option<Instant> {
+    clock::epoch().checked_add(tick_offset(at))
+}
+
 fn bells_set() -> u32 {
     BELLS_SET.with(Cell::get)
 }

@@ -1059,6 +1059,28 @@ mod loom_tests {
         });
     }
 
+    /// A list whose one waiter's deadline is 200 µs before its tick's end
+    /// is closed early, 150 µs before it (and fired, should it close), on
+    /// another thread, while a waiter whose deadline is `slack` µs before
+    /// the end joins: the list, whether the joiner got in, whether the list
+    /// closed, and how many times the joiner was woken.
+    fn join_racing_an_early_close(slack: u8) -> (Arc<Waitlist>, bool, bool, usize) {
+        let (_, first) = counter();
+        let list = Arc::new(Waitlist::with_first(first, 200));
+        let closing = on_a_thread(&list, |list| {
+            let closed = list.close_within(150);
+            if closed {
+                fire(list);
+            }
+            closed
+        });
+        let (count, waker) = counter();
+        let joined = list.join(waker, slack).is_ok();
+        let closed = closing.join().unwrap();
+        let woken = count.0.load(SeqCst);
+        (list, joined, closed, woken)
+    }
+
     /// A waiter whose deadline is still to come joins while the list is
     /// closed early, once the deadlines of those in it have passed: either
     /// it joined first, and the list stays open, or the list closed first,
@@ -1067,23 +1089,10 @@ mod loom_tests {
     #[test]
     fn loom_a_join_racing_an_early_close_is_never_fired_before_its_deadline() {
         loom::model(|| {
-            let (_, first) = counter();
-            // The first waiter's deadline is 200 µs before the tick's
-            // boundary; the close is tried 150 µs before it.
-            let list = Arc::new(Waitlist::with_first(first, 200));
-            let closing = on_a_thread(&list, |list| {
-                let closed = list.close_within(150);
-                if closed {
-                    fire(list);
-                }
-                closed
-            });
-            let (count, waker) = counter();
-            // Its deadline is 100 µs before the boundary: not passed yet.
-            let joined = list.join(waker, 100).is_ok();
-            let closed = closing.join().unwrap();
+            // Its deadline is 100 µs before the end: not passed at the close.
+            let (list, joined, closed, woken) = join_racing_an_early_close(100);
             assert!(joined != closed, "joined: {joined}, closed: {closed}");
-            assert_eq!(count.0.load(SeqCst), 0, "woken before its deadline");
+            assert_eq!(woken, 0, "woken before its deadline");
             if joined {
                 assert_eq!((list.slack(), list.state()), (100, OPEN));
             }
@@ -1096,16 +1105,9 @@ mod loom_tests {
     #[test]
     fn loom_a_due_join_racing_an_early_close_is_woken_or_turned_away() {
         loom::model(|| {
-            let (_, first) = counter();
-            let list = Arc::new(Waitlist::with_first(first, 200));
-            let closing = on_a_thread(&list, |list| {
-                assert!(list.close_within(150), "every deadline has passed");
-                fire(list);
-            });
-            let (count, waker) = counter();
-            let joined = list.join(waker, 180).is_ok();
-            closing.join().unwrap();
-            assert_eq!(count.0.load(SeqCst), usize::from(joined));
+            let (list, joined, closed, woken) = join_racing_an_early_close(180);
+            assert!(closed, "every deadline has passed");
+            assert_eq!(woken, usize::from(joined));
             assert_eq!(list.state(), FIRED);
         });
     }
