@@ -74,9 +74,9 @@ pub fn returning<T, F: core::future::Future<Output = T>>(fut: F) -> F {
 ///   time its task takes to be scheduled): 250 µs for a timeout shorter than
 ///   a second, from a second up at most a thousandth of its length (16 ms for
 ///   30 s; see [`tick_of`](crate::tick_of)). A tick fires once the last
-///   deadline in it has passed, to the microsecond (at most 250 µs before
-///   the tick's end): a timeout alone in its tick, as timeouts started apart
-///   are, fires at its own deadline.
+///   deadline in it has passed, to a 250th of its width (a microsecond under
+///   a second, 64 µs for 30 s): a timeout alone in its tick, as timeouts
+///   started apart are, fires at its own deadline.
 /// - A timeout from 8 s to 68 minutes still pending 0.1 to 4.2 s before its
 ///   deadline wakes its task once then (it moves from a tick that timeouts
 ///   of many deadlines share to its own): the future is polled, and must

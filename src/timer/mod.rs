@@ -9,9 +9,9 @@
 //! a second, where a millisecond is a noticeable part of the wait, and from a
 //! second up the widest of 1 ms, 4 ms, 16 ms, and so on by fours, that is at
 //! most a thousandth of it ([`tick_of`]): coarser ticks mean fewer of them,
-//! and each costs memory while it waits. Ticks are counted in 250 µs, so
-//! timeouts of any lengths share a tick when they fall on the same boundary.
-//! The first timeout of a tick makes the tick, later ones only add their
+//! and each costs memory while it waits. Timeouts of any lengths whose
+//! ticks are as wide share a tick when their deadlines round up to the
+//! same boundary. The first timeout of a tick makes the tick, later ones only add their
 //! waker to the tick's list. Only a tick earlier than every other of its lane
 //! sets the lane's `Delay` (see [`alarm`]): a server that takes requests one
 //! at a time, each with a timeout that is cancelled when the request is done,
@@ -19,8 +19,8 @@
 //! about once per timeout length, not twice per request; in all, the
 //! process holds at most one `Delay` per lane, whatever the number of
 //! timeouts. A tick fires once the deadlines of all its waiters have
-//! passed, to the microsecond, and at its boundary at the latest (see "When
-//! a tick fires"). When the alarm rings, the lane's due ticks fire: each
+//! passed, to a 250th of its width (a microsecond for a fine tick), and at
+//! its boundary at the latest (see "When a tick fires"). When the alarm rings, the lane's due ticks fire: each
 //! wakes its earliest waiter, and that one, when its task is polled, wakes
 //! the rest (see "Relayed wake-ups"); then the tick leaves the wheel. So a
 //! timeout:
@@ -28,9 +28,10 @@
 //! - never fires before its deadline (its tick fires once every deadline in
 //!   it has passed);
 //! - fires at most one tick after it (250 µs, or from a second up at most a
-//!   thousandth of its length), and less than a microsecond after it when
-//!   it is the last deadline of its tick (as a timeout alone in its tick
-//!   is), plus the helper thread's wake-up (and for all but a tick's first
+//!   thousandth of its length), and less than a 250th of that (a
+//!   microsecond under a second, 64 µs at 30 s) when it is the last
+//!   deadline of its tick (as a timeout alone in its tick is), plus the
+//!   helper thread's wake-up (and for all but a tick's first
 //!   waiter, the first one's scheduling, or 31 ms more at most should it
 //!   not be scheduled), or sooner when its own thread keeps starting
 //!   timeouts (see "Firing from the thread");
@@ -47,11 +48,12 @@
 //! # When a tick fires
 //! A tick waits for the latest deadline among its waiters, not for its
 //! boundary: a timeout alone in its tick, the common case where timeouts
-//! start apart, fires at its own deadline rather than up to 250 µs after
-//! it. Each tick notes how long before its boundary all its deadlines
-//! have passed (its slack, in whole microseconds, rounded down: at most a
-//! fine tick, 250 µs), lowered as waiters join; the lane's alarm is asked
-//! for the boundary less that slack. A waiter that joins later lowers it,
+//! start apart, fires at its own deadline rather than up to a tick after
+//! it (250 µs, or 16 ms for a 30 s timeout). Each tick notes how long
+//! before its boundary all its deadlines have passed (its slack, in 250ths
+//! of its width, rounded down: whole microseconds for a fine tick, 64 µs
+//! for a 16 ms one; at most its width), lowered as waiters join; the lane's
+//! alarm is asked for the boundary less that slack. A waiter that joins later lowers it,
 //! and the alarm, when it rings for the earlier time, finds the tick not
 //! due yet and asks again. Before its boundary a tick fires only under its
 //! list's lock, which joiners take too: the list is checked and closed at
@@ -59,11 +61,13 @@
 //! turned away, and makes a tick of its own for the same boundary. A
 //! thread that finds the tick it keeps fired does not take its own
 //! deadline for passed (the tick may have fired before it): it goes to its
-//! lane, where a tick is no longer found once it has fired. With a slack
-//! of at most a fine tick, and boundaries a fine tick apart at least, a
-//! lane's first tick by boundary is the first to fire. A staging tick's
-//! waiters give it no slack limit: they move on when it comes, whenever
-//! that is before their deadlines.
+//! lane, where a tick is no longer found once it has fired. A lane keeps
+//! its ticks of each width in a map of their own: those do not overlap, so
+//! with a slack of at most its width, each map's first tick by boundary is
+//! its first to fire, and the lane need only look at the first of each.
+//! Its waiters all round up to its width, and count their slack in its
+//! unit. Staging ticks have a map of their own, and fire at their
+//! boundary: their waiters only move on then.
 //!
 //! # Staging
 //! A tick costs memory while it waits (about 115 bytes with its place in
@@ -90,10 +94,10 @@
 //! Each thread gets a lane, and a tick belongs to one lane: timeouts started
 //! on different threads (the workers of a multi-thread runtime) never share
 //! a tick, so they never contend on its lock or its reference count. The
-//! wheel keeps each lane's ticks in a map of their own, by time. Each
-//! thread also remembers the tick it joined last: timeouts of one length
-//! started within a tick of each other mostly land in it, and skip the
-//! lane's lock and lookup. Threads past [`LANES`] share lanes.
+//! wheel keeps each lane's ticks in maps of their own, one per width, by
+//! time. Each thread also remembers the tick it joined last: timeouts of
+//! one length started within a tick of each other mostly land in it, and
+//! skip the lane's lock and lookup. Threads past [`LANES`] share lanes.
 //!
 //! The tick a thread remembers stays open when its last waiter leaves, so
 //! that a run of timeouts started one after another (each dropped before the
@@ -168,7 +172,7 @@
 //! does; nothing can be contained there.)
 //!
 //! # Locks and atomic orderings
-//! A lane's mutex guards its map only, and a tick's list mutex guards its
+//! A lane's mutex guards its maps only, and a tick's list mutex guards its
 //! waiters only. A lane's lock may be held while a tick's list is locked
 //! (joining through the wheel), never the other way round. A lane's alarm
 //! has a lock of its own, held with no other and never while a `Delay` is
@@ -227,17 +231,25 @@ const _: () = assert!(
 );
 const _: () = assert!(
     FINE.as_micros() == MAX_SLACK as u128,
-    "a tick fires at most a fine tick before its boundary, so a lane's first tick fires first"
+    "a fine tick's slack is counted in microseconds"
 );
 
 /// How long before its tick's boundary a deadline `early` ns before it is,
-/// in whole microseconds rounded down, at most [`MAX_SLACK`]: how much
-/// earlier than its boundary its tick may fire for it (see "When a tick
-/// fires").
+/// in its tick's slack units ([`unit_nanos`]), rounded down, at most
+/// [`MAX_SLACK`], a tick's width: how much earlier than its boundary its
+/// tick may fire for it (see "When a tick fires").
 #[inline]
-fn slack_of(early: u32) -> u8 {
+fn slack_of(early: u32, class: u8) -> u8 {
     // Below `MAX_SLACK` (a u8) once capped: no truncation.
-    (early / 1_000).min(u32::from(MAX_SLACK)) as u8
+    ((early / 1_000) >> (2 * u32::from(class.min(COARSEST as u8)))).min(u32::from(MAX_SLACK)) as u8
+}
+
+/// A tick's slack unit, in nanoseconds: a 250th of its width ([`MAX_SLACK`]
+/// of them make it), 1 µs for a fine tick, 64 µs for the 16 ms tick of a
+/// 30 s timeout (see [`slack_of`]). A staging tick's is the coarsest's.
+#[inline]
+fn unit_nanos(class: u8) -> u64 {
+    1_000 << (2 * u32::from(class.min(COARSEST as u8)))
 }
 
 /// About how far past the epoch a deadline can be and still come: past
@@ -293,6 +305,24 @@ pub fn tick_of(after: Duration) -> Duration {
 /// How wide a staging tick is, in fine ticks: as the coarsest tick
 /// (4.096 s). See "Staging".
 const STAGE: u64 = 1 << (2 * COARSEST);
+
+/// A tick's class: its width, as the power of four fine ticks it is
+/// ([`width`]), 0 for a fine tick up to [`COARSEST`]; or [`STAGING`]. A
+/// lane keeps each class's ticks in a map of their own: a class's ticks
+/// do not overlap, so its first by boundary is its first to fire (see
+/// "When a tick fires").
+fn class_of(width: u64) -> u8 {
+    debug_assert!(width.is_power_of_two() && width <= STAGE);
+    // At most `COARSEST` (7): no truncation.
+    (width.trailing_zeros() / 2) as u8
+}
+
+/// The class of staging ticks (see "Staging"): as wide as the coarsest,
+/// and apart from them, so that a long timeout's own tick fires at its
+/// deadline while the staging ticks on the same boundaries fire at theirs.
+const STAGING: u8 = COARSEST as u8 + 1;
+/// Classes of ticks: one per width, and the staging ticks'.
+const CLASSES: usize = STAGING as usize + 1;
 /// How long before a deadline its staging tick comes at the least, in fine
 /// ticks (128 ms): time for the task woken then to be polled, and to
 /// register in the deadline's own tick, before that comes.
@@ -346,10 +376,13 @@ const WHEEL_LANES: usize = LANES as usize + 1 + TEST_LANES;
 const TEST_LANES: usize = if cfg!(test) { 48 } else { 0 };
 type Key = (u64, u32);
 
+/// A lane's ticks: a map by time for each class ([`class_of`]).
+type Ticks = [BTreeMap<u64, Arc<Tick>>; CLASSES];
+
 /// One lane's ticks, by time, and the alarm that rings for the earliest.
 struct Lane {
-    /// Its ticks, by time (the lane is this one).
-    ticks: Mutex<BTreeMap<u64, Arc<Tick>>>,
+    /// Its ticks, by class, then by time (the lane is this one).
+    ticks: Mutex<Ticks>,
     /// When its earliest tick fires ([`Tick::fires_at`], `u64::MAX`:
     /// none), kept up to date under `ticks`' lock and read without it: a
     /// stale reading only makes [`fire_due`] look once in vain, or leave a
@@ -370,17 +403,18 @@ struct Lane {
 impl Lane {
     /// Notes when the earliest tick fires after `ticks` changed (with its
     /// lock held).
-    fn note_next(&self, ticks: &BTreeMap<u64, Arc<Tick>>) {
+    fn note_next(&self, ticks: &Ticks) {
         let next = ticks
-            .first_key_value()
-            .map_or(UNSET, |(_, tick)| tick.fires_at());
+            .iter()
+            .filter_map(|class| class.first_key_value())
+            .fold(UNSET, |next, (_, tick)| next.min(tick.fires_at()));
         self.next.store(next, Ordering::Relaxed);
     }
 
     #[cfg(not(opguard_loom))]
     const fn new() -> Self {
         Lane {
-            ticks: Mutex::new(BTreeMap::new()),
+            ticks: Mutex::new([const { BTreeMap::new() }; CLASSES]),
             next: AtomicU64::new(u64::MAX),
             relays: Mutex::new(BTreeMap::new()),
             alarm: Alarm::new(),
@@ -398,7 +432,7 @@ static WHEEL: [Lane; WHEEL_LANES] = [EMPTY_LANE; WHEEL_LANES];
 #[cfg(opguard_loom)]
 static WHEEL: std::sync::LazyLock<[Lane; WHEEL_LANES]> = std::sync::LazyLock::new(|| {
     std::array::from_fn(|_| Lane {
-        ticks: Mutex::new(BTreeMap::new()),
+        ticks: Mutex::new(std::array::from_fn(|_| BTreeMap::new())),
         next: AtomicU64::new(u64::MAX),
         relays: Mutex::new(BTreeMap::new()),
         alarm: Alarm::new(),
@@ -433,6 +467,8 @@ struct Tick {
 struct TickInfo {
     /// Its lane: the index of its [`Lane`] in the wheel.
     lane: u8,
+    /// Its class ([`class_of`]): its width, and its slack's unit.
+    class: u8,
     /// How many times the alarm stepped in for its relay.
     fallbacks: AtomicU8,
 }
@@ -440,10 +476,11 @@ struct TickInfo {
 const _: () = assert!(WHEEL_LANES <= 1 << u8::BITS, "a lane's index fits a byte");
 
 impl TickInfo {
-    fn new(lane: u32) -> Self {
+    fn new(lane: u32, class: u8) -> Self {
         TickInfo {
             // Below `WHEEL_LANES` (asserted above): no truncation.
             lane: wheel_index(lane) as u8,
+            class,
             fallbacks: AtomicU8::new(0),
         }
     }
@@ -497,6 +534,12 @@ impl Tick {
         u32::from(self.list.extra.lane)
     }
 
+    /// Its class ([`class_of`]).
+    #[inline]
+    fn class(&self) -> u8 {
+        self.list.extra.class
+    }
+
     /// Its boundary, in nanoseconds since the epoch (saturating).
     #[inline]
     fn boundary(&self) -> u64 {
@@ -504,15 +547,18 @@ impl Tick {
     }
 
     /// When it fires, in nanoseconds since the epoch: once the latest
-    /// deadline of its waiters has passed, to the microsecond, and at its
-    /// boundary at the latest (see "When a tick fires"); [`UNSET`] past what
-    /// a `u64` of nanoseconds holds (some 584 years), which never comes.
-    /// Read without its list's lock, a hint that can be early, not late.
+    /// deadline of its waiters has passed, to a 250th of its width (to
+    /// the microsecond for a fine tick), and at its boundary at the latest
+    /// (see "When a tick fires"); [`UNSET`] past what a `u64` of
+    /// nanoseconds holds (some 584 years), which never comes. Read without
+    /// its list's lock, a hint that can be early, not late.
     #[inline]
     fn fires_at(&self) -> u64 {
         match self.boundary() {
             UNSET => UNSET,
-            boundary => boundary.saturating_sub(u64::from(self.list.slack()) * 1_000),
+            boundary => {
+                boundary.saturating_sub(u64::from(self.list.slack()) * unit_nanos(self.class()))
+            }
         }
     }
 
@@ -605,11 +651,12 @@ impl Tick {
     fn retire(&self) {
         let removed = {
             let lane = lane(self.lane());
-            let mut map = lock(&lane.ticks);
+            let mut ticks = lock(&lane.ticks);
+            let map = &mut ticks[usize::from(self.class())];
             match map.get(&self.at) {
                 Some(t) if std::ptr::eq(Arc::as_ptr(t), self) => {
                     let removed = map.remove(&self.at);
-                    lane.note_next(&map);
+                    lane.note_next(&ticks);
                     removed
                 }
                 _ => None,
@@ -916,25 +963,28 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     };
     // The staging tick (before the deadline), or the deadline's own (at or
     // after it, by less than a tick).
-    let (at, offset, staged) = match staging(due, after) {
-        Some((at, late)) => (at, late, STAGED),
-        None => match ticks(due, width(after)) {
-            Some((at, early)) => (at, early, 0),
-            None => return Start::Never,
-        },
+    let (at, offset, staged, class) = match staging(due, after) {
+        Some((at, late)) => (at, late, STAGED, STAGING),
+        None => {
+            let width = width(after);
+            match ticks(due, width) {
+                Some((at, early)) => (at, early, 0, class_of(width)),
+                None => return Start::Never,
+            }
+        }
     };
-    // A staging tick may fire whenever it likes before the deadline: its
-    // waiter only moves on when it comes.
+    // A staging tick fires at its boundary: its waiters only move on when
+    // it comes, 128 ms or more before their deadlines.
     let slack = if staged != 0 {
-        MAX_SLACK
+        0
     } else {
-        slack_of(offset)
+        slack_of(offset, class)
     };
     // Cloned before anything is locked or borrowed: it is user code.
     let waker = waker.clone();
     // The identity of the clone the tick keeps (see `Deadline::poll`).
     let id = WakerId::of(&waker);
-    match join(at, slack, since, waker) {
+    match join(at, class, slack, since, waker) {
         Ok((tick, key)) => Start::Waiting(Deadline {
             tick,
             key: key | staged,
@@ -971,10 +1021,12 @@ fn staging(due: Duration, after: Duration) -> Option<(u64, u32)> {
 #[inline(never)]
 fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: WakerId) -> Start {
     // The tick is at or after the deadline, by less than a tick.
-    let Some((at, early)) = ticks(due, width(after)) else {
+    let width = width(after);
+    let Some((at, early)) = ticks(due, width) else {
         return Start::Never;
     };
-    match join(at, slack_of(early), since, waker) {
+    let class = class_of(width);
+    match join(at, class, slack_of(early, class), since, waker) {
         Ok((tick, key)) => Start::Waiting(Deadline {
             tick,
             key,
@@ -988,16 +1040,23 @@ fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: Wak
     }
 }
 
-/// Adds `waker`, whose deadline is `slack` µs before the tick's boundary
-/// (see [`slack_of`]), to this thread's tick `at`, made if it is not there,
-/// with its key there; hands `waker` back if that tick has fired at or
-/// after its boundary. `since` is the clock's reading, since the epoch.
+/// Adds `waker`, whose deadline is `slack` units before the tick's
+/// boundary (see [`slack_of`]), to this thread's tick `at` of class
+/// `class`, made if it is not there, with its key there; hands `waker`
+/// back if that tick has fired at or after its boundary. `since` is the
+/// clock's reading, since the epoch.
 #[inline(always)]
-fn join(at: u64, slack: u8, since: Duration, mut waker: Waker) -> Result<(Arc<Tick>, u32), Waker> {
+fn join(
+    at: u64,
+    class: u8,
+    slack: u8,
+    since: Duration,
+    mut waker: Waker,
+) -> Result<(Arc<Tick>, u32), Waker> {
     let (cached, lane) = LOCAL
         .try_with(|local| {
             let cached = match &*local.last.borrow() {
-                Some(tick) if tick.at == at => Some(Arc::clone(tick)),
+                Some(tick) if tick.at == at && tick.class() == class => Some(Arc::clone(tick)),
                 _ => None,
             };
             (cached, local.lane())
@@ -1025,8 +1084,8 @@ fn join(at: u64, slack: u8, since: Duration, mut waker: Waker) -> Result<(Arc<Ti
     let mut old = None;
     let (tick, index, new) = {
         let lane = self::lane(lane);
-        let mut map = lock(&lane.ticks);
-        let joined = match map.get(&at) {
+        let mut ticks = lock(&lane.ticks);
+        let joined = match ticks[usize::from(class)].get(&at) {
             Some(tick) => tick
                 .list
                 .join(waker, slack)
@@ -1039,21 +1098,21 @@ fn join(at: u64, slack: u8, since: Duration, mut waker: Waker) -> Result<(Arc<Ti
             // ([`take_due`]) under the lane's lock: one found fired has
             // come at its boundary, at or after this deadline.
             Err((back, FIRED)) => {
-                drop(map);
+                drop(ticks);
                 return Err(back);
             }
             // None there, or one that was emptied or broken: a fresh tick,
             // in the memory of the one this thread keeps if it can.
             Err((back, _)) => {
-                let tick = match renew_kept(&mut map, key, slack, back) {
+                let tick = match renew_kept(&mut ticks, key, class, slack, back) {
                     Ok(tick) => tick,
                     Err(back) => Arc::new(Tick {
                         at,
-                        list: Waitlist::pinned_with_first(back, slack, TickInfo::new(key.1)),
+                        list: Waitlist::pinned_with_first(back, slack, TickInfo::new(key.1, class)),
                     }),
                 };
-                old = map.insert(at, Arc::clone(&tick));
-                lane.note_next(&map);
+                old = ticks[usize::from(class)].insert(at, Arc::clone(&tick));
+                lane.note_next(&ticks);
                 (tick, 0, true)
             }
         }
@@ -1066,15 +1125,16 @@ fn join(at: u64, slack: u8, since: Duration, mut waker: Waker) -> Result<(Arc<Ti
     Ok((tick, index))
 }
 
-/// The tick this thread keeps, made the tick `key` with `waker` its first
-/// waiter, when nothing else has a hold on it (no waiter, no ring, no relay,
-/// no test): it leaves `map`, the map of its lane and `key`'s, whose lock
-/// the caller holds. A server taking requests one at a time moves to a new
-/// tick for each, and this spares it the allocation of a tick and its
-/// free. Otherwise hands `waker` back.
+/// The tick this thread keeps, made the tick `key` of class `class` with
+/// `waker` its first waiter, when nothing else has a hold on it (no
+/// waiter, no ring, no relay, no test): it leaves `ticks`, those of its
+/// lane and `key`'s, whose lock the caller holds. A server taking requests
+/// one at a time moves to a new tick for each, and this spares it the
+/// allocation of a tick and its free. Otherwise hands `waker` back.
 fn renew_kept(
-    map: &mut BTreeMap<u64, Arc<Tick>>,
+    ticks: &mut Ticks,
     key: Key,
+    class: u8,
     slack: u8,
     waker: Waker,
 ) -> Result<Arc<Tick>, Waker> {
@@ -1091,6 +1151,7 @@ fn renew_kept(
         {
             return None;
         }
+        let map = &mut ticks[usize::from(kept.class())];
         match map.remove(&kept.at) {
             Some(in_map) if Arc::ptr_eq(&in_map, kept) => last.take(),
             // Another tick of that time (this one was broken, and left):
@@ -1108,7 +1169,7 @@ fn renew_kept(
     match Arc::get_mut(&mut kept) {
         Some(tick) => {
             tick.at = key.0;
-            tick.list.extra = TickInfo::new(key.1);
+            tick.list.extra = TickInfo::new(key.1, class);
             tick.list.renew(waker, slack);
             Ok(kept)
         }
@@ -1159,31 +1220,40 @@ fn take_relay(lane: &Lane, now: u64) -> Result<Option<Arc<Tick>>, u64> {
     }
 }
 
-/// Takes the lane's earliest tick out if its time has come by `now` (in
+/// Takes one of the lane's ticks out whose time has come by `now` (in
 /// nanoseconds since the epoch): its boundary, or before it the latest
 /// deadline of its waiters, when the tick closes early under its list's
-/// lock (see "When a tick fires"). Otherwise gives when it fires
-/// ([`UNSET`]: no tick). The lane's first tick is the first to fire: a tick
-/// fires at most a fine tick before its boundary, and every other boundary
-/// is a fine tick later or more.
+/// lock (see "When a tick fires"). Otherwise gives when the first fires
+/// ([`UNSET`]: no tick). Only each class's first tick need be looked at:
+/// a tick fires at most its width before its boundary, and its class's
+/// next boundary is that width later or more.
 fn take_due(lane: &Lane, now: u64) -> Result<Arc<Tick>, u64> {
-    let mut map = lock(&lane.ticks);
-    let Some(first) = map.first_entry() else {
-        return Err(UNSET);
-    };
-    let tick = first.get();
-    let boundary = tick.boundary();
-    // Before its boundary, it fires only if no one joined with a later
-    // deadline meanwhile: checked, and closed, under its list's lock.
-    if boundary > now && !tick.list.close_within((boundary - now).div_ceil(1_000)) {
-        let next = tick.fires_at();
-        // A hint made stale by the waiters that joined since.
-        lane.next.store(next, Ordering::Relaxed);
-        return Err(next);
+    let mut ticks = lock(&lane.ticks);
+    let mut next = UNSET;
+    for class in 0..CLASSES {
+        let Some(first) = ticks[class].first_entry() else {
+            continue;
+        };
+        let tick = first.get();
+        let boundary = tick.boundary();
+        // Before its boundary, it fires only if no one joined with a later
+        // deadline meanwhile: checked, and closed, under its list's lock.
+        if boundary > now {
+            let fires = tick.fires_at();
+            let unit = unit_nanos(tick.class());
+            if fires > now || !tick.list.close_within((boundary - now).div_ceil(unit)) {
+                // (Read again: the waiters that joined since move it on.)
+                next = next.min(tick.fires_at());
+                continue;
+            }
+        }
+        let tick = first.remove();
+        lane.note_next(&ticks);
+        return Ok(tick);
     }
-    let tick = first.remove();
-    lane.note_next(&map);
-    Ok(tick)
+    // A hint made stale by the waiters that joined since, if any.
+    lane.next.store(next, Ordering::Relaxed);
+    Err(next)
 }
 
 /// Whole ticks in `since`, rounded down: every tick up to this one has come.

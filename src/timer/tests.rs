@@ -116,7 +116,7 @@ fn wait(d: &mut Deadline, waker: &Waker) -> Outcome {
 }
 
 fn in_wheel(tick: &Arc<Tick>) -> bool {
-    lock(&lane(tick.lane()).ticks)
+    lock(&lane(tick.lane()).ticks)[usize::from(tick.class())]
         .get(&tick.at)
         .is_some_and(|t| Arc::ptr_eq(t, tick))
 }
@@ -232,6 +232,86 @@ fn a_later_deadline_whose_tick_fired_early_waits_in_a_tick_of_its_own() {
     assert!(!Arc::ptr_eq(&later.tick, &tick), "in the fired tick");
     assert!(!later.has_ended());
     assert!(later.tick.fires_at() >= later.due());
+}
+
+/// A timeout of a second or more rounds up to a tick wider than a fine one
+/// (16 ms for 30 s, 4.096 s from 68 minutes), and alone in it still fires
+/// at its deadline: to a 250th of the tick's width (4 µs for 1.5 s, 64 µs
+/// for 30 s), not up to that width late. A staging tick fires at its
+/// boundary.
+#[test]
+fn a_lone_timeout_of_a_second_or_more_fires_within_a_250th_of_its_tick_after_its_deadline() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    for (after, unit) in [
+        (Duration::from_millis(1_500), 4_000),
+        (Duration::from_secs(5), 16_000),
+        (Duration::from_secs(30), 64_000),
+        (Duration::from_secs(7_200), 16_384_000),
+    ] {
+        let mut d = waiting(after, &waker);
+        if d.is_staged() {
+            assert_eq!(d.tick.class(), STAGING);
+            assert_eq!(d.tick.fires_at(), d.tick.boundary(), "{after:?}: staged");
+            d = settled(d, after, &waker);
+        }
+        let tick = &d.tick;
+        assert_eq!(unit_nanos(tick.class()), unit, "{after:?}");
+        assert_eq!(
+            tick_of(after),
+            FINE * (1 << (2 * tick.class())),
+            "{after:?}"
+        );
+        // Time moves on: no deadline of an earlier try in this tick is
+        // later than this one.
+        let (fires, due) = (tick.fires_at(), d.due());
+        assert!(
+            fires >= due && fires < due + unit,
+            "{after:?}: its deadline {due}, it fires at {fires} (its boundary {})",
+            tick.boundary()
+        );
+    }
+}
+
+/// A tick wider than a fine one can fire before a narrower tick whose
+/// boundary is earlier than its own: the lane takes out whichever tick's
+/// time has come, not only its first by boundary.
+#[test]
+fn a_wide_tick_due_before_a_narrower_ones_earlier_boundary_fires_first() {
+    let _lane = private_lane();
+    let lane = lane(private());
+    let (_, waker) = counter();
+    // A 1 ms boundary 3 s from now, so that no bell rings during the test.
+    let now = ticks_passed(Instant::now().saturating_duration_since(clock::epoch()));
+    let boundary = (now + 3 * FINE_PER_SEC).next_multiple_of(4) * u64::from(FINE_NANOS);
+    let start_at = |due: u64, after: Duration| match start(
+        clock::epoch() + (Duration::from_nanos(due) - after),
+        after,
+        &waker,
+    ) {
+        Start::Waiting(d) => d,
+        _ => panic!("not waiting"),
+    };
+    // A 2 s timeout, due 900 µs before its 1 ms tick's boundary.
+    let wide = start_at(boundary - 900_000, Duration::from_secs(2));
+    // A 500 ms timeout due 100 µs after it, in a fine tick that ends
+    // 750 µs before the wide one's.
+    let fine = start_at(boundary - 800_000, Duration::from_millis(500));
+    assert_eq!(wide.tick.boundary(), boundary);
+    assert_eq!(fine.tick.boundary(), boundary - 750_000);
+    assert_eq!(wide.tick.fires_at(), wide.due());
+    assert_eq!(fine.tick.fires_at(), fine.due());
+    assert_eq!(take_due(lane, wide.due() - 1).err(), Some(wide.due()));
+    let due = take_due(lane, wide.due()).expect("the wide tick is not due at its deadline");
+    assert!(Arc::ptr_eq(&due, &wide.tick), "another tick");
+    due.fire();
+    assert!(wide.has_fired() && !fine.has_ended());
+    assert_eq!(take_due(lane, wide.due()).err(), Some(fine.due()));
+    let due = take_due(lane, fine.due()).expect("the fine tick is not due at its deadline");
+    assert!(Arc::ptr_eq(&due, &fine.tick));
+    due.fire();
+    assert!(fine.has_fired());
+    assert_eq!(take_due(lane, u64::MAX).err(), Some(UNSET));
 }
 
 /// Moves a wait in its staging tick on to its deadline's own tick, as when
@@ -394,16 +474,26 @@ fn when_its_staging_tick_comes_a_wait_moves_to_its_own_tick_and_ends_there() {
     assert_eq!(d.poll(&mut cx, || after), Poll::Ready(Outcome::Elapsed));
 }
 
-/// A tick `at` of the private lane, in its map, fired already: as another
-/// timeout's tick whose time came. Its caller retires it.
-fn fired_tick(at: u64) -> Arc<Tick> {
+/// A tick `at` of class `class` of the private lane, in its map, fired
+/// already: as another timeout's tick whose time came. Its caller retires
+/// it.
+fn fired_tick(at: u64, class: u8) -> Arc<Tick> {
     let tick = Arc::new(Tick {
         at,
-        list: Waitlist::pinned_with_first(Waker::noop().clone(), 0, TickInfo::new(private())),
+        list: Waitlist::pinned_with_first(
+            Waker::noop().clone(),
+            0,
+            TickInfo::new(private(), class),
+        ),
     });
     assert!(tick.list.finish(FIRED).is_some());
-    lock(&lane(private()).ticks).insert(at, Arc::clone(&tick));
+    lock(&lane(private()).ticks)[usize::from(class)].insert(at, Arc::clone(&tick));
     tick
+}
+
+/// Whether the private lane has no tick.
+fn no_ticks() -> bool {
+    lock(&lane(private()).ticks).iter().all(BTreeMap::is_empty)
 }
 
 #[test]
@@ -415,7 +505,7 @@ fn a_wait_whose_own_tick_came_before_it_moved_there_ends_at_once() {
     let due = d.due();
     // Its own tick, fired already (its task ran after it).
     let (at, _) = ticks(Duration::from_nanos(due), width(after)).unwrap();
-    let own = fired_tick(at);
+    let own = fired_tick(at, class_of(width(after)));
     d.tick.finish(FIRED);
     let polled = d.poll(&mut Context::from_waker(&waker), || after);
     own.retire();
@@ -478,7 +568,7 @@ fn a_wait_whose_staging_tick_came_after_its_deadline_ends_at_once() {
     // test may be the first to read it, and start its epoch).
     let staging = Arc::new(Tick {
         at: 1,
-        list: Waitlist::pinned_with_first(waker.clone(), 0, TickInfo::new(private())),
+        list: Waitlist::pinned_with_first(waker.clone(), 0, TickInfo::new(private(), STAGING)),
     });
     let mut d = Deadline {
         tick: Arc::clone(&staging),
@@ -498,7 +588,7 @@ fn a_wait_whose_staging_tick_came_after_its_deadline_ends_at_once() {
         Poll::Ready(Outcome::Elapsed)
     );
     assert!(Arc::ptr_eq(&d.tick, &staging), "moved to a tick of its own");
-    assert!(lock(&lane(private()).ticks).is_empty(), "made a tick");
+    assert!(no_ticks(), "made a tick");
     assert_eq!(d.due(), due, "not its exact deadline");
     assert!(d.has_fired() && d.ended() == Some(Outcome::Elapsed));
     assert_eq!(
@@ -535,7 +625,10 @@ fn nested_long_timeouts_polled_after_their_own_ticks_came_report_the_earlier() {
         after - before < inner - outer,
         "the outer deadline may be later"
     );
-    let staging: Vec<_> = lock(&lane(private()).ticks).values().cloned().collect();
+    let staging: Vec<_> = lock(&lane(private()).ticks)[usize::from(STAGING)]
+        .values()
+        .cloned()
+        .collect();
     assert!(!staging.is_empty() && staging.len() <= 2);
     // Every tick either deadline can round up to, fired.
     let since = |i: Instant| i.saturating_duration_since(clock::epoch());
@@ -545,7 +638,7 @@ fn nested_long_timeouts_polled_after_their_own_ticks_came_report_the_earlier() {
     let (last, _) = ticks(since(after) + inner, step).unwrap();
     let own: Vec<_> = (first..=last)
         .step_by(step as usize)
-        .map(fired_tick)
+        .map(|at| fired_tick(at, class_of(step)))
         .collect();
     for tick in &staging {
         tick.finish(FIRED);
@@ -808,7 +901,7 @@ fn fired_with_two_to_relay(at: u64) -> (Arc<Tick>, Vec<Arc<Count>>) {
     let (first, waker) = counter();
     let tick = Arc::new(Tick {
         at,
-        list: Waitlist::pinned_with_first(waker, 0, TickInfo::new(private())),
+        list: Waitlist::pinned_with_first(waker, 0, TickInfo::new(private(), 0)),
     });
     let mut counts = vec![first];
     for _ in 0..2 {
@@ -1015,7 +1108,9 @@ fn a_thread_moving_on_from_its_empty_tick_makes_the_next_in_its_memory() {
     assert_ne!(next.tick.key(), old);
     assert!(in_wheel(&next.tick));
     assert!(
-        !lock(&lane(old.1).ticks).contains_key(&old.0),
+        !lock(&lane(old.1).ticks)
+            .iter()
+            .any(|class| class.contains_key(&old.0)),
         "the kept tick's time stayed in the wheel"
     );
     assert_eq!((next.key, next.tick.list.live()), (0, (1, 0)));

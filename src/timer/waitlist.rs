@@ -27,8 +27,9 @@ pub(super) const FIRED: u8 = 1;
 /// The tick can never come: its timer could not start or went away.
 pub(super) const BROKEN: u8 = 2;
 
-/// The most a list's slack can be, in microseconds ([`Waitlist::slack`]):
-/// a fine tick (250 µs). Joiners with more slack than this give this.
+/// The most a list's slack can be ([`Waitlist::slack`]): 250 of its units,
+/// which its owner sets (a 250th of the tick's width: a microsecond for a
+/// fine tick of 250 µs). Joiners with more slack than this give this.
 pub(super) const MAX_SLACK: u8 = 250;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -366,7 +367,8 @@ pub(super) struct Waitlist<T = ()> {
     /// Set under the lock, as the waiters go.
     drained: AtomicBool,
     /// How long before the tick's boundary every waiter's deadline has
-    /// passed, in whole microseconds rounded down, at most [`MAX_SLACK`]:
+    /// passed, in whole units rounded down (see [`MAX_SLACK`]), at most
+    /// [`MAX_SLACK`]:
     /// the least a joiner gave. Lowered as waiters join, under the lock;
     /// [`Waitlist::close_within`] closes the list that long before the
     /// boundary at the earliest, under the lock too, so a waiter either
@@ -392,7 +394,7 @@ impl Waitlist {
 
 impl<T> Waitlist<T> {
     /// A list with one waiter, whose key is 0 and whose deadline is
-    /// `slack` µs before the tick's boundary (see [`Waitlist::join`]),
+    /// `slack` units before the tick's boundary (see [`Waitlist::join`]),
     /// pinned (see [`Waitlist::pin`]): a new tick, which its thread keeps.
     /// Pinned as it is made, it needs no lock for that.
     pub(super) fn pinned_with_first(waker: Waker, slack: u8, extra: T) -> Self {
@@ -443,7 +445,7 @@ impl<T> Waitlist<T> {
         self.state.load(Ordering::Acquire)
     }
 
-    /// Adds a waiter whose deadline is `slack` µs (rounded down) before
+    /// Adds a waiter whose deadline is `slack` units (rounded down) before
     /// the tick's boundary, or more; a closed list gives the waker back
     /// with its state (still [`OPEN`] when its last waiter left it, or
     /// when it closed early and is about to fire).
@@ -464,13 +466,13 @@ impl<T> Waitlist<T> {
     }
 
     /// How long before the tick's boundary every waiter's deadline has
-    /// passed, in µs: a hint, read without the lock (see the field).
+    /// passed, in units: a hint, read without the lock (see the field).
     #[inline]
     pub(super) fn slack(&self) -> u8 {
         self.slack.load(Ordering::Relaxed)
     }
 
-    /// Closes the list, `before` µs ahead of its tick's boundary, if every
+    /// Closes the list, `before` units ahead of its tick's boundary, if every
     /// waiter's deadline has passed by then (its slack is at least
     /// `before`): from then on no one may join, and the tick is fired next
     /// ([`Waitlist::fire`] or [`Waitlist::finish`]), its state still
