@@ -277,9 +277,17 @@ const _: () = assert!(
 /// has at most 4 000 ticks pending of each width but the widest (timeouts
 /// of the width `w` are shorter than 4 000 `w`).
 fn width(after: Duration) -> u64 {
+    1 << (2 * u32::from(class(after)))
+}
+
+/// The class of the tick of a timeout of length `after` (see [`class`]):
+/// its width is 4 to this power fine ticks ([`width`]).
+#[inline]
+fn class(after: Duration) -> u8 {
     match after.as_secs() {
-        0 => 1,
-        secs => 1 << (2 * (1 + secs.ilog2() / 2).min(COARSEST)),
+        0 => 0,
+        // At most `COARSEST` (7): no truncation.
+        secs => (1 + secs.ilog2() / 2).min(COARSEST) as u8,
     }
 }
 
@@ -306,16 +314,11 @@ pub fn tick_of(after: Duration) -> Duration {
 /// (4.096 s). See "Staging".
 const STAGE: u64 = 1 << (2 * COARSEST);
 
-/// A tick's class: its width, as the power of four fine ticks it is
-/// ([`width`]), 0 for a fine tick up to [`COARSEST`]; or [`STAGING`]. A
-/// lane keeps each class's ticks in a map of their own: a class's ticks
-/// do not overlap, so its first by boundary is its first to fire (see
-/// "When a tick fires").
-fn class_of(width: u64) -> u8 {
-    debug_assert!(width.is_power_of_two() && width <= STAGE);
-    // At most `COARSEST` (7): no truncation.
-    (width.trailing_zeros() / 2) as u8
-}
+// A tick's class is its width, as the power of four fine ticks it is
+// ([`class`]), 0 for a fine tick up to [`COARSEST`]; or [`STAGING`]. A lane
+// keeps each class's ticks in a map of their own: a class's ticks do not
+// overlap, so its first by boundary is its first to fire (see "When a tick
+// fires").
 
 /// The class of staging ticks (see "Staging"): as wide as the coarsest,
 /// and apart from them, so that a long timeout's own tick fires at its
@@ -376,7 +379,7 @@ const WHEEL_LANES: usize = LANES as usize + 1 + TEST_LANES;
 const TEST_LANES: usize = if cfg!(test) { 48 } else { 0 };
 type Key = (u64, u32);
 
-/// A lane's ticks: a map by time for each class ([`class_of`]).
+/// A lane's ticks: a map by time for each class ([`class`]).
 type Ticks = [BTreeMap<u64, Arc<Tick>>; CLASSES];
 
 /// One lane's ticks, by time, and the alarm that rings for the earliest.
@@ -467,7 +470,7 @@ struct Tick {
 struct TickInfo {
     /// Its lane: the index of its [`Lane`] in the wheel.
     lane: u8,
-    /// Its class ([`class_of`]): its width, and its slack's unit.
+    /// Its class ([`class`]): its width, and its slack's unit.
     class: u8,
     /// How many times the alarm stepped in for its relay.
     fallbacks: AtomicU8,
@@ -534,7 +537,7 @@ impl Tick {
         u32::from(self.list.extra.lane)
     }
 
-    /// Its class ([`class_of`]).
+    /// Its class ([`class`]).
     #[inline]
     fn class(&self) -> u8 {
         self.list.extra.class
@@ -966,9 +969,9 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
     let (at, offset, staged, class) = match staging(due, after) {
         Some((at, late)) => (at, late, STAGED, STAGING),
         None => {
-            let width = width(after);
-            match ticks(due, width) {
-                Some((at, early)) => (at, early, 0, class_of(width)),
+            let class = class(after);
+            match ticks(due, 1 << (2 * u32::from(class))) {
+                Some((at, early)) => (at, early, 0, class),
                 None => return Start::Never,
             }
         }
@@ -1021,11 +1024,10 @@ fn staging(due: Duration, after: Duration) -> Option<(u64, u32)> {
 #[inline(never)]
 fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: WakerId) -> Start {
     // The tick is at or after the deadline, by less than a tick.
-    let width = width(after);
-    let Some((at, early)) = ticks(due, width) else {
+    let class = class(after);
+    let Some((at, early)) = ticks(due, 1 << (2 * u32::from(class))) else {
         return Start::Never;
     };
-    let class = class_of(width);
     match join(at, class, slack_of(early, class), since, waker) {
         Ok((tick, key)) => Start::Waiting(Deadline {
             tick,

@@ -505,7 +505,7 @@ fn a_wait_whose_own_tick_came_before_it_moved_there_ends_at_once() {
     let due = d.due();
     // Its own tick, fired already (its task ran after it).
     let (at, _) = ticks(Duration::from_nanos(due), width(after)).unwrap();
-    let own = fired_tick(at, class_of(width(after)));
+    let own = fired_tick(at, class(after));
     d.tick.finish(FIRED);
     let polled = d.poll(&mut Context::from_waker(&waker), || after);
     own.retire();
@@ -638,7 +638,7 @@ fn nested_long_timeouts_polled_after_their_own_ticks_came_report_the_earlier() {
     let (last, _) = ticks(since(after) + inner, step).unwrap();
     let own: Vec<_> = (first..=last)
         .step_by(step as usize)
-        .map(|at| fired_tick(at, class_of(step)))
+        .map(|at| fired_tick(at, class(outer)))
         .collect();
     for tick in &staging {
         tick.finish(FIRED);
