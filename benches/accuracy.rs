@@ -2,12 +2,16 @@
 //! the lateness (time past the deadline), for opguard, tokio's timeout and
 //! async-io's timer. (opguard rounds timeouts shorter than a second up to
 //! 250 µs ticks, and longer ones to wider ticks, at most a thousandth of the
-//! timeout: 1 ms at 1 s, which the last row shows.)
+//! timeout: 1 ms at 1 s, which the 1 s row shows.) Then 30 s: 20 timeouts
+//! started 53 ms apart, all pending at once, each timer's on a thread of its
+//! own (opguard's tick is 16 ms wide there, and each waits in a staging tick
+//! first); the median and the worst.
 //!
-//!     cargo bench --bench accuracy              # 200 samples each
-//!     cargo bench --bench accuracy -- --short   # 20 samples, for CI
+//!     cargo bench --bench accuracy              # 200 samples each, ~35 s
+//!     cargo bench --bench accuracy -- --short   # 20 samples, and 2 s for 30 s, for CI
 
-use std::future::pending;
+use std::future::{Future, pending};
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 fn lateness(
@@ -30,6 +34,80 @@ fn lateness(
         late[late.len() / 2],
         late[(late.len() * 99 / 100).min(late.len() - 1)],
     )
+}
+
+/// The median and the worst of `late`.
+fn median_max(mut late: Vec<Duration>) -> (Duration, Duration) {
+    late.sort();
+    (late[late.len() / 2], late[late.len() - 1])
+}
+
+/// The lateness of a timeout of `after` made by `timeout`, once it starts.
+async fn late_by<F: Future>(after: Duration, timeout: F) -> Duration {
+    let start = Instant::now();
+    timeout.await;
+    start.elapsed().saturating_sub(after)
+}
+
+type Timed = Pin<Box<dyn Future<Output = Duration> + Send>>;
+
+/// How `n` timeouts of `after`, started `apart` from one another from
+/// `phase` on, all pending at once on a tokio current-thread runtime of
+/// their own, each made by `timeout`, were late.
+fn on_tokio(
+    n: usize,
+    after: Duration,
+    apart: Duration,
+    phase: Duration,
+    timeout: fn(Duration) -> Timed,
+) -> Vec<Duration> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let began = tokio::time::Instant::now() + phase;
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(began + apart * i as u32).await;
+                    timeout(after).await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    })
+}
+
+/// As [`on_tokio`], on smol's executor.
+fn on_smol(
+    n: usize,
+    after: Duration,
+    apart: Duration,
+    phase: Duration,
+    timeout: fn(Duration) -> Timed,
+) -> Vec<Duration> {
+    let ex = smol::LocalExecutor::new();
+    let began = Instant::now() + phase;
+    smol::block_on(ex.run(async {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                ex.spawn(async move {
+                    smol::Timer::at(began + apart * i as u32).await;
+                    timeout(after).await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await);
+        }
+        out
+    }))
 }
 
 fn main() {
@@ -83,6 +161,57 @@ fn main() {
             print!("{line}");
             out.push_str(&line);
         }
+    }
+    // Long timeouts, all pending at once, each timer's on a thread of its
+    // own, their starts a quarter of `apart` after the timer before's.
+    let (n, after, apart) = if short {
+        (5, Duration::from_secs(2), Duration::from_millis(7))
+    } else {
+        (20, Duration::from_secs(30), Duration::from_millis(53))
+    };
+    let q = apart / 4;
+    let runs = [
+        (
+            "opguard (tokio)",
+            std::thread::spawn(move || {
+                on_tokio(n, after, apart, Duration::ZERO, |d| {
+                    Box::pin(late_by(d, opguard::timeout_async!(d, pending::<()>())))
+                })
+            }),
+        ),
+        (
+            "opguard (smol)",
+            std::thread::spawn(move || {
+                on_smol(n, after, apart, q, |d| {
+                    Box::pin(late_by(d, opguard::timeout_async!(d, pending::<()>())))
+                })
+            }),
+        ),
+        (
+            "tokio::time::timeout",
+            std::thread::spawn(move || {
+                on_tokio(n, after, apart, q * 2, |d| {
+                    Box::pin(late_by(d, tokio::time::timeout(d, pending::<()>())))
+                })
+            }),
+        ),
+        (
+            "async-io Timer (smol)",
+            std::thread::spawn(move || {
+                on_smol(n, after, apart, q * 3, |d| {
+                    Box::pin(late_by(d, smol::Timer::after(d)))
+                })
+            }),
+        ),
+    ];
+    for (timer, run) in runs {
+        let (median, worst) = median_max(run.join().unwrap());
+        let line = format!(
+            "| {} s, {n} at once | {timer} | {median:.2?} | {worst:.2?} (worst) |\n",
+            after.as_secs()
+        );
+        print!("{line}");
+        out.push_str(&line);
     }
     let path =
         std::env::var("OPGUARD_BENCH_OUT").unwrap_or_else(|_| "target/bench-accuracy.md".into());
