@@ -11,8 +11,9 @@
 //! most a thousandth of it ([`tick_of`]): coarser ticks mean fewer of them,
 //! and each costs memory while it waits. Timeouts of any lengths whose
 //! ticks are as wide share a tick when their deadlines round up to the
-//! same boundary. The first timeout of a tick makes the tick, later ones only add their
-//! waker to the tick's list. Only a tick earlier than every other of its lane
+//! same boundary. The first timeout of a tick makes the tick, later ones
+//! only add their waker to the tick's list. Only a tick earlier than every
+//! other of its lane
 //! sets the lane's `Delay` (see [`alarm`]): a server that takes requests one
 //! at a time, each with a timeout that is cancelled when the request is done,
 //! makes at most a tick per request and touches futures-timer's thread
@@ -20,10 +21,10 @@
 //! process holds at most one `Delay` per lane, whatever the number of
 //! timeouts. A tick fires once the deadlines of all its waiters have
 //! passed, to a 250th of its width (a microsecond for a fine tick), and at
-//! its boundary at the latest (see "When a tick fires"). When the alarm rings, the lane's due ticks fire: each
-//! wakes its earliest waiter, and that one, when its task is polled, wakes
-//! the rest (see "Relayed wake-ups"); then the tick leaves the wheel. So a
-//! timeout:
+//! its boundary at the latest (see "When a tick fires"). When the alarm
+//! rings, the lane's due ticks fire: each wakes its earliest waiter, and
+//! that one, when its task is polled, wakes the rest (see "Relayed
+//! wake-ups"); then the tick leaves the wheel. So a timeout:
 //!
 //! - never fires before its deadline (its tick fires once every deadline in
 //!   it has passed);
@@ -31,10 +32,10 @@
 //!   thousandth of its length), and less than a 250th of that (a
 //!   microsecond under a second, 64 µs at 30 s) when it is the last
 //!   deadline of its tick (as a timeout alone in its tick is), plus the
-//!   helper thread's wake-up (and for all but a tick's first
-//!   waiter, the first one's scheduling, or 31 ms more at most should it
-//!   not be scheduled), or sooner when its own thread keeps starting
-//!   timeouts (see "Firing from the thread");
+//!   helper thread's wake-up (and for all but a tick's first waiter, the
+//!   first one's scheduling, or 31 ms more at most should it not be
+//!   scheduled), or sooner when its own thread keeps starting timeouts (see
+//!   "Firing from the thread");
 //! - gives its memory back when dropped early: its waker at once, and the
 //!   tick itself when its last waiter leaves, whatever the deadline (but for
 //!   the one tick each thread keeps, below), so memory follows the timeouts
@@ -53,9 +54,9 @@
 //! before its boundary all its deadlines have passed (its slack, in 250ths
 //! of its width, rounded down: whole microseconds for a fine tick, 64 µs
 //! for a 16 ms one; at most its width), lowered as waiters join; the lane's
-//! alarm is asked for the boundary less that slack. A waiter that joins later lowers it,
-//! and the alarm, when it rings for the earlier time, finds the tick not
-//! due yet and asks again. Before its boundary a tick fires only under its
+//! alarm is asked for the boundary less that slack. A waiter that joins
+//! later lowers it, and the alarm, when it rings for the earlier time,
+//! finds the tick not due yet and asks again. Before its boundary a tick fires only under its
 //! list's lock, which joiners take too: the list is checked and closed at
 //! once, so a waiter either joined before (and its deadline counts) or is
 //! turned away, and makes a tick of its own for the same boundary. A
@@ -280,8 +281,12 @@ fn width(after: Duration) -> u64 {
     1 << (2 * u32::from(class(after)))
 }
 
-/// The class of the tick of a timeout of length `after` (see [`class`]):
-/// its width is 4 to this power fine ticks ([`width`]).
+/// The class of the tick of a timeout of length `after`: its width is 4 to
+/// this power fine ticks ([`width`]), 0 for a fine tick up to
+/// [`COARSEST`]. Staging ticks have a class of their own, [`STAGING`]. A
+/// lane keeps each class's ticks in a map of their own: a class's ticks do
+/// not overlap, so its first by boundary is its first to fire (see "When a
+/// tick fires").
 #[inline]
 fn class(after: Duration) -> u8 {
     match after.as_secs() {
@@ -314,18 +319,13 @@ pub fn tick_of(after: Duration) -> Duration {
 /// (4.096 s). See "Staging".
 const STAGE: u64 = 1 << (2 * COARSEST);
 
-// A tick's class is its width, as the power of four fine ticks it is
-// ([`class`]), 0 for a fine tick up to [`COARSEST`]; or [`STAGING`]. A lane
-// keeps each class's ticks in a map of their own: a class's ticks do not
-// overlap, so its first by boundary is its first to fire (see "When a tick
-// fires").
-
 /// The class of staging ticks (see "Staging"): as wide as the coarsest,
 /// and apart from them, so that a long timeout's own tick fires at its
 /// deadline while the staging ticks on the same boundaries fire at theirs.
 const STAGING: u8 = COARSEST as u8 + 1;
 /// Classes of ticks: one per width, and the staging ticks'.
 const CLASSES: usize = STAGING as usize + 1;
+
 /// How long before a deadline its staging tick comes at the least, in fine
 /// ticks (128 ms): time for the task woken then to be polled, and to
 /// register in the deadline's own tick, before that comes.
