@@ -301,7 +301,11 @@ fn class(after: Duration) -> u8 {
 /// time its thread takes to be scheduled). 250 µs for a timeout shorter
 /// than a second; from a second up, the widest of 1 ms, 4 ms, 16 ms, and so
 /// on by fours, that is at most a thousandth of `after` (16 ms for 30 s);
-/// at most 4.096 s (from 68 minutes up).
+/// at most 4.096 s (from 68 minutes up). The tick fires once the latest
+/// deadline in it has passed, to a 250th of its width: a timeout alone in
+/// its tick, or the last in it, fires within that of its deadline (a
+/// microsecond under a second, 64 µs for 30 s); one that shares its tick
+/// with later deadlines waits for the latest.
 ///
 /// ```
 /// use std::time::Duration;
