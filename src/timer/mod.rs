@@ -60,9 +60,10 @@
 //! list's lock, which joiners take too: the list is checked and closed at
 //! once, so a waiter either joined before (and its deadline counts) or is
 //! turned away, and makes a tick of its own for the same boundary. A
-//! thread that finds the tick it keeps fired does not take its own
-//! deadline for passed (the tick may have fired before it): it goes to its
-//! lane, where a tick is no longer found once it has fired. A lane keeps
+//! thread that finds the tick it keeps fired takes its own deadline for
+//! passed only if the tick's slack says that it fired no earlier; if it
+//! may have fired before, the thread goes to its lane, where a tick is no
+//! longer found once it has fired. A lane keeps
 //! its ticks of each width in a map of their own: those do not overlap, so
 //! with a slack of at most its width, each map's first tick by boundary is
 //! its first to fire, and the lane need only look at the first of each.
@@ -1049,8 +1050,8 @@ fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: Wak
 /// Adds `waker`, whose deadline is `slack` units before the tick's
 /// boundary (see [`slack_of`]), to this thread's tick `at` of class
 /// `class`, made if it is not there, with its key there; hands `waker`
-/// back if that tick has fired at or after its boundary. `since` is the
-/// clock's reading, since the epoch.
+/// back if that tick has fired no earlier than this deadline. `since` is
+/// the clock's reading, since the epoch.
 #[inline(always)]
 fn join(
     at: u64,
@@ -1072,6 +1073,9 @@ fn join(
     if let Some(tick) = cached {
         match tick.list.join(waker, slack) {
             Ok(key) => return Ok((tick, key)),
+            // Fired no earlier than this deadline: its slack, final once it
+            // closed (this join took its lock after), is this one's or less.
+            Err((back, FIRED)) if tick.list.slack() <= slack => return Err(back),
             // Fired, emptied or broken. Having fired does not mean that
             // this deadline has passed: a tick fires once the deadlines of
             // those in it have, which can be before this one. On to the

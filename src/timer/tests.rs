@@ -234,6 +234,33 @@ fn a_later_deadline_whose_tick_fired_early_waits_in_a_tick_of_its_own() {
     assert!(later.tick.fires_at() >= later.due());
 }
 
+/// A tick that fired at or after a deadline of its boundary ends a timeout
+/// with that deadline at once, from the thread that keeps it: no tick of
+/// its own, no wait for the alarm.
+#[test]
+fn an_earlier_deadline_whose_kept_tick_fired_after_it_is_due_at_once() {
+    let _lane = private_lane();
+    let (_, waker) = counter();
+    // As in the test above.
+    let after = Duration::from_millis(900);
+    let first = alone_in_a_tick(after, 100_000, &waker);
+    let tick = Arc::clone(&first.tick);
+    let fired = take_due(lane(private()), tick.fires_at()).expect("not due at its deadline");
+    fired.fire();
+    assert!(first.has_fired() && is_kept(&tick));
+    // From the thread that keeps it, a deadline in the same tick, between
+    // its start and the first's deadline.
+    let earlier = (tick.boundary() - u64::from(FINE_NANOS) + first.due()) / 2 + 1;
+    assert!(earlier <= first.due());
+    let since = Duration::from_nanos(earlier) - after;
+    match start(clock::epoch() + since, after, &waker) {
+        Start::Due(due) => assert_eq!(due, earlier),
+        Start::Waiting(d) => panic!("waits in a tick at {}, fired already", d.tick.at),
+        Start::Never => panic!("never"),
+    }
+    assert!(no_ticks(), "made a tick");
+}
+
 /// A timeout of a second or more rounds up to a tick wider than a fine one
 /// (16 ms for 30 s, 4.096 s from 68 minutes), and alone in it still fires
 /// at its deadline: to a 250th of the tick's width (4 µs for 1.5 s, 64 µs
