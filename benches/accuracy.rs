@@ -51,26 +51,30 @@ async fn late_by<F: Future>(after: Duration, timeout: F) -> Duration {
 
 type Timed = Pin<Box<dyn Future<Output = Duration> + Send>>;
 
-/// How `n` timeouts of `after`, started `apart` from one another from
-/// `phase` on, all pending at once on a tokio current-thread runtime of
-/// their own, each made by `timeout`, were late.
-fn on_tokio(
+/// `n` timeouts of `after`, started `apart` from one another from `phase`
+/// on, all pending at once.
+#[derive(Clone, Copy)]
+struct Spread {
     n: usize,
     after: Duration,
     apart: Duration,
     phase: Duration,
-    timeout: fn(Duration) -> Timed,
-) -> Vec<Duration> {
+}
+
+/// How the timeouts of `spread`, each made by `timeout`, on a tokio
+/// current-thread runtime of their own, were late.
+fn on_tokio(spread: Spread, timeout: fn(Duration) -> Timed) -> Vec<Duration> {
+    let Spread { n, after, .. } = spread;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let began = tokio::time::Instant::now() + phase;
+    let began = tokio::time::Instant::now() + spread.phase;
     rt.block_on(async {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
                 tokio::spawn(async move {
-                    tokio::time::sleep_until(began + apart * i as u32).await;
+                    tokio::time::sleep_until(began + spread.apart * i as u32).await;
                     timeout(after).await
                 })
             })
@@ -84,20 +88,15 @@ fn on_tokio(
 }
 
 /// As [`on_tokio`], on smol's executor.
-fn on_smol(
-    n: usize,
-    after: Duration,
-    apart: Duration,
-    phase: Duration,
-    timeout: fn(Duration) -> Timed,
-) -> Vec<Duration> {
+fn on_smol(spread: Spread, timeout: fn(Duration) -> Timed) -> Vec<Duration> {
+    let Spread { n, after, .. } = spread;
     let ex = smol::LocalExecutor::new();
-    let began = Instant::now() + phase;
+    let began = Instant::now() + spread.phase;
     smol::block_on(ex.run(async {
         let tasks: Vec<_> = (0..n)
             .map(|i| {
                 ex.spawn(async move {
-                    smol::Timer::at(began + apart * i as u32).await;
+                    smol::Timer::at(began + spread.apart * i as u32).await;
                     timeout(after).await
                 })
             })
@@ -170,11 +169,17 @@ fn main() {
         (20, Duration::from_secs(30), Duration::from_millis(53))
     };
     let q = apart / 4;
+    let spread = move |phase| Spread {
+        n,
+        after,
+        apart,
+        phase,
+    };
     let runs = [
         (
             "opguard (tokio)",
             std::thread::spawn(move || {
-                on_tokio(n, after, apart, Duration::ZERO, |d| {
+                on_tokio(spread(Duration::ZERO), |d| {
                     Box::pin(late_by(d, opguard::timeout_async!(d, pending::<()>())))
                 })
             }),
@@ -182,7 +187,7 @@ fn main() {
         (
             "opguard (smol)",
             std::thread::spawn(move || {
-                on_smol(n, after, apart, q, |d| {
+                on_smol(spread(q), |d| {
                     Box::pin(late_by(d, opguard::timeout_async!(d, pending::<()>())))
                 })
             }),
@@ -190,7 +195,7 @@ fn main() {
         (
             "tokio::time::timeout",
             std::thread::spawn(move || {
-                on_tokio(n, after, apart, q * 2, |d| {
+                on_tokio(spread(q * 2), |d| {
                     Box::pin(late_by(d, tokio::time::timeout(d, pending::<()>())))
                 })
             }),
@@ -198,7 +203,7 @@ fn main() {
         (
             "async-io Timer (smol)",
             std::thread::spawn(move || {
-                on_smol(n, after, apart, q * 3, |d| {
+                on_smol(spread(q * 3), |d| {
                     Box::pin(late_by(d, smol::Timer::after(d)))
                 })
             }),

@@ -205,6 +205,18 @@ fn a_tick_fires_at_its_latest_waiters_deadline_to_the_microsecond_not_at_its_bou
     assert!(first.has_fired() && later.has_fired());
 }
 
+/// A timeout of `after` alone in a new tick of this thread's private lane,
+/// which this thread keeps, fired at its deadline, before its boundary;
+/// with its tick.
+fn fired_at_its_deadline(after: Duration, waker: &Waker) -> (Deadline, Arc<Tick>) {
+    let first = alone_in_a_tick(after, 100_000, waker);
+    let tick = Arc::clone(&first.tick);
+    let fired = take_due(lane(private()), tick.fires_at()).expect("not due at its deadline");
+    fired.fire();
+    assert!(first.has_fired() && is_kept(&tick));
+    (first, tick)
+}
+
 /// A tick that fired at its waiters' deadlines, before its boundary, turns
 /// away a later deadline of the same tick: it waits in a tick of its own,
 /// rather than being taken for one that has passed.
@@ -215,12 +227,7 @@ fn a_later_deadline_whose_tick_fired_early_waits_in_a_tick_of_its_own() {
     // Long enough that the bell of a tick that left does not ring during
     // the test, even under Miri; short enough for a tick of 250 µs.
     let after = Duration::from_millis(900);
-    let first = alone_in_a_tick(after, 100_000, &waker);
-    let tick = Arc::clone(&first.tick);
-    assert!(is_kept(&tick));
-    let fired = take_due(lane(private()), tick.fires_at()).expect("not due at its deadline");
-    fired.fire();
-    assert!(first.has_fired());
+    let (first, tick) = fired_at_its_deadline(after, &waker);
     // From the thread that keeps the fired tick, 50 µs after the first.
     let since = Duration::from_nanos(first.due() + 50_000) - after;
     let later = match start(clock::epoch() + since, after, &waker) {
@@ -243,11 +250,7 @@ fn an_earlier_deadline_whose_kept_tick_fired_after_it_is_due_at_once() {
     let (_, waker) = counter();
     // As in the test above.
     let after = Duration::from_millis(900);
-    let first = alone_in_a_tick(after, 100_000, &waker);
-    let tick = Arc::clone(&first.tick);
-    let fired = take_due(lane(private()), tick.fires_at()).expect("not due at its deadline");
-    fired.fire();
-    assert!(first.has_fired() && is_kept(&tick));
+    let (first, tick) = fired_at_its_deadline(after, &waker);
     // From the thread that keeps it, a deadline in the same tick, between
     // its start and the first's deadline.
     let earlier = (tick.boundary() - u64::from(FINE_NANOS) + first.due()) / 2 + 1;
