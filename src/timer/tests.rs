@@ -292,8 +292,8 @@ fn a_lone_timeout_of_a_second_or_more_fires_within_a_250th_of_its_tick_after_its
             FINE * (1 << (2 * tick.class())),
             "{after:?}"
         );
-        // Time moves on: no deadline of an earlier try in this tick is
-        // later than this one.
+        // Alone in its tick: each length here has a tick width, and so a
+        // map of the lane, of its own.
         let (fires, due) = (tick.fires_at(), d.due());
         assert!(
             fires >= due && fires < due + unit,
