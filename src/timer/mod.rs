@@ -243,7 +243,7 @@ const _: () = assert!(
 #[inline]
 fn slack_of(early: u32, class: u8) -> u8 {
     // Below `MAX_SLACK` (a u8) once capped: no truncation.
-    ((early / 1_000) >> (2 * u32::from(class.min(COARSEST as u8)))).min(u32::from(MAX_SLACK)) as u8
+    ((early / 1_000) >> width_bits(class)).min(u32::from(MAX_SLACK)) as u8
 }
 
 /// A tick's slack unit, in nanoseconds: a 250th of its width ([`MAX_SLACK`]
@@ -251,7 +251,14 @@ fn slack_of(early: u32, class: u8) -> u8 {
 /// 30 s timeout (see [`slack_of`]). A staging tick's is the coarsest's.
 #[inline]
 fn unit_nanos(class: u8) -> u64 {
-    1_000 << (2 * u32::from(class.min(COARSEST as u8)))
+    1_000 << width_bits(class)
+}
+
+/// A tick of class `class` ([`class`]) is `1 << width_bits(class)` fine
+/// ticks wide: a power of four. A staging tick is as wide as the coarsest.
+#[inline]
+fn width_bits(class: u8) -> u32 {
+    2 * u32::from(class.min(COARSEST as u8))
 }
 
 /// About how far past the epoch a deadline can be and still come: past
@@ -279,7 +286,7 @@ const _: () = assert!(
 /// has at most 4 000 ticks pending of each width but the widest (timeouts
 /// of the width `w` are shorter than 4 000 `w`).
 fn width(after: Duration) -> u64 {
-    1 << (2 * u32::from(class(after)))
+    1 << width_bits(class(after))
 }
 
 /// The class of the tick of a timeout of length `after`: its width is 4 to
@@ -975,7 +982,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         Some((at, late)) => (at, late, STAGED, STAGING),
         None => {
             let class = class(after);
-            match ticks(due, 1 << (2 * u32::from(class))) {
+            match ticks(due, 1 << width_bits(class)) {
                 Some((at, early)) => (at, early, 0, class),
                 None => return Start::Never,
             }
@@ -1030,7 +1037,7 @@ fn staging(due: Duration, after: Duration) -> Option<(u64, u32)> {
 fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: WakerId) -> Start {
     // The tick is at or after the deadline, by less than a tick.
     let class = class(after);
-    let Some((at, early)) = ticks(due, 1 << (2 * u32::from(class))) else {
+    let Some((at, early)) = ticks(due, 1 << width_bits(class)) else {
         return Start::Never;
     };
     match join(at, class, slack_of(early, class), since, waker) {

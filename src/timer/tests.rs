@@ -289,7 +289,7 @@ fn a_lone_timeout_of_a_second_or_more_fires_within_a_250th_of_its_tick_after_its
         assert_eq!(unit_nanos(tick.class()), unit, "{after:?}");
         assert_eq!(
             tick_of(after),
-            FINE * (1 << (2 * tick.class())),
+            FINE * (1 << width_bits(tick.class())),
             "{after:?}"
         );
         // Alone in its tick: each length here has a tick width, and so a
