@@ -14,6 +14,9 @@
 //!   the last deadline fires, so the CPU time of the whole process (every
 //!   thread: the executor's, futures-timer's, tokio's) is given beside it,
 //!   for both tables.
+//!   With two sizes or more, the wall-time overheads at the two smallest
+//!   are then split into a fixed part per round and a part per timeout
+//!   (overhead x N = fixed + N x per timeout).
 //! - one at a time: requests that come one after another, `PACED_GAP`
 //!   apart (`OPGUARD_PACED_GAP_US` sets another gap), each under a 30 s
 //!   timeout that its future (pending twice) beats, as on a server that is
@@ -1241,6 +1244,84 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
 
 /// `a` over `b` as a ratio; "n/a" where `b`, an overhead in ns, is too
 /// small to compare with.
+/// Splits each timer's wall-time overhead of the all-fire rounds, at the
+/// two smallest sizes, into a fixed part per round and a part per timeout,
+/// from overhead x N = fixed + N x per timeout: a round's fixed part (how
+/// long after the last deadline its last timeouts end) weighs on the
+/// overhead per timeout at 10 000 ten times as much as at 100 000, so a
+/// ratio at the smaller size can say more about when the last timeouts end
+/// than about what each one costs.
+fn fit_table(md: &mut String, csv: &mut String, walls: &[(usize, Exec, Timer, f64)], say: Say) {
+    let mut sizes: Vec<usize> = walls.iter().map(|w| w.0).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    let [n1, n2] = match sizes[..] {
+        [n1, n2, ..] => [n1, n2],
+        _ => return,
+    };
+    say(
+        md,
+        format!(
+            "\nThe same wall-time overheads at {n1} and {n2}, split as overhead x N = fixed + N x per timeout:\n"
+        ),
+    );
+    say(
+        md,
+        "| executor | opguard: fixed | opguard: per timeout | other: fixed | other: per timeout | per timeout, opguard / other |"
+            .into(),
+    );
+    say(md, "|---|---:|---:|---:|---:|---:|".into());
+    let total = |n: usize, exec: Exec, t: Timer| {
+        walls
+            .iter()
+            .find(|w| w.0 == n && w.1 == exec && w.2 == t)
+            .map(|w| w.3 * n as f64)
+    };
+    for exec in Exec::ALL {
+        let timers = exec.timers();
+        let fits: Vec<(Timer, f64, f64)> = timers[1..]
+            .iter()
+            .filter_map(|&t| {
+                let (a, b) = (total(n1, exec, t)?, total(n2, exec, t)?);
+                let per = (b - a) / (n2 - n1) as f64;
+                Some((t, a - per * n1 as f64, per))
+            })
+            .collect();
+        let [(og, og_fixed, og_per), (other, other_fixed, other_per)] = fits[..] else {
+            continue;
+        };
+        say(
+            md,
+            format!(
+                "| {} | {:.2} ms | {og_per:.0} ns | {:.2} ms ({}) | {other_per:.0} ns | {} |",
+                exec.name(),
+                og_fixed / 1e6,
+                other_fixed / 1e6,
+                other.name(),
+                if og_per > 0.0 {
+                    ratio(og_per, other_per)
+                } else {
+                    "n/a".into()
+                },
+            ),
+        );
+        for (t, fixed, per) in [(og, og_fixed, og_per), (other, other_fixed, other_per)] {
+            let _ = writeln!(
+                csv,
+                "FireFixed,{n1}-{n2},{},{},{fixed:.1}",
+                exec.key(),
+                t.name()
+            );
+            let _ = writeln!(
+                csv,
+                "FirePerTimeout,{n1}-{n2},{},{},{per:.1}",
+                exec.key(),
+                t.name()
+            );
+        }
+    }
+}
+
 fn ratio(a: f64, b: f64) -> String {
     if b > 1.0 {
         format!("{:.2}x", a / b)
@@ -1701,6 +1782,7 @@ fn main() {
                 .into(),
         );
         say(&mut md, "|---:|---|---:|---:|---:|---:|---:|---:|".into());
+        let mut walls = Vec::new();
         for &n in &sizes {
             let rounds = if short {
                 3
@@ -1724,10 +1806,14 @@ fn main() {
                     ),
                 );
                 for (t, v, c) in res {
+                    walls.push((n, exec, t, v));
                     let _ = writeln!(csv, "{work:?},{n},{},{},{v:.1}", exec.key(), t.name());
                     let _ = writeln!(csv, "{work:?}Cpu,{n},{},{},{c:.1}", exec.key(), t.name());
                 }
             }
+        }
+        if work == Work::Fire {
+            fit_table(&mut md, &mut csv, &walls, say);
         }
     }
 

@@ -11,6 +11,10 @@ mkdir -p target/bench
 if [ "${1:-}" = --short ]; then
     cargo test --bench timeout | tee target/bench/timeout.txt
     OPGUARD_BENCH_OUT=target/bench/scale.md cargo test --bench scale -- --short
+    # Two sizes, for the all-fire table's split into a fixed part and a part
+    # per timeout, which a single size does not make.
+    OPGUARD_SCALE_PARTS=fire OPGUARD_SCALE_N=2000,4000 OPGUARD_BENCH_OUT=target/bench/scale-fit.md \
+        cargo test --bench scale -- --short
     python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
     OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo test --bench accuracy -- --short
     OPGUARD_PATHS=pending OPGUARD_PATHS_N=1000 cargo test --bench paths
