@@ -276,17 +276,18 @@ const _: () = assert!(
     "how early a deadline falls in the coarsest tick fits a u32 of nanoseconds"
 );
 
-/// How wide, in fine ticks, the tick of a timeout of length `after` is:
-/// the widest power of four fine ticks that is at most a thousandth of
-/// `after`, and one fine tick under a second. So 1 ms from 1 s, 4 ms from
-/// 4 s, 16 ms from 16 s (the tick of a 30 s timeout), and so on up to
-/// 4.096 s from 4 096 s. A timeout so never fires more than a thousandth of
+/// How wide, in fine ticks, a tick of class `class` is; for the tick of a
+/// timeout of length `after` ([`class`]`(after)`), the widest power of four
+/// fine ticks that is at most a thousandth of `after`, and one fine tick
+/// under a second. So 1 ms from 1 s, 4 ms from 4 s, 16 ms from 16 s (the
+/// tick of a 30 s timeout), and so on up to 4.096 s from 4 096 s. A timeout so never fires more than a thousandth of
 /// its length late (or 250 µs), and long timeouts, whose deadlines spread
 /// over a long time, share ticks: whatever its rate of timeouts, a thread
 /// has at most 4 000 ticks pending of each width but the widest (timeouts
 /// of the width `w` are shorter than 4 000 `w`).
-fn width(after: Duration) -> u64 {
-    1 << width_bits(class(after))
+#[inline]
+fn width(class: u8) -> u64 {
+    1 << width_bits(class)
 }
 
 /// The class of the tick of a timeout of length `after`: its width is 4 to
@@ -324,7 +325,7 @@ fn class(after: Duration) -> u8 {
 /// assert_eq!(opguard::tick_of(Duration::from_secs(86_400)), Duration::from_millis(4_096));
 /// ```
 pub fn tick_of(after: Duration) -> Duration {
-    FINE * width(after) as u32
+    FINE * width(class(after)) as u32
 }
 
 /// How wide a staging tick is, in fine ticks: as the coarsest tick
@@ -982,7 +983,7 @@ pub(crate) fn start(now: Instant, after: Duration, waker: &Waker) -> Start {
         Some((at, late)) => (at, late, STAGED, STAGING),
         None => {
             let class = class(after);
-            match ticks(due, 1 << width_bits(class)) {
+            match ticks(due, width(class)) {
                 Some((at, early)) => (at, early, 0, class),
                 None => return Start::Never,
             }
@@ -1037,7 +1038,7 @@ fn staging(due: Duration, after: Duration) -> Option<(u64, u32)> {
 fn settle(since: Duration, due: Duration, after: Duration, waker: Waker, id: WakerId) -> Start {
     // The tick is at or after the deadline, by less than a tick.
     let class = class(after);
-    let Some((at, early)) = ticks(due, 1 << width_bits(class)) else {
+    let Some((at, early)) = ticks(due, width(class)) else {
         return Start::Never;
     };
     match join(at, class, slack_of(early, class), since, waker) {

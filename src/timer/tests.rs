@@ -534,7 +534,7 @@ fn a_wait_whose_own_tick_came_before_it_moved_there_ends_at_once() {
     let mut d = waiting(after, &waker);
     let due = d.due();
     // Its own tick, fired already (its task ran after it).
-    let (at, _) = ticks(Duration::from_nanos(due), width(after)).unwrap();
+    let (at, _) = ticks(Duration::from_nanos(due), width(class(after))).unwrap();
     let own = fired_tick(at, class(after));
     d.tick.finish(FIRED);
     let polled = d.poll(&mut Context::from_waker(&waker), || after);
@@ -662,8 +662,8 @@ fn nested_long_timeouts_polled_after_their_own_ticks_came_report_the_earlier() {
     assert!(!staging.is_empty() && staging.len() <= 2);
     // Every tick either deadline can round up to, fired.
     let since = |i: Instant| i.saturating_duration_since(clock::epoch());
-    let step = width(outer);
-    assert_eq!(step, width(inner));
+    let step = width(class(outer));
+    assert_eq!(step, width(class(inner)));
     let (first, _) = ticks(since(before) + outer, step).unwrap();
     let (last, _) = ticks(since(after) + inner, step).unwrap();
     let own: Vec<_> = (first..=last)
