@@ -16,6 +16,7 @@ if [ "${1:-}" = --short ]; then
     OPGUARD_SCALE_PARTS=fire OPGUARD_SCALE_N=2000,4000 OPGUARD_BENCH_OUT=target/bench/scale-fit.md \
         cargo test --bench scale -- --short
     python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
+    OPGUARD_BENCH_OUT=target/bench/fire_timeline.md cargo test --bench fire_timeline -- --short
     OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo test --bench accuracy -- --short
     OPGUARD_PATHS=pending OPGUARD_PATHS_N=1000 cargo test --bench paths
     cargo test --bench classify
@@ -28,6 +29,7 @@ cargo bench --bench timeout | tee target/bench/timeout.txt
 python3 scripts/bench_table.py "${CARGO_TARGET_DIR:-target}/criterion" > target/bench/timeout.md
 OPGUARD_BENCH_OUT=target/bench/scale.md cargo bench --bench scale
 python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
+OPGUARD_BENCH_OUT=target/bench/fire_timeline.md cargo bench --bench fire_timeline
 OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo bench --bench accuracy
 cargo bench --bench classify | tee target/bench/classify.txt
 

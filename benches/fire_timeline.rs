@@ -1,0 +1,193 @@
+//! When timeouts that all fire end, on smol, beside futures-time's: the
+//! timeline behind the all-fire row of `benches/scale.rs` on smol.
+//!
+//!     cargo bench --bench fire_timeline              # 10 000 timeouts, 9 rounds
+//!     cargo bench --bench fire_timeline -- --short   # 1 000, 2 rounds, for CI
+//!
+//! N tasks are spawned at once on smol's `LocalExecutor`, each awaiting a
+//! 50 ms timeout around `pending()`. Each task notes when its timeout
+//! started (its first poll) and when it ended, and from these each round
+//! gives:
+//! - starts: from the first timeout's start to the last's;
+//! - first end: how long after the first deadline the first timeout ended;
+//! - ends: from the first timeout's end to the last's;
+//! - last late: how long after the last deadline the last timeout ended,
+//!   which is what the round's wall time pays past its deadlines;
+//! - pauses: the gaps of more than 10 µs between one timeout's end and the
+//!   next, added up: time within "ends" in which none ended.
+//!
+//! Then the same with one deadline for all (`until =`, futures-time's
+//! `Instant`): "ends" is then how fast the executor works through N fired
+//! timeouts at once. Medians of the warm rounds, the two timers taking
+//! turns. `N` from `OPGUARD_TIMELINE_N`. Results go to stdout and
+//! `$OPGUARD_BENCH_OUT` (markdown, default `target/bench/fire_timeline.md`).
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::future::pending;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_time::future::FutureExt as _;
+
+/// Every timeout's length.
+const FIRE: Duration = Duration::from_millis(50);
+/// A gap between two ends longer than this is a pause.
+const PAUSE: Duration = Duration::from_micros(10);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Timer {
+    Opguard,
+    FuturesTime,
+}
+
+impl Timer {
+    fn name(self) -> &'static str {
+        match self {
+            Timer::Opguard => "opguard",
+            Timer::FuturesTime => "futures-time",
+        }
+    }
+}
+
+/// One task: a timeout that fires, of `FIRE` from its start or at `at`.
+async fn fires(timer: Timer, at: Option<Instant>) {
+    match (timer, at) {
+        (Timer::Opguard, None) => {
+            assert!(
+                opguard::timeout_async!(FIRE, pending::<()>())
+                    .await
+                    .is_err()
+            )
+        }
+        (Timer::Opguard, Some(at)) => {
+            assert!(
+                opguard::timeout_async!(until = at, pending::<()>())
+                    .await
+                    .is_err()
+            )
+        }
+        (Timer::FuturesTime, None) => assert!(
+            pending::<()>()
+                .timeout(futures_time::time::Duration::from(FIRE))
+                .await
+                .is_err()
+        ),
+        (Timer::FuturesTime, Some(at)) => assert!(
+            pending::<()>()
+                .timeout(futures_time::time::Instant::from(at))
+                .await
+                .is_err()
+        ),
+    }
+}
+
+/// One round's measures, in µs: starts, first end, ends, last late, pauses.
+type Measures = [f64; 5];
+
+/// One round of `n` tasks: each timeout's start and end, then the measures.
+fn round(ex: &smol::LocalExecutor<'_>, timer: Timer, shared: bool, n: usize) -> Measures {
+    let log = Rc::new(RefCell::new(Vec::with_capacity(n)));
+    let at = shared.then(|| Instant::now() + FIRE);
+    smol::block_on(ex.run(async {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let log = Rc::clone(&log);
+                ex.spawn(async move {
+                    let start = Instant::now();
+                    fires(timer, at).await;
+                    log.borrow_mut().push((start, Instant::now()));
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await;
+        }
+    }));
+    let log = log.borrow();
+    let due = |start: Instant| at.unwrap_or(start + FIRE);
+    let first_start = log.iter().map(|t| t.0).min().expect("a task");
+    let last_start = log.iter().map(|t| t.0).max().expect("a task");
+    let mut ends: Vec<Instant> = log.iter().map(|t| t.1).collect();
+    ends.sort();
+    let (first_end, last_end) = (ends[0], ends[n - 1]);
+    let pauses: Duration = ends
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .filter(|gap| *gap > PAUSE)
+        .sum();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let signed = |a: Instant, b: Instant| {
+        if a >= b { us(a - b) } else { -us(b - a) }
+    };
+    [
+        us(last_start - first_start),
+        signed(first_end, due(first_start)),
+        us(last_end - first_end),
+        signed(last_end, due(last_start)),
+        us(pauses),
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let short = std::env::args().any(|a| a == "--short");
+    let n = std::env::var("OPGUARD_TIMELINE_N")
+        .ok()
+        .map(|v| v.parse().expect("OPGUARD_TIMELINE_N: a number of timeouts"))
+        .unwrap_or(if short { 1_000 } else { 10_000 });
+    let rounds = if short { 2 } else { 9 };
+    let ex = smol::LocalExecutor::new();
+    let timers = [Timer::Opguard, Timer::FuturesTime];
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n### When {n} timeouts of 50 ms that all fire end, on smol (medians of {rounds} rounds, µs)\n\n\
+         | deadlines | timer | starts | first end | ends | last late | pauses |\n\
+         |---|---|---:|---:|---:|---:|---:|"
+    );
+    for shared in [false, true] {
+        // One warm-up round each, then the timers take turns.
+        for &t in &timers {
+            round(&ex, t, shared, n);
+        }
+        let mut all = vec![Vec::new(); timers.len()];
+        for _ in 0..rounds {
+            for (i, &t) in timers.iter().enumerate() {
+                all[i].push(round(&ex, t, shared, n));
+            }
+        }
+        for (i, t) in timers.iter().enumerate() {
+            let m: Vec<f64> = (0..5)
+                .map(|k| median(all[i].iter().map(|r| r[k]).collect()))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |",
+                if shared {
+                    "one for all"
+                } else {
+                    "50 ms from each start"
+                },
+                t.name(),
+                m[0],
+                m[1],
+                m[2],
+                m[3],
+                m[4]
+            );
+        }
+    }
+    print!("{md}");
+    let out = std::env::var("OPGUARD_BENCH_OUT")
+        .unwrap_or_else(|_| "target/bench/fire_timeline.md".into());
+    if let Some(dir) = std::path::Path::new(&out).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    std::fs::write(&out, md).expect("the bench's output file");
+    println!("written to {out}");
+}
