@@ -18,14 +18,17 @@
 //!
 //! Then the same with one deadline for all (`until =`, futures-time's
 //! `Instant`): "ends" is then how fast the executor works through N fired
-//! timeouts at once. Medians of the warm rounds, the two timers taking
-//! turns. `N` from `OPGUARD_TIMELINE_N`. Results go to stdout and
+//! timeouts at once. Beside them, bare tasks that pend once and are all
+//! woken at that deadline by one more task (a `smol::Timer`): what the
+//! executor itself costs to wake and end N tasks, which neither timer can
+//! save. Medians of the warm rounds, the timers taking turns. `N` from `OPGUARD_TIMELINE_N`. Results go to stdout and
 //! `$OPGUARD_BENCH_OUT` (markdown, default `target/bench/fire_timeline.md`).
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::future::pending;
+use std::future::{pending, poll_fn};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_time::future::FutureExt as _;
@@ -39,6 +42,9 @@ const PAUSE: Duration = Duration::from_micros(10);
 enum Timer {
     Opguard,
     FuturesTime,
+    /// No timeout: pends once, until the one deadline (for one deadline
+    /// for all only).
+    Bare,
 }
 
 impl Timer {
@@ -46,13 +52,30 @@ impl Timer {
         match self {
             Timer::Opguard => "opguard",
             Timer::FuturesTime => "futures-time",
+            Timer::Bare => "bare, woken at the deadline",
         }
     }
 }
 
-/// One task: a timeout that fires, of `FIRE` from its start or at `at`.
-async fn fires(timer: Timer, at: Option<Instant>) {
+/// The wakers of the bare tasks, woken all at once at the deadline.
+type Parked = Rc<RefCell<Vec<Waker>>>;
+
+/// One task: a timeout that fires, of `FIRE` from its start or at `at`;
+/// or, bare, a wait until `parked`'s wakers are woken.
+async fn fires(timer: Timer, at: Option<Instant>, parked: &Parked) {
     match (timer, at) {
+        (Timer::Bare, _) => {
+            let mut pended = false;
+            poll_fn(|cx| {
+                if std::mem::replace(&mut pended, true) {
+                    Poll::Ready(())
+                } else {
+                    parked.borrow_mut().push(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await
+        }
         (Timer::Opguard, None) => {
             assert!(
                 opguard::timeout_async!(FIRE, pending::<()>())
@@ -89,17 +112,27 @@ type Measures = [f64; 5];
 fn round(ex: &smol::LocalExecutor<'_>, timer: Timer, shared: bool, n: usize) -> Measures {
     let log = Rc::new(RefCell::new(Vec::with_capacity(n)));
     let at = shared.then(|| Instant::now() + FIRE);
+    let parked = Parked::default();
     smol::block_on(ex.run(async {
         let tasks: Vec<_> = (0..n)
             .map(|_| {
-                let log = Rc::clone(&log);
+                let (log, parked) = (Rc::clone(&log), Rc::clone(&parked));
                 ex.spawn(async move {
                     let start = Instant::now();
-                    fires(timer, at).await;
+                    fires(timer, at, &parked).await;
                     log.borrow_mut().push((start, Instant::now()));
                 })
             })
             .collect();
+        if timer == Timer::Bare {
+            let (parked, at) = (Rc::clone(&parked), at.expect("bare tasks share a deadline"));
+            ex.spawn(async move {
+                smol::Timer::at(at).await;
+                let wakers = std::mem::take(&mut *parked.borrow_mut());
+                wakers.into_iter().for_each(Waker::wake);
+            })
+            .detach();
+        }
         for task in tasks {
             task.await;
         }
@@ -142,7 +175,6 @@ fn main() {
         .unwrap_or(if short { 1_000 } else { 10_000 });
     let rounds = if short { 2 } else { 9 };
     let ex = smol::LocalExecutor::new();
-    let timers = [Timer::Opguard, Timer::FuturesTime];
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -151,8 +183,13 @@ fn main() {
          |---|---|---:|---:|---:|---:|---:|"
     );
     for shared in [false, true] {
+        let timers: &[Timer] = if shared {
+            &[Timer::Opguard, Timer::FuturesTime, Timer::Bare]
+        } else {
+            &[Timer::Opguard, Timer::FuturesTime]
+        };
         // One warm-up round each, then the timers take turns.
-        for &t in &timers {
+        for &t in timers {
             round(&ex, t, shared, n);
         }
         let mut all = vec![Vec::new(); timers.len()];
