@@ -21,7 +21,9 @@
 //! timeouts at once. Beside them, bare tasks that pend once and are all
 //! woken at that deadline by one more task (a `smol::Timer`): what the
 //! executor itself costs to wake and end N tasks, which neither timer can
-//! save. Medians of the warm rounds, the timers taking turns. `N` from `OPGUARD_TIMELINE_N`. Results go to stdout and
+//! save. Medians of the warm rounds, the timers taking turns.
+//!
+//! `OPGUARD_TIMELINE_N` sets N (at least 1). Results go to stdout and
 //! `$OPGUARD_BENCH_OUT` (markdown, default `target/bench/fire_timeline.md`).
 
 use std::cell::RefCell;
@@ -169,10 +171,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let short = std::env::args().any(|a| a == "--short");
-    let n = std::env::var("OPGUARD_TIMELINE_N")
-        .ok()
-        .map(|v| v.parse().expect("OPGUARD_TIMELINE_N: a number of timeouts"))
-        .unwrap_or(if short { 1_000 } else { 10_000 });
+    let n = match std::env::var("OPGUARD_TIMELINE_N") {
+        Err(_) => {
+            if short {
+                1_000
+            } else {
+                10_000
+            }
+        }
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                eprintln!("OPGUARD_TIMELINE_N={v:?}: expected a number of timeouts, 1 or more");
+                std::process::exit(2);
+            }
+        },
+    };
     let rounds = if short { 2 } else { 9 };
     let ex = smol::LocalExecutor::new();
     let mut md = String::new();
