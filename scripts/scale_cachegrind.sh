@@ -12,9 +12,11 @@
 #
 #   bash scripts/scale_cachegrind.sh [finish|fire] [N]   (finish, 100000)
 #
-# cachegrind takes its last-level cache from the machine (256 MB here, where
-# 100 000 tasks fit); OPGUARD_CACHEGRIND_LL=size,associativity,line sets
-# another, e.g. 16777216,16,64 for 16 MB.
+# cachegrind takes its last-level cache from what the machine reports, which
+# on these virtual machines is not the real L3 (256 MB on one day, 512 MB on
+# another, where even a million tasks fit);
+# OPGUARD_CACHEGRIND_LL=size,associativity,line sets another. BENCHMARKS.md
+# uses 33554432,16,64: 32 MB, 16-way, the L3 that lscpu shows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-finish}
