@@ -130,6 +130,11 @@ fn round(ex: &smol::LocalExecutor<'_>, timer: Timer, shared: bool, n: usize) -> 
             let (parked, at) = (Rc::clone(&parked), at.expect("bare tasks share a deadline"));
             ex.spawn(async move {
                 smol::Timer::at(at).await;
+                // Every bare task has parked by then (spawned first, they
+                // ran first); one that had not would never be woken.
+                while parked.borrow().len() < n {
+                    smol::future::yield_now().await;
+                }
                 let wakers = std::mem::take(&mut *parked.borrow_mut());
                 wakers.into_iter().for_each(Waker::wake);
             })
