@@ -1242,15 +1242,13 @@ fn inner_table(md: &mut String, csv: &mut String, sizes: &[usize], short: bool, 
     }
 }
 
-/// `a` over `b` as a ratio; "n/a" where `b`, an overhead in ns, is too
-/// small to compare with.
 /// Splits each timer's wall-time overhead of the all-fire rounds, at the
 /// two smallest sizes, into a fixed part per round and a part per timeout,
-/// from overhead x N = fixed + N x per timeout: a round's fixed part (how
-/// long after the last deadline its last timeouts end) weighs on the
-/// overhead per timeout at 10 000 ten times as much as at 100 000, so a
-/// ratio at the smaller size can say more about when the last timeouts end
-/// than about what each one costs.
+/// from overhead x N = fixed + N x per timeout: a straight line through two
+/// sizes. What does not grow in step with N reads as fixed, and weighs on
+/// the overhead per timeout at 10 000 ten times as much as at 100 000; on
+/// smol that is mostly the backlog of fired timeouts the executor has yet
+/// to end (`benches/fire_timeline.rs` times it).
 fn fit_table(md: &mut String, csv: &mut String, walls: &[(usize, Exec, Timer, f64)], say: Say) {
     let mut sizes: Vec<usize> = walls.iter().map(|w| w.0).collect();
     sizes.sort_unstable();
@@ -1322,6 +1320,8 @@ fn fit_table(md: &mut String, csv: &mut String, walls: &[(usize, Exec, Timer, f6
     }
 }
 
+/// `a` over `b` as a ratio; "n/a" where `b`, an overhead in ns, is too
+/// small to compare with.
 fn ratio(a: f64, b: f64) -> String {
     if b > 1.0 {
         format!("{:.2}x", a / b)

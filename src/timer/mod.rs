@@ -280,11 +280,12 @@ const _: () = assert!(
 /// timeout of length `after` ([`class`]`(after)`), the widest power of four
 /// fine ticks that is at most a thousandth of `after`, and one fine tick
 /// under a second. So 1 ms from 1 s, 4 ms from 4 s, 16 ms from 16 s (the
-/// tick of a 30 s timeout), and so on up to 4.096 s from 4 096 s. A timeout so never fires more than a thousandth of
-/// its length late (or 250 µs), and long timeouts, whose deadlines spread
-/// over a long time, share ticks: whatever its rate of timeouts, a thread
-/// has at most 4 000 ticks pending of each width but the widest (timeouts
-/// of the width `w` are shorter than 4 000 `w`).
+/// tick of a 30 s timeout), and so on up to 4.096 s from 4 096 s. A timeout
+/// so never fires more than a thousandth of its length late (or 250 µs),
+/// and long timeouts, whose deadlines spread over a long time, share ticks:
+/// whatever its rate of timeouts, a thread has at most 4 000 ticks pending
+/// of each width but the widest (timeouts of the width `w` are shorter than
+/// 4 000 `w`).
 #[inline]
 fn width(class: u8) -> u64 {
     1 << width_bits(class)
