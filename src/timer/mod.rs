@@ -201,6 +201,7 @@
 //! reference): no one can see a tick change its time under them.
 
 mod alarm;
+mod lock;
 mod waitlist;
 
 use std::cell::{Cell, RefCell};

@@ -10,15 +10,17 @@
 
 #[cfg(opguard_loom)]
 use loom::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-#[cfg(opguard_loom)]
-use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(opguard_loom))]
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-#[cfg(not(opguard_loom))]
-use std::sync::{Mutex, MutexGuard};
 
 use std::ops::{Deref, DerefMut};
 use std::task::{Poll, Waker};
+
+#[cfg(not(opguard_loom))]
+use super::lock::{Guard, Lock};
+// Under loom, loom's mutex (see `lock::model`).
+#[cfg(opguard_loom)]
+use super::lock::model::{Guard, Lock};
 
 /// The tick has not come.
 pub(super) const OPEN: u8 = 0;
@@ -31,10 +33,6 @@ pub(super) const BROKEN: u8 = 2;
 /// which its owner sets (a 250th of the tick's width: a microsecond for a
 /// fine tick of 250 µs). Joiners with more slack than this give this.
 pub(super) const MAX_SLACK: u8 = 250;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Slots in the largest chunks: 32 wakers of 16 bytes, an allocation small
 /// enough that the system allocator serves it from its quick lists.
@@ -380,7 +378,7 @@ pub(super) struct Waitlist<T = ()> {
     /// bytes): here they take the room that the flags above leave before
     /// the lock, where in the tick itself they would take 8 bytes more.
     pub(super) extra: T,
-    waiters: Mutex<Waiters>,
+    waiters: Lock<Waiters>,
 }
 
 #[cfg(opguard_loom)]
@@ -408,7 +406,7 @@ impl<T> Waitlist<T> {
             drained: AtomicBool::new(false),
             slack: AtomicU8::new(slack.min(MAX_SLACK)),
             extra,
-            waiters: Mutex::new({
+            waiters: Lock::new({
                 let mut w = Waiters::default();
                 w.set_pinned(pinned);
                 w.insert(waker);
@@ -427,10 +425,7 @@ impl<T> Waitlist<T> {
         self.relaying = AtomicBool::new(false);
         self.drained = AtomicBool::new(false);
         self.slack = AtomicU8::new(slack.min(MAX_SLACK));
-        let w = self
-            .waiters
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let w = self.waiters.get_mut();
         debug_assert_eq!(w.live, 0);
         // Open and pinned; the keys start again below.
         w.next = PINNED;
@@ -451,7 +446,7 @@ impl<T> Waitlist<T> {
     /// when it closed early and is about to fire).
     #[inline]
     pub(super) fn join(&self, waker: Waker, slack: u8) -> Result<u32, (Waker, u8)> {
-        let mut w = lock(&self.waiters);
+        let mut w = self.waiters.lock();
         // A list that handed out every key it has turns joiners away too:
         // they make a fresh tick.
         if w.takes_no_waiter() {
@@ -481,7 +476,7 @@ impl<T> Waitlist<T> {
         if before > u64::from(MAX_SLACK) {
             return false;
         }
-        let mut w = lock(&self.waiters);
+        let mut w = self.waiters.lock();
         if before > u64::from(self.slack.load(Ordering::Relaxed)) {
             return false;
         }
@@ -500,7 +495,7 @@ impl<T> Waitlist<T> {
                 emptied: false,
             };
         }
-        let mut w = lock(&self.waiters);
+        let mut w = self.waiters.lock();
         let (waker, chunk) = w.remove(key);
         if waker.is_none() || w.live != 0 {
             drop(w);
@@ -536,13 +531,13 @@ impl<T> Waitlist<T> {
     /// will start more timeouts in this tick: a tick made and retired for
     /// each of a run of timeouts would start and drop a timer each time.
     pub(super) fn pin(&self) {
-        lock(&self.waiters).set_pinned(true);
+        self.waiters.lock().set_pinned(true);
     }
 
     /// Undoes [`Waitlist::pin`]; `true` when that leaves the list empty, so
     /// that it closes and the tick can go.
     pub(super) fn unpin(&self) -> bool {
-        let mut w = lock(&self.waiters);
+        let mut w = self.waiters.lock();
         w.set_pinned(false);
         if w.is_closed() || w.live != 0 {
             return false;
@@ -561,7 +556,7 @@ impl<T> Waitlist<T> {
     /// outside the lock (through `old`).
     pub(super) fn poll(&self, key: u32, new: Waker, old: &mut Option<Waker>) -> Poll<u8> {
         if self.state() == OPEN {
-            let mut w = lock(&self.waiters);
+            let mut w = self.waiters.lock();
             if let Some(current) = w.slot(key) {
                 *old = Some(std::mem::replace(current, new));
                 return Poll::Pending;
@@ -578,7 +573,7 @@ impl<T> Waitlist<T> {
         self.state
             .compare_exchange(OPEN, outcome, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
-        let all = self.take_all(&mut lock(&self.waiters));
+        let all = self.take_all(&mut self.waiters.lock());
         Some(all.drain())
     }
 
@@ -590,7 +585,7 @@ impl<T> Waitlist<T> {
         self.state
             .compare_exchange(OPEN, FIRED, Ordering::AcqRel, Ordering::Acquire)
             .ok()?;
-        let mut w = lock(&self.waiters);
+        let mut w = self.waiters.lock();
         w.close();
         let (first, chunk) = w.take_first();
         let more = w.live != 0;
@@ -619,7 +614,7 @@ impl<T> Waitlist<T> {
         if !self.relaying() {
             return None;
         }
-        let mut w = lock(&self.waiters);
+        let mut w = self.waiters.lock();
         // Relayed meanwhile: drained, and closed.
         let (Some(waker), chunk) = w.take_first() else {
             return None;
@@ -642,14 +637,14 @@ impl<T> Waitlist<T> {
         if !self.relaying() || !self.relaying.swap(false, Ordering::AcqRel) {
             return None;
         }
-        let rest = self.take_all(&mut lock(&self.waiters));
+        let rest = self.take_all(&mut self.waiters.lock());
         Some(rest.drain())
     }
 
     /// Takes every waiter out of a finished tick's list, whose lock the
     /// caller holds, and closes it; from then on a leaving waiter takes no
     /// lock ([`Waitlist::leave`]).
-    fn take_all(&self, w: &mut MutexGuard<'_, Waiters>) -> Waiters {
+    fn take_all(&self, w: &mut Guard<'_, Waiters>) -> Waiters {
         let all = std::mem::replace(&mut **w, Waiters::closed());
         self.drained.store(true, Ordering::Release);
         all
@@ -658,7 +653,7 @@ impl<T> Waitlist<T> {
     /// Waiters still registered, and chunks still allocated (for tests).
     #[cfg(test)]
     pub(super) fn live(&self) -> (u32, usize) {
-        let w = lock(&self.waiters);
+        let w = self.waiters.lock();
         (w.live, w.chunks.iter().flatten().count())
     }
 }
@@ -761,7 +756,7 @@ mod tests {
             .collect();
         assert!(list.fire().unwrap().more);
         assert_eq!(list.relay().map(|rest| rest.len()), Some(3));
-        let held = lock(&list.waiters);
+        let held = list.waiters.lock();
         let (tx, rx) = std::sync::mpsc::channel();
         let leaving = list.clone();
         std::thread::spawn(move || {
@@ -799,12 +794,12 @@ mod tests {
         // A full list turns joiners away as still open: they make a fresh
         // tick, and it keeps its waiter and its flags.
         let list = Waitlist::first_of(noop(), MAX_SLACK, true, ());
-        lock(&list.waiters).next = FULL | PINNED;
+        list.waiters.lock().next = FULL | PINNED;
         let Err((_, state)) = list.join(noop(), MAX_SLACK) else {
             panic!("a full list took a waiter");
         };
         assert_eq!(state, OPEN, "turned away, not closed");
-        let w = lock(&list.waiters);
+        let w = list.waiters.lock();
         assert!(w.is_pinned() && !w.is_closed() && w.live == 1);
     }
 
@@ -822,7 +817,7 @@ mod tests {
             list.join(noop(), MAX_SLACK).is_err(),
             "a fired list took a waiter"
         );
-        assert!(lock(&list.waiters).is_pinned());
+        assert!(list.waiters.lock().is_pinned());
     }
 
     #[test]
