@@ -32,6 +32,7 @@ use std::cell::UnsafeCell;
 #[cfg(not(opguard_loom))]
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
 /// A value behind a spin lock (see the module's docs).
@@ -73,6 +74,7 @@ impl<T> Lock<T> {
         }
         Guard {
             lock: self,
+            value_of: PhantomData,
             #[cfg(opguard_loom)]
             value: Some(self.value.get_mut()),
         }
@@ -128,9 +130,11 @@ fn wait(_: u32) {
     loom::thread::yield_now();
 }
 
-/// The lock, held: releases it as it drops.
+/// The lock, held: releases it as it drops. Shared between threads only
+/// where `&mut T` may be (`T: Sync`), as `std::sync::MutexGuard`.
 pub(super) struct Guard<'a, T> {
     lock: &'a Lock<T>,
+    value_of: PhantomData<&'a mut T>,
     /// loom's record of the access, which must end before the release.
     #[cfg(opguard_loom)]
     value: Option<MutPtr<T>>,
