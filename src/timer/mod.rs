@@ -192,8 +192,9 @@
 //! it (loom: [`waitlist`] again), so no waiter's deadline is after it. A
 //! tick found in its lane's map fired has fired at its boundary, at or
 //! after the deadline of every waiter that would join it, so a timeout that
-//! finds it so has timed out, correctly and at once. Mutex poisoning is
-//! ignored: no code here panics while holding one. A lane's earliest time is
+//! finds it so has timed out, correctly and at once. No code here panics
+//! while holding a lock: the lanes' mutexes ignore poisoning, and the
+//! lists' spin lock ([`mod@lock`]) has none. A lane's earliest time is
 //! a hint, stored and read `Relaxed` (see [`Lane::next`]). A kept tick is
 //! made a new one in place only under its lane's lock, once it is out of the
 //! map and this thread's cache, and only through `Arc::get_mut`, which fails
