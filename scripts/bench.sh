@@ -30,6 +30,8 @@ python3 scripts/bench_table.py "${CARGO_TARGET_DIR:-target}/criterion" > target/
 OPGUARD_BENCH_OUT=target/bench/scale.md cargo bench --bench scale
 python3 scripts/plot_scale.py target/bench/scale.csv target/bench/scale.svg
 OPGUARD_BENCH_OUT=target/bench/fire_timeline.md cargo bench --bench fire_timeline
+OPGUARD_TIMELINE_N=100000 OPGUARD_BENCH_OUT=target/bench/fire_timeline-100000.md \
+    cargo bench --bench fire_timeline
 OPGUARD_BENCH_OUT=target/bench/accuracy.md cargo bench --bench accuracy
 cargo bench --bench classify | tee target/bench/classify.txt
 
